@@ -1,0 +1,189 @@
+"""The ``pix2pixhd-deploy`` command: argument parsing only; every subcommand calls one library function.
+
+A :class:`~pix2pixhd_deploy.errors.UserError` becomes one line on stderr and exit status 2 (a traceback only with
+``--debug``); Ctrl-C exits 130 and leaves only complete files behind.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from . import __version__
+from .errors import UserError
+
+log = logging.getLogger("pix2pixhd_deploy")
+
+
+def _hw(text: str) -> Tuple[int, int]:
+    """``H,W`` (ais_bench's --dymHW) or ``HxW``."""
+    for sep in (",", "x", "X"):
+        if sep in text:
+            h, w = text.split(sep, 1)
+            try:
+                return int(h), int(w)
+            except ValueError:
+                break
+    raise argparse.ArgumentTypeError(f"expected HEIGHT,WIDTH (e.g. 1024,2048), got {text!r}")
+
+
+# ------------------------------------------------------------------------------------------ subcommands
+
+def cmd_convert(args) -> int:
+    from .dataset import convert_cityscapes
+    from .fileio import progress
+
+    report = convert_cityscapes(args.split_dir, args.inst_dir, args.label_dir, link=args.link,
+                                progress_fn=lambda keys: progress(keys, desc="convert"))
+    print(f"convert: {report.summary()} -> {args.label_dir}, {args.inst_dir}")
+    return 0
+
+
+def cmd_preprocess(args) -> int:
+    from .encoding import preprocess_dataset
+
+    outs = preprocess_dataset(args.dataroot, args.out_dir, label_nc=args.label_nc,
+                              use_instance=not args.no_instance, base=args.size_multiple, phase=args.phase)
+    print(f"preprocess: {len(outs)} input tensors in {args.out_dir}")
+    return 0
+
+
+def cmd_infer(args) -> int:
+    from .infer import format_summary, run_inference
+    from .runners import make_runner
+
+    hw = args.dymHW
+    runner = make_runner(args.model, backend=args.backend, device=args.device, fp16=args.fp16,
+                         **({"height": hw[0], "width": hw[1]} if hw and args.static_hw else {}))
+    with runner:
+        result = run_inference(runner, inputs=args.input, output=args.output, output_dirname=args.output_dirname,
+                               outfmt=args.outfmt, batchsize=args.batchsize, loop=args.loop,
+                               warmup_count=args.warmup_count, hw=hw,
+                               argv=[Path(sys.argv[0]).name] + list(args._argv))
+    print(format_summary(result))
+    print(f"infer: {len(result.outputs)} outputs in {result.output_dir}, summary {result.summary_path}")
+    return 0
+
+
+def cmd_postprocess(args) -> int:
+    from .postprocess import postprocess_dir
+
+    outs = postprocess_dir(args.bin_dir, args.out_dir, fmt=args.format, hw=args.size)
+    print(f"postprocess: {len(outs)} pictures in {args.out_dir}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    report = run_demo(args.output, checkpoint=args.checkpoint, dataroot=args.dataroot, cityscapes=args.cityscapes,
+                      num_images=args.num_images, size=args.size, seed=args.seed, device=args.device,
+                      batchsize=args.batchsize)
+    print(report)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ parser
+
+def add_infer_arguments(p: argparse.ArgumentParser) -> None:
+    """ais_bench's flags (``python3 -m ais_bench ...``), so the seed's command works with the program renamed."""
+    p.add_argument("--model", "-m", required=True, help="model: .pth (or a folder with latest_net_G.pth)")
+    p.add_argument("--input", "-i", help="comma-separated .bin files or folders; omit for pure inference")
+    p.add_argument("--output", "-o", help="output root folder")
+    p.add_argument("--output_dirname", help="subfolder of --output for the outputs (default: a timestamp)")
+    p.add_argument("--outfmt", default="BIN", type=str.upper, choices=("BIN", "NPY", "TXT"))
+    p.add_argument("--batchsize", type=int, help="inputs per execution for a dynamic-batch model (default 1)")
+    p.add_argument("--loop", "-l", type=int, default=1, help="executions per batch (timed)")
+    p.add_argument("--warmup_count", type=int, default=1, help="untimed executions first (ais_bench default 1)")
+    p.add_argument("--device", "-d", default=None,
+                   help="cpu, cuda, cuda:N, or a device number as ais_bench takes it (default: GPU if any)")
+    p.add_argument("--dymHW", type=_hw, help="input HEIGHT,WIDTH (default: from the file size, 1:2 aspect)")
+    p.add_argument("--backend", default=None, help="runtime; default from the model file's suffix")
+    p.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA)")
+    p.set_defaults(static_hw=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pix2pixhd-deploy",
+        description="pix2pixHD label2city inference: Cityscapes label maps in, street photos out.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("convert", help="gather a Cityscapes gtFine split into test_label/ and test_inst/ "
+                                       "(datasets_deal.py)")
+    p.add_argument("inst_dir", help="output folder for *_gtFine_instanceIds.png (e.g. DATAROOT/test_inst)")
+    p.add_argument("label_dir", help="output folder for *_gtFine_labelIds.png (e.g. DATAROOT/test_label)")
+    p.add_argument("split_dir", help="a gtFine split folder whose subfolders are cities (e.g. gtFine/val)")
+    p.add_argument("--link", action="store_true", help="symlink instead of copying")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("preprocess", help="label/instance PNGs -> 36-channel float32 .bin files "
+                                          "(pix2pixhd_preprocess.py)")
+    p.add_argument("dataroot", help="folder holding test_label/ and test_inst/")
+    p.add_argument("out_dir", help="folder for <label stem>.bin")
+    p.add_argument("--label-nc", type=int, default=35, help="one-hot channels (upstream --label_nc, default 35)")
+    p.add_argument("--no-instance", action="store_true", help="no edge channel (upstream --no_instance)")
+    p.add_argument("--phase", default="test", help="reads <phase>_label and <phase>_inst (default test)")
+    p.add_argument("--size-multiple", type=int, default=32,
+                   help="snap sizes to a multiple of this, as upstream (32 for netG local, 16 for global)")
+    p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("infer", help="run a model over .bin inputs with ais_bench's flags and file layout")
+    add_infer_arguments(p)
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("postprocess", help="output .bin files -> pictures (pix2pixhd_postprocess.py)")
+    p.add_argument("bin_dir", help="folder of output .bin files (e.g. ./result/bs1)")
+    p.add_argument("out_dir", help="folder for <stem>generated.png")
+    p.add_argument("--format", default="png", choices=("png", "jpg", "jpeg"),
+                   help="png (lossless, default) or jpg (upstream test.py's JPEG q75)")
+    p.add_argument("--size", type=_hw, help="HEIGHT,WIDTH of the outputs (default: from the file size, 1:2)")
+    p.set_defaults(func=cmd_postprocess)
+
+    p = sub.add_parser("demo", help="the whole chain on generated (or your) data, with an index.html")
+    p.add_argument("--output", default="demo_out", help="folder for everything the demo makes (default demo_out)")
+    p.add_argument("--checkpoint", help="a real latest_net_G.pth (or its folder); default: random weights")
+    p.add_argument("--dataroot", help="your data: a folder with test_label/ and test_inst/")
+    p.add_argument("--cityscapes", help="your data: a Cityscapes gtFine split folder (e.g. gtFine/val)")
+    p.add_argument("--num-images", type=int, default=3, help="synthetic scenes to make (default 3)")
+    p.add_argument("--size", type=_hw, default=(1024, 2048), help="synthetic scene HEIGHT,WIDTH (1024,2048)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: GPU if any)")
+    p.add_argument("--batchsize", type=int, default=1)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if prog:
+        parser.prog = prog
+    args = parser.parse_args(argv)
+    args._argv = argv
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted: finished outputs are kept and no partial file is left; run the same command again to "
+              "complete the rest", file=sys.stderr)
+        return 130
+
+
+def run_script(command: str, script: str, argv: Optional[List[str]] = None) -> int:
+    """Entry for the seed-compatible scripts: ``python datasets_deal.py ...`` == ``pix2pixhd-deploy convert ...``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return main([command, *argv], prog=script)

@@ -1,0 +1,89 @@
+"""Postprocessing: generator outputs (float32 (3, H, W) in [-1, 1]) -> uint8 pictures, exactly as upstream.
+
+:func:`tensor2im` is upstream ``util.tensor2im``: float32 ``(x + 1) / 2 * 255`` in that order, clip to [0, 255],
+truncate to uint8 (no rounding; 0.0 -> 127). :func:`postprocess_dir` is the seed's ``pix2pixhd_postprocess.py``:
+every ``.bin`` in BIN_DIR becomes ``OUT_DIR/<bin stem>generated.png`` (lossless; ``fmt="jpg"`` gives the seed's and
+upstream ``test.py``'s JPEG at Pillow's default quality 75).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .errors import PathLike, UserError
+from .fileio import atomic_save_image, ensure_output_dir, natural_sorted, progress, remove_stale_temporaries, \
+    stem_of
+from .infer import infer_hw
+
+log = logging.getLogger(__name__)
+
+IMAGE_FORMATS = ("png", "jpg")
+
+
+def tensor2im(chw: np.ndarray) -> np.ndarray:
+    """(3, H, W) float in [-1, 1] -> (H, W, 3) uint8, bit for bit as upstream ``tensor2im(normalize=True)``."""
+    a = np.asarray(chw).astype(np.float32, copy=False)
+    a = (np.transpose(a, (1, 2, 0)) + np.float32(1)) / np.float32(2.0) * np.float32(255.0)
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
+def tensor2im_torch(nchw):
+    """The same conversion in torch on the device: (N, 3, H, W) -> (N, H, W, 3) uint8."""
+    import torch
+
+    a = nchw.float()
+    a = (a + 1.0) / 2.0 * 255.0
+    return a.clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def read_output_bin(path: PathLike, hw: Optional[Tuple[int, int]] = None, channels: int = 3) -> np.ndarray:
+    """A raw float32 (3, H, W) output file; H and W from ``hw`` or the 1:2 Cityscapes aspect."""
+    path = Path(path)
+    size = path.stat().st_size
+    h, w = infer_hw(size, channels, path=path, hw=hw)
+    arr = np.fromfile(path, dtype=np.float32).reshape(channels, h, w)
+    if not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
+        raise UserError(f"the output holds {bad} NaN or infinite values", path=path,
+                        fix="the runtime produced invalid numbers: check the model and its precision settings")
+    return arr
+
+
+def output_image_name(bin_path: PathLike, fmt: str = "png") -> str:
+    """The seed's naming: ``<bin name cut at the first '.'>generated.<fmt>``."""
+    return f"{stem_of(bin_path)}generated.{fmt}"
+
+
+def save_image(path: PathLike, image: np.ndarray) -> None:
+    """PNG losslessly; JPEG as upstream saves it (Pillow's defaults: quality 75, 4:2:0)."""
+    atomic_save_image(path, image)
+
+
+def postprocess_dir(bin_dir: PathLike, out_dir: PathLike, *, fmt: str = "png",
+                    hw: Optional[Tuple[int, int]] = None) -> List[Path]:
+    """Turn every output ``.bin`` in ``bin_dir`` into a picture in ``out_dir``; returns the pictures in order."""
+    fmt = fmt.lower().lstrip(".")
+    if fmt == "jpeg":
+        fmt = "jpg"
+    if fmt not in IMAGE_FORMATS:
+        raise UserError(f"unknown image format {fmt!r}", fix="use png or jpg")
+    bin_dir = Path(bin_dir)
+    if not bin_dir.is_dir():
+        raise UserError("the output folder to convert does not exist", path=bin_dir,
+                        fix="pass the folder that infer (or ais_bench) wrote, e.g. ./result/bs1")
+    bins = natural_sorted(p for p in bin_dir.iterdir() if p.is_file() and p.suffix.lower() == ".bin")
+    if not bins:
+        raise UserError("no .bin files in this folder", path=bin_dir,
+                        fix="pass the folder that infer (or ais_bench) wrote, e.g. ./result/bs1")
+    out = ensure_output_dir(out_dir)
+    remove_stale_temporaries(out)
+    written = []
+    for path in progress(bins, desc="postprocess"):
+        image = tensor2im(read_output_bin(path, hw))
+        target = out / output_image_name(path, fmt)
+        save_image(target, image)
+        written.append(target)
+    return written
