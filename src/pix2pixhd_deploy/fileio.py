@@ -23,12 +23,23 @@ T = TypeVar("T")
 TMP_PREFIX = ".tmp-"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: mkstemp makes 0600 files; outputs get the usual 0666 & ~umask, like any file a program creates.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
