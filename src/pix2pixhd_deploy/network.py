@@ -66,7 +66,7 @@ class GeneratorConfig:
 
 
 LABEL2CITY_1024P = GeneratorConfig()
-LABEL2CITY_512P = GeneratorConfig(ngf=64, netG="global")
+LABEL2CITY_512P = GeneratorConfig(ngf=64, netG="global", n_local_enhancers=0, n_blocks_local=0)
 
 
 # ------------------------------------------------------------------------------------------------ blocks

@@ -1,0 +1,32 @@
+# Two commands on a fresh clone:  `make demo` (the main job)  and  `make test` (the test suite).
+# Both create .venv and install what they need. TORCH picks the torch build: the default is the CPU wheel;
+# on a GPU machine use e.g. `make demo TORCH="torch==2.13.0 --index-url <your CUDA wheel index>"`.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml requirements.txt
+	$(BIN)/pip install --disable-pip-version-check -q $(TORCH)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt -e ".[onnx,test]"
+	# NVIDIA's own code, the parity reference of the tests. --no-deps: it asks for torchvision, which it never
+	# uses here and which would replace our torch.
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps pix2pixhd==1.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/pix2pixhd-deploy demo --output demo_out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf demo_out .pytest_cache

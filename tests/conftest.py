@@ -1,0 +1,114 @@
+"""Shared fixtures: the real Cityscapes samples (skipped when absent), NVIDIA's code, small models, the CLI."""
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = Path(os.environ.get("PIX2PIXHD_SAMPLES", REPO.parent / "shared" / "data" / "cityscapes_samples"))
+REFERENCE = REPO.parent / "shared" / "reference"
+
+# A small LocalEnhancer with the label2city layout (36 in, 3 out): fast enough for many tests.
+from pix2pixhd_deploy.network import GeneratorConfig  # noqa: E402
+
+SMALL_LOCAL = GeneratorConfig(input_nc=36, output_nc=3, ngf=8, netG="local", n_downsample_global=2,
+                              n_blocks_global=1, n_local_enhancers=1, n_blocks_local=1)
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    if not (SAMPLES / "test_label").is_dir():
+        pytest.skip(f"the Cityscapes samples are not at {SAMPLES} (set PIX2PIXHD_SAMPLES to their folder)")
+    return SAMPLES
+
+
+def import_upstream(module: str):
+    """Import a module of NVIDIA's pix2pixHD (PyPI ``pix2pixhd==1.0``), skipping when it is not installed.
+
+    Its ``networks.py`` imports torchvision for a VGG loss that inference never uses; a stub stands in for it
+    during the import only, so no other code ever sees a fake torchvision.
+    """
+    if importlib.util.find_spec("pix2pixhd") is None:
+        pytest.skip("NVIDIA's reference code is not installed (pip install --no-deps pix2pixhd==1.0)")
+    saved = {k: v for k, v in sys.modules.items() if k == "torchvision" or k.startswith("torchvision.")}
+    stub = types.ModuleType("torchvision")
+    stub.models = types.ModuleType("torchvision.models")
+    stub.transforms = types.ModuleType("torchvision.transforms")
+    sys.modules.update({"torchvision": stub, "torchvision.models": stub.models,
+                        "torchvision.transforms": stub.transforms})
+    try:
+        return importlib.import_module(module)
+    finally:
+        for k in ("torchvision", "torchvision.models", "torchvision.transforms"):
+            sys.modules.pop(k, None)
+        sys.modules.update(saved)
+
+
+@pytest.fixture(scope="session")
+def upstream_networks():
+    return import_upstream("pix2pixhd.models.networks")
+
+
+@pytest.fixture(scope="session")
+def upstream_util():
+    return import_upstream("pix2pixhd.util.util")
+
+
+def run_cli(args, cwd=None, check=True, timeout=600, env=None) -> subprocess.CompletedProcess:
+    """Run a command the way a user types it (``python script.py ...`` or ``pix2pixhd-deploy ...``)."""
+    if args[0] == "pix2pixhd-deploy":
+        args = [sys.executable, "-m", "pix2pixhd_deploy", *args[1:]]
+    elif str(args[0]).endswith(".py"):
+        args = [sys.executable, str(REPO / args[0]), *args[1:]]
+    proc = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def scene_dataroot(tmp_path):
+    """A data root with 3 small synthetic scenes (64x128) in test_label/ and test_inst/."""
+    from pix2pixhd_deploy.fileio import atomic_save_image
+    from pix2pixhd_deploy.synthetic import make_scene
+
+    root = tmp_path / "data"
+    (root / "test_label").mkdir(parents=True)
+    (root / "test_inst").mkdir()
+    for i in range(3):
+        label, inst = make_scene(64, 128, seed=i)
+        atomic_save_image(root / "test_label" / f"city_000000_{i:06d}_gtFine_labelIds.png", label)
+        atomic_save_image(root / "test_inst" / f"city_000000_{i:06d}_gtFine_instanceIds.png", inst)
+    return root
+
+
+@pytest.fixture
+def small_checkpoint(tmp_path):
+    """A seeded random small LocalEnhancer saved as upstream saves it, in a folder like the seed's."""
+    from pix2pixhd_deploy.network import random_generator, save_checkpoint
+
+    folder = tmp_path / "checkpoints" / "label2city_1024p"
+    save_checkpoint(random_generator(SMALL_LOCAL, seed=1), folder / "latest_net_G.pth")
+    return folder
+
+
+def rng_input(shape, seed=0, label_nc=35):
+    """A realistic generator input: one-hot of random blocky labels plus random edges, float32."""
+    rng = np.random.default_rng(seed)
+    n, c, h, w = shape
+    ids = rng.integers(0, label_nc, size=(n, h // 8 + 1, w // 8 + 1)).repeat(8, 1).repeat(8, 2)[:, :h, :w]
+    x = np.zeros(shape, np.float32)
+    for b in range(n):
+        for k in range(label_nc):
+            x[b, k] = ids[b] == k
+        if c > label_nc:
+            x[b, label_nc] = rng.random((h, w)) < 0.05
+    return x
