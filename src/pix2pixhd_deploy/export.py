@@ -1,0 +1,489 @@
+"""Export the generator to ONNX, and prove the file computes what PyTorch computes before it is kept.
+
+In:  a generator (``nn.Module``, a loaded checkpoint, or a ``latest_net_G.pth`` / its folder).
+Out: one ``.onnx`` file, input ``input_concat`` float32 (N, 36, H, W), output ``fake_image`` float32 (N, 3, H, W)
+in [-1, 1] (names, batch and size are settings), and an :class:`ExportReport`.
+
+Defaults are the seed's ``pix2pixhd_pth2onnx.py`` (ASCEND.md §1.4): opset 11, a dynamic batch axis named ``-1``,
+static 1024x2048. Nothing is written under the final name until the graph has passed ``onnx.checker``, strict
+shape inference and one ONNX Runtime (CPU) run on a seeded input that is compared with PyTorch fp32: the max abs
+error must be within ``tolerance`` (1e-4), or, for an fp16 export, the PSNR within ``min_psnr`` (40 dB, peak 2.0
+on the [-1, 1] output).
+
+Two graph details differ from a plain ``torch.onnx.export``, both proven by that comparison:
+
+* ``ReflectionPad2d`` is exported as one ``Pad(mode=reflect)`` with constant pads. Recent torch emits a small
+  pads-computing subgraph (a Slice with step -1 that its constant folding skips); a constant is what every
+  runtime, and ATC's Pad (ASCEND.md §3), expects.
+* ``rewrite_avgpool``: the local enhancer's ``AvgPool2d(3, 2, 1, count_include_pad=False)`` becomes a window sum
+  (a depthwise Conv with ones) divided by the number of in-image pixels in each window. ATC documents
+  ``count_include_pad`` as unsupported (ASCEND.md §3); the rewrite needs only Conv and Div.
+
+fp16 (``fp16=True``): weights and activations in half precision through onnxconverter-common, with the inputs and
+outputs kept float32 and ``InstanceNormalization`` kept in float32 (its variance over 2M pixels overflows half).
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import io
+import logging
+import math
+import shlex
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import PathLike, UserError
+from .fileio import atomic_write_bytes, ensure_output_dir
+from .network import GeneratorConfig, LoadedGenerator, generator_input_size, load_generator
+
+log = logging.getLogger(__name__)
+
+OPSETS = range(11, 19)          # 11 (the seed's, and ATC's) .. 18, all tested
+DEFAULT_OPSET = 11
+DEFAULT_HW = (1024, 2048)
+DYNAMIC_BATCH_NAME = "-1"       # the seed's symbolic name for the batch axis
+DEFAULT_SOC_VERSION = "Ascend310P3"
+ATC_BATCHES = (1, 4, 8)         # the batch sizes the seed's guide reports
+FP16_BLOCKED_OPS = ("InstanceNormalization",)
+VERIFY_DYNAMIC_HW = (256, 512)  # verification size for a graph with dynamic H and W
+PSNR_PEAK = 2.0                 # the output's range [-1, 1]
+
+
+# ------------------------------------------------------------------------------------ export-only modules
+
+class _ReflectPad2dFn(torch.autograd.Function):
+    """``F.pad(mode="reflect")`` whose ONNX form is one Pad node with constant pads."""
+
+    @staticmethod
+    def forward(ctx, x, pads):
+        return F.pad(x, pads, mode="reflect")
+
+    @staticmethod
+    def symbolic(g, x, pads):
+        left, right, top, bottom = pads
+        onnx_pads = torch.tensor([0, 0, top, left, 0, 0, bottom, right], dtype=torch.int64)
+        return g.op("Pad", x, g.op("Constant", value_t=onnx_pads), mode_s="reflect")
+
+
+class OnnxReflectionPad2d(nn.Module):
+    """Stands in for ``nn.ReflectionPad2d`` during export; the same numbers, a cleaner graph."""
+
+    def __init__(self, pad: nn.ReflectionPad2d):
+        super().__init__()
+        self.padding = tuple(int(p) for p in pad.padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _ReflectPad2dFn.apply(x, self.padding)
+
+
+def _window_counts(size: int, kernel: int, stride: int, pad: int) -> List[int]:
+    """Per output position along one axis: how many of the ``kernel`` taps fall inside ``0..size-1``."""
+    n_out = (size + 2 * pad - kernel) // stride + 1
+    return [min(i * stride - pad + kernel, size) - max(i * stride - pad, 0) for i in range(n_out)]
+
+
+class ExactAvgPool2d(nn.Module):
+    """``AvgPool2d(count_include_pad=False)`` as window sum / in-image count, with ops every runtime has.
+
+    The sum is a depthwise ``Conv`` with a ones kernel and zero padding; the count is a constant map when the
+    spatial size is static (``static_hw``), else the same sum over a ones map, computed in the graph. Dividing
+    by the exact integer count is the definition torch uses, so the two agree to float rounding of the sum.
+    """
+
+    def __init__(self, pool: nn.AvgPool2d, channels: int, *, static_hw: bool):
+        super().__init__()
+        k, s, p = (_pair(pool.kernel_size), _pair(pool.stride or pool.kernel_size), _pair(pool.padding))
+        if pool.ceil_mode or pool.count_include_pad or pool.divisor_override:
+            raise ValueError("ExactAvgPool2d replaces AvgPool2d(count_include_pad=False, ceil_mode=False) only")
+        self.kernel, self.stride, self.pad, self.static_hw = k, s, p, static_hw
+        self.register_buffer("ones_kernel", torch.ones(channels, 1, *k), persistent=False)
+
+    def _sum(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, weight, stride=self.stride, padding=self.pad, groups=weight.shape[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = self._sum(x, self.ones_kernel.to(x.dtype))
+        if self.static_hw:
+            # python ints: the tracer records the map as a constant
+            h, w = int(x.shape[-2]), int(x.shape[-1])
+            rows = _window_counts(h, self.kernel[0], self.stride[0], self.pad[0])
+            cols = _window_counts(w, self.kernel[1], self.stride[1], self.pad[1])
+            count = torch.tensor(np.outer(rows, cols)[None, None], dtype=x.dtype, device=x.device)
+        else:
+            count = self._sum(torch.ones_like(x[:, :1]), self.ones_kernel[:1].to(x.dtype))
+        return total / count
+
+
+def _pair(v) -> Tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _input_channels(model: nn.Module) -> int:
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        raise ValueError("the model has no Conv2d; is it a pix2pixHD generator?")
+    return first.in_channels
+
+
+def prepare_for_export(model: nn.Module, *, rewrite_avgpool: bool = False, static_hw: bool = True) -> nn.Module:
+    """A float32 CPU copy of ``model`` with the export-only modules swapped in; ``model`` is not changed."""
+    export_model = copy.deepcopy(model).float().cpu().eval()
+    channels = _input_channels(export_model)
+    for parent in list(export_model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.ReflectionPad2d):
+                setattr(parent, name, OnnxReflectionPad2d(child))
+            elif rewrite_avgpool and isinstance(child, nn.AvgPool2d) and not child.count_include_pad:
+                # pix2pixHD pools only the generator input (LocalEnhancer.downsample), so C = input channels
+                setattr(parent, name, ExactAvgPool2d(child, channels, static_hw=static_hw))
+    return export_model
+
+
+# ---------------------------------------------------------------------------------- verification input
+
+def seeded_input(channels: int, batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A realistic generator input, reproducible: random label regions one-hot, plus their instance edges.
+
+    Regions are 16x16-pixel blocks of random label ids (a third of them split into instances), so the one-hot
+    channels are sparse and the edge channel is thin lines, as in real Cityscapes inputs; uniform noise would give
+    instance-norm statistics no real input has.
+    """
+    from .encoding import encode_input
+
+    rng = np.random.default_rng(seed)
+    label_nc = channels - 1 if channels > 1 else channels
+    use_instance = channels > 1
+    block = 16
+    gh, gw = -(-height // block), -(-width // block)
+    out = np.empty((batch, channels, height, width), dtype=np.float32)
+    for n in range(batch):
+        ids = rng.integers(0, min(label_nc, 34), size=(gh, gw))
+        inst = ids * 1000 + rng.integers(0, 3, size=(gh, gw)) * (rng.random((gh, gw)) < 0.33)
+        label = np.kron(ids, np.ones((block, block), dtype=ids.dtype))[:height, :width].astype(np.uint8)
+        inst = np.kron(inst, np.ones((block, block), dtype=inst.dtype))[:height, :width].astype(np.int32)
+        out[n] = encode_input(label, inst if use_instance else None, label_nc)
+    return out
+
+
+@dataclass
+class Comparison:
+    """Numbers first: how far one output is from the reference."""
+
+    max_abs_error: float
+    mean_abs_error: float
+    psnr_db: float  # peak PSNR_PEAK (the [-1, 1] range); inf when equal
+
+    @classmethod
+    def of(cls, reference: np.ndarray, output: np.ndarray) -> "Comparison":
+        diff = np.abs(reference.astype(np.float64) - output.astype(np.float64))
+        mse = float(np.mean(diff ** 2))
+        psnr = math.inf if mse == 0 else 10.0 * math.log10(PSNR_PEAK ** 2 / mse)
+        return cls(float(diff.max()), float(diff.mean()), psnr)
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+@dataclass
+class ExportReport:
+    """What was exported and how well it matched PyTorch (``to_dict`` is JSON-ready)."""
+
+    path: Path
+    opset: int
+    input_name: str
+    output_name: str
+    input_shape: Tuple[Optional[int], ...]   # None: a dynamic dimension
+    output_shape: Tuple[Optional[int], ...]
+    fp16: bool
+    rewrite_avgpool: bool
+    ops: Dict[str, int]
+    size_bytes: int
+    seconds: float
+    verified: bool = False
+    verify_shape: Optional[Tuple[int, ...]] = None
+    max_abs_error: Optional[float] = None
+    mean_abs_error: Optional[float] = None
+    psnr_db: Optional[float] = None
+    tolerance: Optional[float] = None
+    min_psnr: Optional[float] = None
+    atc_commands: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def dynamic_batch(self) -> bool:
+        return self.input_shape[0] is None
+
+    @property
+    def dynamic_hw(self) -> bool:
+        return self.input_shape[2] is None or self.input_shape[3] is None
+
+    def to_dict(self) -> Dict[str, object]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+    def lines(self) -> List[str]:
+        """The report as the command prints it."""
+        shape = lambda s: "x".join("?" if d is None else str(d) for d in s)  # noqa: E731
+        out = [f"export: {self.path} ({self.size_bytes / 2**20:.1f} MiB, {self.seconds:.1f} s), opset {self.opset}, "
+               f"{'fp16 (InstanceNormalization fp32, I/O float32)' if self.fp16 else 'fp32'}"
+               f"{', avgpool rewritten' if self.rewrite_avgpool else ''}",
+               f"  {self.input_name} {shape(self.input_shape)} -> {self.output_name} {shape(self.output_shape)}",
+               "  ops: " + ", ".join(f"{k} {v}" for k, v in sorted(self.ops.items()))]
+        if self.verified:
+            verdict = (f"PSNR {self.psnr_db:.2f} dB (peak 2.0 on the [-1, 1] output; needs >= {self.min_psnr:g}), "
+                       f"max abs error {self.max_abs_error:.3g}" if self.fp16 else
+                       f"max abs error {self.max_abs_error:.3g} (tolerance {self.tolerance:g}), "
+                       f"mean {self.mean_abs_error:.3g}")
+            out.append(f"  checked: onnx.checker, shape inference, ONNX Runtime CPU vs PyTorch fp32 on a seeded "
+                       f"{shape(self.verify_shape)} input: {verdict}")
+        else:
+            out.append("  checked: onnx.checker and shape inference only (no ONNX Runtime comparison)")
+        out += [f"  note: {n}" for n in self.notes]
+        if self.atc_commands:
+            out.append("  ATC (Ascend; run after `source /usr/local/Ascend/ascend-toolkit/set_env.sh`):")
+            out += [f"    {c}" for c in self.atc_commands]
+        return out
+
+
+def atc_commands(onnx_file: PathLike, *, input_name: str, channels: int, height: int, width: int,
+                 batch: Optional[int], soc_version: str = DEFAULT_SOC_VERSION,
+                 batches: Sequence[int] = ATC_BATCHES) -> List[str]:
+    """Ready-to-run ``atc`` lines for ``onnx_file``: one per static batch, plus a ``--dynamic_batch_size`` one.
+
+    ``batch`` is the graph's batch (None when dynamic). A static-batch graph gets one command at that batch.
+    """
+    path = Path(onnx_file)
+    stem = str(path.with_suffix("")) if path.suffix.lower() == ".onnx" else str(path)
+
+    def line(shape_batch: str, out: str, extra: str = "") -> str:
+        return (f"atc --framework=5 --model={shlex.quote(str(path))} --input_format=NCHW "
+                f"--input_shape=\"{input_name}:{shape_batch},{channels},{height},{width}\" "
+                f"--output={shlex.quote(out)} --log=error --soc_version={soc_version}{extra}")
+
+    if batch is not None:
+        return [line(str(batch), f"{stem}_bs{batch}")]
+    cmds = [line(str(b), f"{stem}_bs{b}") for b in batches]
+    gears = ",".join(str(b) for b in batches)
+    cmds.append(line("-1", f"{stem}_dynbs", f" --dynamic_batch_size=\"{gears}\""))
+    return cmds
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+ModelLike = Union[nn.Module, LoadedGenerator, PathLike]
+
+
+def _resolve_model(model: ModelLike) -> Tuple[nn.Module, Optional[GeneratorConfig]]:
+    if isinstance(model, LoadedGenerator):
+        return model.model, model.config
+    if isinstance(model, nn.Module):
+        return model, None
+    loaded = load_generator(model)
+    return loaded.model, loaded.config
+
+
+def _require_onnx():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise UserError(f"exporting needs the Python package {exc.name!r}, which is not installed",
+                        fix="pip install onnx onnxruntime onnxconverter-common "
+                            "(or pip install 'pix2pixhd-deploy[onnx]')") from exc
+
+
+def _torch_onnx_export(model: nn.Module, dummy: torch.Tensor, f: io.BytesIO, **kwargs) -> None:
+    """The TorchScript-based exporter (opset 11 needs it; the dynamo one starts at 18); its chatter goes to debug."""
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        kwargs["dynamo"] = False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.onnx.export(model, (dummy,), f, **kwargs)
+    for w in {str(w.message).splitlines()[0] for w in caught}:
+        log.debug("torch.onnx.export: %s", w)
+
+
+def _to_fp16(proto):
+    try:
+        from onnxconverter_common import float16
+    except ImportError as exc:
+        raise UserError("--fp16 needs the Python package 'onnxconverter-common', which is not installed",
+                        fix="pip install onnxconverter-common") from exc
+    block = list(float16.DEFAULT_OP_BLOCK_LIST) + list(FP16_BLOCKED_OPS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it warns for every weight clamped to the fp16 range
+        return float16.convert_float_to_float16(proto, keep_io_types=True, op_block_list=block)
+
+
+def _graph_shape(value_info) -> Tuple[Optional[int], ...]:
+    dims = value_info.type.tensor_type.shape.dim
+    return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+
+
+def check_graph(proto, *, path: Optional[PathLike] = None):
+    """``onnx.checker`` and strict shape inference; returns the inferred model. Failures are UserErrors."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(proto, full_check=False)
+        inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise UserError(f"the exported graph is not valid ONNX ({str(exc).splitlines()[0][:200]})", path=path,
+                        fix="try another --opset; if that fails too, please report it with this message") from exc
+    return inferred
+
+
+def run_onnxruntime_cpu(model_bytes: bytes, input_name: str, x: np.ndarray) -> np.ndarray:
+    """One run of a serialised model on ONNX Runtime's CPU provider (all graph optimisations on)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+    return session.run(None, {input_name: x})[0]
+
+
+def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset: int = DEFAULT_OPSET,
+                dynamic_batch: bool = True, batch: int = 1, height: int = DEFAULT_HW[0], width: int = DEFAULT_HW[1],
+                dynamic_hw: bool = False, input_name: str = "input_concat", output_name: str = "fake_image",
+                fp16: bool = False, rewrite_avgpool: bool = False, verify: bool = True, tolerance: float = 1e-4,
+                min_psnr: float = 40.0, seed: int = 0, soc_version: str = DEFAULT_SOC_VERSION,
+                verify_hw: Optional[Tuple[int, int]] = None) -> ExportReport:
+    """Export, check and (only then) write ``output_file``; see the module docstring.
+
+    ``batch`` is the static batch when ``dynamic_batch`` is False (and the traced batch otherwise); ``height`` and
+    ``width`` are the static size, or the traced size when ``dynamic_hw``. ``verify_hw`` is the size of the ONNX
+    Runtime check for a dynamic-H/W graph (default 256x512); a static graph is checked at its own size.
+    Raises :class:`UserError` when a setting is impossible or the graph does not match PyTorch.
+    """
+    start = time.perf_counter()
+    out_path = Path(output_file)
+    if opset not in OPSETS:
+        raise UserError(f"opset {opset} is not supported", fix=f"use an opset from {OPSETS[0]} to {OPSETS[-1]} "
+                                                             f"(11 for ATC / CANN 6, as the seed)")
+    if batch < 1:
+        raise UserError(f"the batch must be at least 1, not {batch}", fix="pass --batch 1 or more")
+    if not input_name or not output_name or input_name == output_name:
+        raise UserError(f"input and output names must be two different non-empty names, not "
+                        f"{input_name!r} and {output_name!r}", fix="pass --input-name and --output-name")
+    if out_path.suffix.lower() != ".onnx":
+        log.warning("%s does not end in .onnx; ATC and most tools expect it to", out_path)
+    _require_onnx()
+    import onnx
+
+    model, config = _resolve_model(model_or_checkpoint)
+    channels = config.input_nc if config else _input_channels(model)
+    if config:
+        generator_input_size(config, height, width)
+    ensure_output_dir(out_path.parent if str(out_path.parent) else Path("."), what="folder for the ONNX file")
+
+    # trace at the static size; a dynamic-H/W graph is traced at the (smaller) verification size
+    trace_hw = (height, width)
+    if dynamic_hw:
+        trace_hw = verify_hw or _small_hw(config, height, width)
+        if config:
+            generator_input_size(config, *trace_hw)
+    trace_batch = batch
+    export_model = prepare_for_export(model, rewrite_avgpool=rewrite_avgpool, static_hw=not dynamic_hw)
+    axes: Dict[str, Dict[int, str]] = {input_name: {}, output_name: {}}
+    for name in axes:
+        if dynamic_batch:
+            axes[name][0] = DYNAMIC_BATCH_NAME
+        if dynamic_hw:
+            axes[name].update({2: "height", 3: "width"})
+    dummy = torch.zeros(trace_batch, channels, *trace_hw)
+    buffer = io.BytesIO()
+    log.info("exporting opset %d, input %s (%d, %d, %d, %d)", opset, input_name, trace_batch, channels, *trace_hw)
+    _torch_onnx_export(export_model, dummy, buffer, input_names=[input_name], output_names=[output_name],
+                       dynamic_axes={k: v for k, v in axes.items() if v} or None, opset_version=opset,
+                       do_constant_folding=True, export_params=True)
+    del export_model
+    proto = onnx.load_from_string(buffer.getvalue())
+    del buffer
+    if fp16:
+        proto = _to_fp16(proto)
+    proto.producer_name = "pix2pixhd-deploy"
+    if config:
+        onnx.helper.set_model_props(proto, {"pix2pixhd.generator_config": str(config.to_dict())})
+
+    inferred = check_graph(proto, path=out_path)
+    in_shape = _graph_shape(inferred.graph.input[0])
+    out_shape = _graph_shape(inferred.graph.output[0])
+    ops: Dict[str, int] = {}
+    exclusive_pool = False
+    for node in proto.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+        if node.op_type == "AveragePool":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            exclusive_pool |= not attrs.get("count_include_pad", 0)
+    data = proto.SerializeToString()
+    del proto, inferred
+
+    report = ExportReport(path=out_path, opset=opset, input_name=input_name, output_name=output_name,
+                          input_shape=in_shape, output_shape=out_shape, fp16=fp16, rewrite_avgpool=rewrite_avgpool,
+                          ops=ops, size_bytes=len(data), seconds=0.0, tolerance=None if fp16 else tolerance,
+                          min_psnr=min_psnr if fp16 else None)
+    if verify:
+        vb = batch if not dynamic_batch else 1
+        vhw = trace_hw
+        x = seeded_input(channels, vb, *vhw, seed=seed)
+        with torch.inference_mode():
+            reference = _fp32_cpu(model)(torch.from_numpy(x)).numpy()
+        got = run_onnxruntime_cpu(data, input_name, x)
+        if got.shape != reference.shape:
+            raise UserError(f"the exported graph gives shape {got.shape}, PyTorch {reference.shape}", path=out_path,
+                            fix="please report this with the export options used")
+        cmp = Comparison.of(reference, got)
+        report.verified, report.verify_shape = True, tuple(x.shape)
+        report.max_abs_error, report.mean_abs_error, report.psnr_db = (cmp.max_abs_error, cmp.mean_abs_error,
+                                                                       cmp.psnr_db)
+        log.info("ONNX Runtime vs PyTorch: max abs %.3g, mean abs %.3g, PSNR %.2f dB", cmp.max_abs_error,
+                 cmp.mean_abs_error, cmp.psnr_db)
+        if fp16 and not cmp.psnr_db >= min_psnr:
+            raise UserError(f"the fp16 graph is too far from PyTorch fp32: PSNR {cmp.psnr_db:.2f} dB < {min_psnr:g} "
+                            f"dB (max abs error {cmp.max_abs_error:.3g}); nothing was written", path=out_path,
+                            fix="export fp32 and let the runtime pick precision (ATC --precision_mode, TensorRT "
+                                "trt_fp16_enable), or lower --min-psnr if this is acceptable")
+        if not fp16 and not cmp.max_abs_error <= tolerance:
+            raise UserError(f"the graph does not match PyTorch: max abs error {cmp.max_abs_error:.3g} > tolerance "
+                            f"{tolerance:g} (mean {cmp.mean_abs_error:.3g}); nothing was written", path=out_path,
+                            fix="try another --opset, or pass a larger --tolerance if you accept it")
+
+    if exclusive_pool:
+        report.notes.append("the graph has AveragePool with count_include_pad=0, which ATC documents as unsupported "
+                            "(ASCEND.md §3); if atc rejects it or the NPU output differs at the borders, export "
+                            "again with --rewrite-avgpool (an exact equivalent made of Conv and Div)")
+    if dynamic_hw:
+        report.notes.append(f"height and width are dynamic; the atc commands below fix them at {height}x{width}")
+    report.atc_commands = atc_commands(out_path, input_name=input_name, channels=channels, height=height,
+                                       width=width, batch=None if dynamic_batch else batch, soc_version=soc_version)
+    atomic_write_bytes(out_path, data)
+    report.seconds = time.perf_counter() - start
+    log.info("wrote %s", out_path)
+    return report
+
+
+def _fp32_cpu(model: nn.Module) -> nn.Module:
+    """The model in float32 on the CPU, in eval mode; a copy when it is not already so (the caller's stays)."""
+    p = next(model.parameters(), None)
+    if p is not None and (p.dtype != torch.float32 or p.device.type != "cpu"):
+        model = copy.deepcopy(model).float().cpu()
+    return model.eval()
+
+
+def _small_hw(config: Optional[GeneratorConfig], height: int, width: int) -> Tuple[int, int]:
+    """The dynamic-H/W verification size: 256x512, or smaller inputs as they are, snapped to the size multiple."""
+    m = config.size_multiple if config else 32
+    h = max(m, min(height, VERIFY_DYNAMIC_HW[0]) // m * m)
+    w = max(m, min(width, VERIFY_DYNAMIC_HW[1]) // m * m)
+    return h, w
