@@ -56,6 +56,7 @@ def cmd_infer(args) -> int:
 
     hw = args.dymHW
     runner = make_runner(args.model, backend=args.backend, device=args.device, fp16=args.fp16,
+                         **_runtime_options(args),
                          **({"height": hw[0], "width": hw[1]} if hw and args.static_hw else {}))
     with runner:
         result = run_inference(runner, inputs=args.input, output=args.output, output_dirname=args.output_dirname,
@@ -64,6 +65,39 @@ def cmd_infer(args) -> int:
                                argv=[Path(sys.argv[0]).name] + list(args._argv))
     print(format_summary(result))
     print(f"infer: {len(result.outputs)} outputs in {result.output_dir}, summary {result.summary_path}")
+    return 0
+
+
+def _runtime_options(args) -> dict:
+    """The runtime-specific infer flags as ``make_runner`` options (None: not given)."""
+    from .runners.onnxruntime_runner import parse_provider_option
+
+    provider_options: dict = {}
+    for text in getattr(args, "provider_option", None) or []:
+        provider, key, value = parse_provider_option(text)
+        provider_options.setdefault(provider, {})[key] = value
+    providers = [p for p in (args.providers or "").split(",") if p.strip()] or None
+    if provider_options and providers is None:
+        providers = list(provider_options) + (["cpu"] if "cpu" not in provider_options else [])
+    return {"providers": providers, "provider_options": provider_options or None,
+            "intra_op_threads": args.intra_op_threads, "dym_batch": args.dymBatch}
+
+
+def cmd_export(args) -> int:
+    import json
+
+    from .export import export_onnx
+    from .fileio import atomic_write_text
+
+    report = export_onnx(args.load_pretrain, args.output_file, opset=args.opset,
+                         dynamic_batch=args.static_batch is None, batch=args.static_batch or 1,
+                         height=args.height, width=args.width, dynamic_hw=args.dynamic_hw,
+                         input_name=args.input_name, output_name=args.output_name, fp16=args.fp16,
+                         rewrite_avgpool=args.rewrite_avgpool, tolerance=args.tolerance, min_psnr=args.min_psnr,
+                         seed=args.seed, soc_version=args.soc_version)
+    print("\n".join(report.lines()))
+    if args.report:
+        atomic_write_text(args.report, json.dumps(report.to_dict(), indent=2))
     return 0
 
 
@@ -89,7 +123,8 @@ def cmd_demo(args) -> int:
 
 def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     """ais_bench's flags (``python3 -m ais_bench ...``), so the seed's command works with the program renamed."""
-    p.add_argument("--model", "-m", required=True, help="model: .pth (or a folder with latest_net_G.pth)")
+    p.add_argument("--model", "-m", required=True,
+                   help="model: .pth (or a folder with latest_net_G.pth), .onnx (ONNX Runtime) or .om (ais_bench)")
     p.add_argument("--input", "-i", help="comma-separated .bin files or folders; omit for pure inference")
     p.add_argument("--output", "-o", help="output root folder")
     p.add_argument("--output_dirname", help="subfolder of --output for the outputs (default: a timestamp)")
@@ -101,7 +136,14 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
                    help="cpu, cuda, cuda:N, or a device number as ais_bench takes it (default: GPU if any)")
     p.add_argument("--dymHW", type=_hw, help="input HEIGHT,WIDTH (default: from the file size, 1:2 aspect)")
     p.add_argument("--backend", default=None, help="runtime; default from the model file's suffix")
-    p.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA)")
+    p.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA; TensorRT for .onnx)")
+    p.add_argument("--dymBatch", type=int, help="ais_bench: the batch gear of an OM built with --dynamic_batch_size")
+    p.add_argument("--providers", help="onnxruntime: providers in priority order, comma-separated, from cpu, "
+                                       "cuda, tensorrt, cann (default cpu; cuda with --device cuda)")
+    p.add_argument("--provider-option", action="append", metavar="PROVIDER:KEY=VALUE",
+                   help="onnxruntime: a provider option, repeatable, e.g. cuda:device_id=1, "
+                        "tensorrt:trt_fp16_enable=True, cann:precision_mode=force_fp32")
+    p.add_argument("--intra-op-threads", type=int, help="onnxruntime: CPU threads per operator (default: all)")
     p.set_defaults(static_hw=False)
 
 
@@ -136,6 +178,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("infer", help="run a model over .bin inputs with ais_bench's flags and file layout")
     add_infer_arguments(p)
     p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("export", help="checkpoint -> ONNX, checked against PyTorch, with the atc commands "
+                                      "(pix2pixhd_pth2onnx.py)")
+    p.add_argument("--load_pretrain", "--checkpoint", required=True,
+                   help="latest_net_G.pth or the folder holding it (the architecture is read from the file)")
+    p.add_argument("--output_file", "--output", "-o", required=True, help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=11, help="ONNX opset, 11 (default, ATC / CANN 6) to 18")
+    p.add_argument("--static-batch", type=int, metavar="N",
+                   help="a static batch of N (default: a dynamic batch axis, as the seed)")
+    p.add_argument("--height", type=int, default=1024, help="input height (default 1024)")
+    p.add_argument("--width", type=int, default=2048, help="input width (default 2048)")
+    p.add_argument("--dynamic-hw", action="store_true", help="dynamic height and width (default: static)")
+    p.add_argument("--input-name", default="input_concat", help="graph input name (default input_concat)")
+    p.add_argument("--output-name", default="fake_image", help="graph output name (default fake_image)")
+    p.add_argument("--fp16", action="store_true",
+                   help="fp16 weights and compute, InstanceNormalization and the I/O kept float32")
+    p.add_argument("--rewrite-avgpool", action="store_true",
+                   help="replace AveragePool(count_include_pad=0), which ATC lacks, by an exact Conv + Div")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="max abs error allowed against PyTorch for fp32 (default 1e-4)")
+    p.add_argument("--min-psnr", type=float, default=40.0, help="least PSNR in dB for --fp16 (default 40)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the verification input (default 0)")
+    p.add_argument("--soc_version", "--soc-version", default="Ascend310P3",
+                   help="chip for the printed atc commands, from npu-smi info (default Ascend310P3)")
+    p.add_argument("--report", metavar="FILE.json", help="also write the export report as JSON")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("postprocess", help="output .bin files -> pictures (pix2pixhd_postprocess.py)")
     p.add_argument("bin_dir", help="folder of output .bin files (e.g. ./result/bs1)")

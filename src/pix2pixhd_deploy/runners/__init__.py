@@ -1,6 +1,7 @@
 """Runners: one contract (:class:`Runner`), one class per backend, chosen from the model file or ``--backend``.
 
-Backends by short name (the same names in modules, flags and JSON): ``torch`` (``.pth``). Vendor packages are
+Backends by short name (the same names in modules, flags and JSON): ``torch`` (``.pth``), ``onnxruntime``
+(``.onnx``; providers cpu, cuda, tensorrt, cann) and ``ais_bench`` (``.om``, Ascend NPUs). Vendor packages are
 imported only when their runner is activated, so a missing one costs nothing until it is used.
 """
 from __future__ import annotations
@@ -9,12 +10,19 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from ..errors import PathLike, UserError
+from .ais_bench_runner import AisBenchRunner
 from .base import Runner, TensorSpec
+from .onnxruntime_runner import OnnxRuntimeRunner
 from .torch_runner import TorchRunner
 
 #: model file suffix -> backend short name
-SUFFIX_BACKENDS: Dict[str, str] = {".pth": "torch", ".pt": "torch"}
-BACKENDS = ("torch",)
+SUFFIX_BACKENDS: Dict[str, str] = {".pth": "torch", ".pt": "torch", ".onnx": "onnxruntime", ".om": "ais_bench"}
+BACKENDS = ("torch", "onnxruntime", "ais_bench")
+#: the make_runner options each backend takes, beyond model/device/fp16/height/width
+BACKEND_OPTIONS = {"torch": (), "onnxruntime": ("providers", "provider_options", "intra_op_threads"),
+                   "ais_bench": ("dym_batch",)}
+_OPTION_FLAGS = {"providers": "--providers", "provider_options": "--provider-option",
+                 "intra_op_threads": "--intra-op-threads", "dym_batch": "--dymBatch"}
 
 
 def backend_for(model: PathLike, backend: Optional[str] = None) -> str:
@@ -34,11 +42,41 @@ def backend_for(model: PathLike, backend: Optional[str] = None) -> str:
 
 def make_runner(model: PathLike, *, backend: Optional[str] = None, device: Optional[str] = None,
                 fp16: bool = False, height: Optional[int] = None, width: Optional[int] = None, **options) -> Runner:
-    """The runner for ``model`` (not yet activated)."""
+    """The runner for ``model`` (not yet activated).
+
+    ``options`` (None means default): ``providers`` (short names in priority order), ``provider_options`` ({short
+    name: {key: value}}) and ``intra_op_threads`` for onnxruntime; ``dym_batch`` (ais_bench's ``--dymBatch``) for
+    ais_bench. An option the chosen backend does not take is an error, not silently dropped.
+    """
     name = backend_for(model, backend)
+    options = {k: v for k, v in options.items() if v is not None and v != {} and v != []}
+    stray = sorted(set(options) - set(BACKEND_OPTIONS[name]))
+    if stray:
+        flags = ", ".join(_OPTION_FLAGS.get(k, k) for k in stray)
+        raise UserError(f"{flags} does not apply to the {name} runner",
+                        fix="drop it, or pick the runtime it belongs to with --model/--backend")
     if name == "torch":
         return TorchRunner(model, device=device, fp16=fp16, height=height, width=width)
+    if name == "onnxruntime":
+        providers = options.get("providers")
+        provider_options = {k: dict(v) for k, v in (options.get("provider_options") or {}).items()}
+        text = str(device or "").strip().lower()
+        if providers is None and text.startswith("cuda"):
+            providers = ["cuda"]  # --device cuda[:N] asks for the GPU
+        if fp16:
+            if "tensorrt" not in (providers or []):
+                raise UserError("--fp16 with an ONNX model needs the tensorrt provider (or an fp16 export)",
+                                fix="export with pix2pixhd-deploy export --fp16, or pass --providers tensorrt")
+            provider_options.setdefault("tensorrt", {}).setdefault("trt_fp16_enable", "True")
+        return OnnxRuntimeRunner(model, providers=providers, provider_options=provider_options, device=device,
+                                 intra_op_threads=options.get("intra_op_threads"))
+    if name == "ais_bench":
+        if fp16:
+            raise UserError("--fp16 does not apply to an OM: ATC fixed its precision (--precision_mode, by default "
+                            "force_fp16)", fix="drop --fp16")
+        return AisBenchRunner(model, device=device, dym_batch=options.get("dym_batch"))
     raise AssertionError(name)  # pragma: no cover
 
 
-__all__ = ["Runner", "TensorSpec", "TorchRunner", "make_runner", "backend_for", "BACKENDS"]
+__all__ = ["Runner", "TensorSpec", "TorchRunner", "OnnxRuntimeRunner", "AisBenchRunner", "make_runner",
+           "backend_for", "BACKENDS", "SUFFIX_BACKENDS"]

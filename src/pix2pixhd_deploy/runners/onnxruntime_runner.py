@@ -1,0 +1,211 @@
+"""ONNX Runtime runner: an exported ``.onnx`` on CPU, NVIDIA GPUs (CUDA, TensorRT) or Ascend NPUs (CANN).
+
+Providers are chosen by short name, in priority order, each with its own options (ONNX Runtime's provider option
+names, passed through as strings):
+
+========== ========================== ======================= =================================================
+short name ONNX Runtime provider      pip package             common options
+========== ========================== ======================= =================================================
+cpu        CPUExecutionProvider       onnxruntime             (none)
+cuda       CUDAExecutionProvider      onnxruntime-gpu         device_id, gpu_mem_limit, cudnn_conv_algo_search
+tensorrt   TensorrtExecutionProvider  onnxruntime-gpu         device_id, trt_fp16_enable, trt_engine_cache_enable,
+                                                              trt_engine_cache_path
+cann       CANNExecutionProvider      onnxruntime-cann        device_id, precision_mode, enable_cann_graph,
+                                                              op_select_impl_mode (ASCEND.md §4)
+========== ========================== ======================= =================================================
+
+A requested provider that this ONNX Runtime build lacks is a :class:`UserError` naming the package to install;
+ONNX Runtime itself would silently fall back to the CPU. ``device`` (``--device 0``, ais_bench's flag) fills in
+``device_id`` where the user did not. The time reported is the wall time of ``session.run`` (ONNX Runtime copies
+inputs and outputs inside it, so for GPU providers it includes host<->device copies).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..errors import PathLike, UserError
+from .base import Runner, TensorSpec
+
+log = logging.getLogger(__name__)
+
+#: short name -> (ONNX Runtime provider name, pip package that ships it)
+PROVIDERS: Dict[str, Tuple[str, str]] = {
+    "cpu": ("CPUExecutionProvider", "onnxruntime"),
+    "cuda": ("CUDAExecutionProvider", "onnxruntime-gpu"),
+    "tensorrt": ("TensorrtExecutionProvider", "onnxruntime-gpu"),
+    "cann": ("CANNExecutionProvider", "onnxruntime-cann"),
+}
+_DEVICE_PROVIDERS = ("cuda", "tensorrt", "cann")
+_INSTALL_HINT = {
+    "onnxruntime-gpu": "pip uninstall onnxruntime && pip install onnxruntime-gpu (needs CUDA and cuDNN; TensorRT "
+                       "also needs the TensorRT libraries)",
+    "onnxruntime-cann": "pip uninstall onnxruntime && pip install onnxruntime-cann, and source "
+                        "/usr/local/Ascend/ascend-toolkit/set_env.sh (needs CANN)",
+    "onnxruntime": "pip install onnxruntime",
+}
+
+ProviderOptions = Mapping[str, Mapping[str, object]]
+
+
+def provider_name(short: str) -> str:
+    """``cuda`` -> ``CUDAExecutionProvider``; a full provider name is accepted as it is."""
+    key = short.strip().lower()
+    if key in PROVIDERS:
+        return PROVIDERS[key][0]
+    for name, _ in PROVIDERS.values():
+        if short.strip() == name:
+            return name
+    raise UserError(f"unknown ONNX Runtime provider {short!r}", fix=f"use one of {', '.join(PROVIDERS)}")
+
+
+def short_name(provider: str) -> str:
+    for short, (name, _) in PROVIDERS.items():
+        if name == provider:
+            return short
+    return provider
+
+
+def parse_provider_option(text: str) -> Tuple[str, str, str]:
+    """``cuda:device_id=1`` -> (``cuda``, ``device_id``, ``1``): the ``--provider-option`` syntax."""
+    provider, sep, rest = text.partition(":")
+    key, eq, value = rest.partition("=")
+    if not sep or not eq or not provider.strip() or not key.strip():
+        raise UserError(f"cannot read the provider option {text!r}",
+                        fix="write PROVIDER:KEY=VALUE, e.g. tensorrt:trt_fp16_enable=True or cann:device_id=1")
+    return provider.strip().lower(), key.strip(), value.strip()
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise UserError("the onnxruntime runner needs ONNX Runtime, which is not installed",
+                        fix="pip install onnxruntime (CPU), onnxruntime-gpu (CUDA/TensorRT) or onnxruntime-cann "
+                            "(Ascend)") from exc
+    return onnxruntime
+
+
+def _ort_errors() -> Tuple[type, ...]:
+    """The exceptions ``InferenceSession`` raises for a bad file or a provider that fails to start."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException",
+             "InvalidProtobuf", "NotImplemented", "InvalidGraph", "EPFail")
+    return tuple(getattr(state, n) for n in names if hasattr(state, n)) + (RuntimeError, ValueError)
+
+
+class OnnxRuntimeRunner(Runner):
+    """Runs an ``.onnx`` file (or serialised model bytes) through ``onnxruntime.InferenceSession``."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model: Union[PathLike, bytes], *, providers: Optional[Sequence[str]] = None,
+                 provider_options: Optional[ProviderOptions] = None, device: Optional[str] = None,
+                 intra_op_threads: Optional[int] = None):
+        """``providers``: short names in priority order (default ``["cpu"]``); ``provider_options``: per short
+        name, a dict of that provider's options; ``device``: a device number for the accelerator providers."""
+        super().__init__()
+        self.model = model
+        self.providers = [p.strip().lower() for p in (providers or ["cpu"])]
+        for p in self.providers:
+            provider_name(p)  # validates early: an unknown name fails before anything is loaded
+        self.provider_options = {k.lower(): dict(v) for k, v in (provider_options or {}).items()}
+        unknown = sorted(set(self.provider_options) - set(self.providers))
+        if unknown:
+            raise UserError(f"options were given for provider(s) {', '.join(unknown)} that are not in use",
+                            fix=f"add them to --providers (now {','.join(self.providers)}) or drop those options")
+        self.device = device
+        self.intra_op_threads = intra_op_threads
+        self.session = None
+
+    # ------------------------------------------------------------------ contract
+    def activate_impl(self) -> None:
+        ort = _import_onnxruntime()
+        available = ort.get_available_providers()
+        names: List[str] = []
+        options: List[Dict[str, str]] = []
+        for short in self.providers:
+            name = provider_name(short)
+            if name not in available:
+                package = PROVIDERS.get(short, (name, "onnxruntime"))[1]
+                raise UserError(f"ONNX Runtime {ort.__version__} here has no {name} (it has "
+                                f"{', '.join(available)})", fix=_INSTALL_HINT[package])
+            opts = {k: str(v) for k, v in self.provider_options.get(short, {}).items()}
+            if short in _DEVICE_PROVIDERS and "device_id" not in opts and self._device_id() is not None:
+                opts["device_id"] = str(self._device_id())
+            names.append(name)
+            options.append(opts)
+        if "CPUExecutionProvider" not in names:
+            names.append("CPUExecutionProvider")  # for the few nodes an accelerator provider does not take
+            options.append({})
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.intra_op_threads:
+            so.intra_op_num_threads = int(self.intra_op_threads)
+        so.log_severity_level = 3
+        source = self.model if isinstance(self.model, bytes) else str(self.model)
+        path = None if isinstance(self.model, bytes) else Path(self.model)
+        if path is not None and not path.is_file():
+            raise UserError("the ONNX model does not exist", path=path,
+                            fix="export one with pix2pixhd_pth2onnx.py or pix2pixhd-deploy export")
+        try:
+            self.session = ort.InferenceSession(source, sess_options=so, providers=names, provider_options=options)
+        except _ort_errors() as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
+            if type(exc).__name__ == "EPFail" or any(w in first.lower() for w in ("provider", "cuda", "tensorrt",
+                                                                                  "cann", "ascend")):
+                raise UserError(f"ONNX Runtime could not start the {', '.join(self.providers)} provider ({first})",
+                                path=path, fix="check the device and its driver/toolkit install, or run with "
+                                               "--providers cpu") from exc
+            raise UserError(f"ONNX Runtime cannot load this file as an ONNX model ({first})", path=path,
+                            fix="export it again with pix2pixhd-deploy export; a file cut short by a copy or "
+                                "a full disk looks like this") from exc
+        used = self.session.get_providers()
+        wanted = [provider_name(p) for p in self.providers]
+        if used[0] != wanted[0]:
+            raise UserError(f"ONNX Runtime did not start {wanted[0]} (it runs on {', '.join(used)})", path=path,
+                            fix="check the device and its driver/toolkit install, or run with --providers cpu")
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise UserError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs; a pix2pixHD generator "
+                            "has one of each", path=path, fix="export it with pix2pixhd-deploy export")
+        self._input = inputs[0]
+        self._output_name = outputs[0].name
+        log.info("onnxruntime %s: %s", ort.__version__, ", ".join(used))
+
+    def deactivate_impl(self) -> None:
+        self.session = None
+
+    def input_spec_impl(self) -> TensorSpec:
+        shape = tuple(d if isinstance(d, int) and d > 0 else None for d in self._input.shape)
+        dtype = {"tensor(float)": "float32", "tensor(float16)": "float16"}.get(self._input.type, self._input.type)
+        return TensorSpec(self._input.name, shape, dtype)
+
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        feed = batch if self._input.type == "tensor(float)" else batch.astype(np.float16)
+        start = time.perf_counter()
+        out = self.session.run([self._output_name], {self._input.name: feed})[0]
+        self._compute_time = time.perf_counter() - start
+        return np.asarray(out, dtype=np.float32)
+
+    def describe(self) -> str:
+        used = self.session.get_providers() if self.session is not None else [provider_name(p) for p in
+                                                                              self.providers]
+        return f"onnxruntime {'+'.join(short_name(p) for p in used)}"
+
+    # ------------------------------------------------------------------ helpers
+    def _device_id(self) -> Optional[int]:
+        text = None if self.device is None else str(self.device).strip().lower()
+        if not text or text in ("auto", "cpu"):
+            return None
+        text = text.split(":", 1)[1] if ":" in text else text
+        if not text.isdigit():
+            raise UserError(f"unknown device {self.device!r} for the onnxruntime runner",
+                            fix="pass a device number (--device 0), or cuda:N")
+        return int(text)
