@@ -234,14 +234,11 @@ def _place(src: Path, dst: Path, link: bool, report: ConvertReport) -> None:
         report.copied += 1
 
 
-def convert_cityscapes(split_dir: PathLike, inst_dir: PathLike, label_dir: PathLike, *, link: bool = False,
-                       progress_fn=None) -> ConvertReport:
-    """Gather a gtFine split (``SPLIT/<city>/*_gtFine_{labelIds,instanceIds}.png``) into flat folders.
+def cityscapes_pairs(split_dir: PathLike) -> List[Pair]:
+    """Pairs of ``SPLIT/<city>/*_gtFine_labelIds.png`` and ``*_gtFine_instanceIds.png``, by Cityscapes stem.
 
-    Every pair is checked before anything is written; unpaired files are refused with their names.
+    Unpaired files are refused with their names.
     """
-    from .fileio import ensure_output_dir
-
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
         raise UserError("the Cityscapes split folder does not exist", path=split_dir,
@@ -261,16 +258,25 @@ def convert_cityscapes(split_dir: PathLike, inst_dir: PathLike, label_dir: PathL
         raise UserError(f"{len(lonely)} file(s) have no partner (each label map needs its instance map and the "
                         f"reverse): {_describe(names)}", path=split_dir,
                         fix="restore the missing files or remove these ones")
+    return [Pair(k, label_by_key[k], inst_by_key[k]) for k in sorted(label_by_key)]
+
+
+def convert_cityscapes(split_dir: PathLike, inst_dir: PathLike, label_dir: PathLike, *, link: bool = False,
+                       progress_fn=None) -> ConvertReport:
+    """Gather a gtFine split (``SPLIT/<city>/*_gtFine_{labelIds,instanceIds}.png``) into flat folders.
+
+    Every pair is checked before anything is written; unpaired files are refused with their names.
+    """
+    from .fileio import ensure_output_dir
+
+    pairs = cityscapes_pairs(split_dir)
     inst_out = ensure_output_dir(inst_dir, what="instance output folder")
     label_out = ensure_output_dir(label_dir, what="label output folder")
     report = ConvertReport()
-    keys = sorted(label_by_key)
-    for k in (progress_fn(keys) if progress_fn else keys):
-        src_label, src_inst = label_by_key[k], inst_by_key[k]
-        _place(src_label, label_out / src_label.name, link, report)
-        _place(src_inst, inst_out / src_inst.name, link, report)
+    for pair in (progress_fn(pairs) if progress_fn else pairs):
+        _place(pair.label, label_out / pair.label.name, link, report)
+        _place(pair.instance, inst_out / pair.instance.name, link, report)
         report.pairs += 1
-        report.cities[src_label.parent.name] += 1
-    # a pair counts once in copied/linked/unchanged terms of files; report pairs separately
+        report.cities[pair.label.parent.name] += 1
     log.info("converted %s", report.summary())
     return report
