@@ -109,6 +109,24 @@ def cmd_postprocess(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from .pipeline import RunSettings, discover, run
+    from .runners import backend_for, make_runner
+
+    model = args.checkpoint or args.model
+    if model is None:
+        raise UserError("no model given", fix="pass --checkpoint latest_net_G.pth (or --model X.onnx|X.om)")
+    backend = backend_for(model, args.backend)
+    pairs = discover(args.dataroot, args.cityscapes, use_instance=not args.no_instance)
+    settings = RunSettings(model=str(model), backend=backend, device=args.device, fp16=args.fp16,
+                           batch_size=args.batch_size, image_format=args.format, save_raw=args.save_raw,
+                           label_nc=args.label_nc, use_instance=not args.no_instance)
+    runner = make_runner(model, backend=backend, device=args.device, fp16=args.fp16)
+    report = run(pairs, args.output, runner, settings, keep_going=args.keep_going, workers=args.workers)
+    print(report.summary())
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -212,6 +230,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="png (lossless, default) or jpg (upstream test.py's JPEG q75)")
     p.add_argument("--size", type=_hw, help="HEIGHT,WIDTH of the outputs (default: from the file size, 1:2)")
     p.set_defaults(func=cmd_postprocess)
+
+    p = sub.add_parser("run", help="label maps in, photos out, in one streaming command (no .bin files)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--dataroot", help="a folder with test_label/ and test_inst/")
+    src.add_argument("--cityscapes", help="a Cityscapes gtFine split folder (e.g. gtFine/val)")
+    p.add_argument("--checkpoint", help="latest_net_G.pth or the folder that holds it")
+    p.add_argument("--model", help="a model file: .pth, .onnx or .om (instead of --checkpoint)")
+    p.add_argument("--output", "-o", required=True, help="folder for the pictures, manifest.json and index.html")
+    p.add_argument("--backend", default=None, help="torch, onnxruntime or ais_bench (default: from the model file)")
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or a device number (default: GPU if any)")
+    p.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA)")
+    p.add_argument("--format", default="png", choices=("png", "jpg", "jpeg"), help="picture format (png)")
+    p.add_argument("--save-raw", action="store_true", help="also write raw outputs as OUTPUT/raw/<name>_0.bin")
+    p.add_argument("--keep-going", action="store_true",
+                   help="do not stop at a bad image: report the bad ones at the end and exit non-zero")
+    p.add_argument("--workers", type=int, default=2, help="threads decoding PNGs ahead of the compute (2)")
+    p.add_argument("--label-nc", type=int, default=35, help="one-hot channels (upstream --label_nc, default 35)")
+    p.add_argument("--no-instance", action="store_true", help="no edge channel (upstream --no_instance)")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the whole chain on generated (or your) data, with an index.html")
     p.add_argument("--output", default="demo_out", help="folder for everything the demo makes (default demo_out)")

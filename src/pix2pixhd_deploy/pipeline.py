@@ -1,0 +1,383 @@
+"""``pix2pixhd-deploy run``: label maps in, photos out, streaming, with nothing in between on disk.
+
+In:  PNG pairs (``DATAROOT/test_label`` + ``test_inst``, or a Cityscapes gtFine split) and a model.
+Out: ``OUTPUT/images/<name>_synthesized_image.png`` and ``<name>_input_label.png`` (upstream test.py's names, PNG by
+     default), optional raw outputs in ais_bench's layout (``OUTPUT/raw/<name>_0.bin``), ``OUTPUT/manifest.json``
+     (settings, versions, the checkpoint's hash, per-image times) and ``OUTPUT/index.html``.
+
+Where the work happens:
+
+* decoding PNGs runs in a thread pool ahead of the compute (Pillow and zlib release the GIL), and writing pictures
+  in another, so the compute is rarely kept waiting;
+* with the torch backend the one-hot + edge encoding and the conversion to uint8 run on the compute device
+  (:func:`encoding.encode_input_torch`, :func:`postprocess.tensor2im_torch`); only the uint8 label map, the integer
+  instance map and the uint8 picture cross between host and device;
+* other runners take the 36-channel float input, encoded on the host in memory (never written to disk).
+
+Every file is written to a temporary name and renamed; a re-run skips images whose picture exists, so a killed run
+resumes where it stopped. A lock file keeps two runs out of the same output folder.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Deque, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import __version__
+from .dataset import Pair, cityscapes_pairs, find_pairs, load_pair
+from .encoding import check_label_ids, encode_input
+from .errors import PathLike, UserError
+from .fileio import (atomic_save_image, atomic_write_array, atomic_write_text, ensure_output_dir, progress,
+                     remove_stale_temporaries)
+from .labels import LABEL_NC, colorize
+from .postprocess import tensor2im
+from .report import IndexRow, write_index_html
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+LOCK = ".pix2pixhd-deploy.lock"
+
+
+@dataclass
+class RunSettings:
+    """What defines a run's outputs; saved in the manifest and checked on resume."""
+
+    model: str
+    backend: str
+    device: Optional[str] = None
+    fp16: bool = False
+    batch_size: int = 1
+    image_format: str = "png"
+    save_raw: bool = False
+    label_nc: int = LABEL_NC
+    use_instance: bool = True
+    size_multiple: int = 32
+
+    def identity(self) -> Dict[str, object]:
+        """The settings that change the pictures (a resume with different ones would mix outputs)."""
+        return {k: getattr(self, k) for k in ("backend", "fp16", "label_nc", "use_instance", "size_multiple")}
+
+
+@dataclass
+class RunReport:
+    output: Path
+    done: int = 0
+    skipped: int = 0
+    failed: List[Tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    compute_seconds: float = 0.0
+    index: Optional[Path] = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.done / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        text = (f"run: {self.done} pictures in {self.seconds:.1f} s ({self.images_per_second:.3f} images/s, "
+                f"compute {self.compute_seconds:.1f} s), {self.skipped} already done -> {self.output}")
+        if self.index:
+            text += f"\nopen {self.index}"
+        return text
+
+
+# ----------------------------------------------------------------------------------------------- engines
+
+class TorchEngine:
+    """The torch generator with encoding and uint8 conversion on its device."""
+
+    def __init__(self, runner, label_nc: int, use_instance: bool):
+        self.runner = runner
+        self.label_nc = label_nc
+        self.use_instance = use_instance
+
+    def __call__(self, labels: np.ndarray, insts: Optional[np.ndarray], want_raw: bool):
+        import torch
+
+        from .encoding import encode_input_torch
+        from .network import generator_input_size
+        from .postprocess import tensor2im_torch
+
+        generator_input_size(self.runner.config, labels.shape[1], labels.shape[2])
+        dev = self.runner.device
+        cuda = dev.startswith("cuda")
+        label_t = torch.from_numpy(labels).to(dev, non_blocking=True)
+        inst_t = torch.from_numpy(insts).to(dev, non_blocking=True) if insts is not None else None
+        with torch.inference_mode():
+            x = encode_input_torch(label_t, inst_t, self.label_nc, dtype=self.runner.dtype)
+            y = self.runner.run_tensor(x)
+            pictures = tensor2im_torch(y).cpu().numpy()
+            raw = y.float().cpu().numpy() if want_raw else None
+        if cuda:
+            torch.cuda.synchronize(dev)
+        return pictures, raw
+
+
+class RunnerEngine:
+    """Any runner that takes the float32 (N, C, H, W) input: encoded on the host, in memory."""
+
+    def __init__(self, runner, label_nc: int, use_instance: bool):
+        self.runner = runner
+        self.label_nc = label_nc
+        self.use_instance = use_instance
+        spec = runner.input_spec()
+        self.static_batch = spec.batch
+
+    def __call__(self, labels: np.ndarray, insts: Optional[np.ndarray], want_raw: bool):
+        x = np.stack([encode_input(labels[i], insts[i] if insts is not None else None, self.label_nc)
+                      for i in range(labels.shape[0])])
+        n = x.shape[0]
+        if self.static_batch and n < self.static_batch:  # pad a short last batch, as ais_bench does
+            x = np.concatenate([x, np.repeat(x[:1], self.static_batch - n, axis=0)])
+        y = self.runner.infer(x)[:n]
+        return np.stack([tensor2im(y[i]) for i in range(n)]), (y if want_raw else None)
+
+
+def make_engine(runner, label_nc: int, use_instance: bool):
+    if runner.name == "torch":
+        return TorchEngine(runner, label_nc, use_instance)
+    return RunnerEngine(runner, label_nc, use_instance)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+@contextlib.contextmanager
+def output_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on the output folder for the whole run (released by the OS if the process dies)."""
+    path = folder / LOCK
+    fh = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "another process"
+            raise UserError(f"another run is writing to this output folder ({owner})", path=folder,
+                            fix="wait for it to finish or choose another --output") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+def versions() -> Dict[str, str]:
+    out = {"pix2pixhd_deploy": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    for mod in ("torch", "onnxruntime", "PIL"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            out[mod] = getattr(m, "__version__", "?")
+    return out
+
+
+def machine() -> Dict[str, object]:
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count()}
+
+
+def model_hash(model: PathLike) -> str:
+    from .network import file_sha256, resolve_checkpoint
+
+    path = Path(model)
+    if path.is_dir():
+        path = resolve_checkpoint(path)
+    return file_sha256(path)
+
+
+def _image_paths(out: Path, name: str, fmt: str) -> Tuple[Path, Path]:
+    return (out / "images" / f"{name}_synthesized_image.{fmt}", out / "images" / f"{name}_input_label.png")
+
+
+def _complete(out: Path, pair: Pair, settings: RunSettings) -> bool:
+    picture, label = _image_paths(out, pair.name, settings.image_format)
+    raw_ok = not settings.save_raw or (out / "raw" / f"{pair.name}_0.bin").is_file()
+    return picture.is_file() and label.is_file() and raw_ok
+
+
+def _load_manifest(out: Path) -> Optional[Dict[str, object]]:
+    path = out / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"the run manifest is unreadable ({exc})", path=path,
+                        fix="delete it to start the folder afresh, or choose another --output") from exc
+
+
+# ------------------------------------------------------------------------------------------------- run
+
+def discover(dataroot: Optional[PathLike], cityscapes: Optional[PathLike], *, use_instance: bool = True,
+             phase: str = "test") -> List[Pair]:
+    if (dataroot is None) == (cityscapes is None):
+        raise UserError("give exactly one of --dataroot and --cityscapes",
+                        fix="--dataroot DIR (with test_label/ and test_inst/) or --cityscapes gtFine/val")
+    if cityscapes is not None:
+        return cityscapes_pairs(cityscapes)
+    return find_pairs(dataroot, phase=phase, use_instance=use_instance)
+
+
+def run(pairs: Sequence[Pair], output: PathLike, runner, settings: RunSettings, *, keep_going: bool = False,
+        workers: int = 2, show_progress: bool = True, write_index: bool = True) -> RunReport:
+    """Stream ``pairs`` through ``runner`` (activated here) into ``output``; see the module docstring."""
+    settings.image_format = settings.image_format.lower().replace("jpeg", "jpg")
+    if settings.image_format not in ("png", "jpg"):
+        raise UserError(f"unknown image format {settings.image_format!r}", fix="use png or jpg")
+    out = ensure_output_dir(output)
+    report = RunReport(output=out)
+    with output_lock(out):
+        for sub in ("images", "raw") if settings.save_raw else ("images",):
+            remove_stale_temporaries(ensure_output_dir(out / sub))
+        digest = model_hash(settings.model)
+        previous = _load_manifest(out)
+        identity = {**settings.identity(), "model_sha256": digest}
+        if previous is not None and previous.get("identity") != identity:
+            old = previous.get("identity", {})
+            diffs = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in identity.items() if old.get(k) != v]
+            raise UserError("this output folder holds pictures made with other settings (" + "; ".join(diffs) + ")",
+                            path=out, fix="choose a new --output, or delete the folder to start again")
+        images: Dict[str, Dict[str, object]] = dict(previous.get("images", {})) if previous else {}
+        manifest = {"tool": "pix2pixhd-deploy run", "identity": identity, "settings": dataclasses.asdict(settings),
+                    "versions": versions(), "machine": machine(), "images": images}
+
+        def save_manifest() -> None:
+            manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+
+        todo = [p for p in pairs if not _complete(out, p, settings)]
+        report.skipped = len(pairs) - len(todo)
+        if report.skipped:
+            log.info("%d of %d pictures are already complete in %s; skipping them", report.skipped, len(pairs), out)
+        start = time.perf_counter()
+        if todo:
+            with runner:
+                engine = make_engine(runner, settings.label_nc, settings.use_instance)
+                manifest["runner"] = runner.describe()
+                _stream(todo, out, engine, settings, report, images, save_manifest, keep_going, workers,
+                        show_progress, base=settings.size_multiple)
+        report.seconds = time.perf_counter() - start
+        save_manifest()
+        if write_index:
+            rows = []
+            for p in pairs:
+                picture, label = _image_paths(out, p.name, settings.image_format)
+                if picture.is_file() and label.is_file():
+                    rows.append(IndexRow(p.name, [("input_label", label), ("synthesized_image", picture)]))
+            report.index = write_index_html(out / "index.html", rows, title=f"pix2pixhd-deploy run: {out.name}")
+    if report.failed:
+        lines = "; ".join(f"{name}: {why}" for name, why in report.failed[:5])
+        more = f" and {len(report.failed) - 5} more" if len(report.failed) > 5 else ""
+        raise UserError(f"{len(report.failed)} image(s) failed ({lines}{more}); the other {report.done} were "
+                        f"written", path=out, fix="fix or remove those inputs and run again: finished pictures "
+                                                  "are kept")
+    return report
+
+
+def _stream(todo: List[Pair], out: Path, engine, settings: RunSettings, report: RunReport,
+            images: Dict[str, Dict[str, object]], save_manifest, keep_going: bool, workers: int,
+            show_progress: bool, base: int) -> None:
+    batch = max(1, settings.batch_size)
+    use_instance = settings.use_instance
+
+    def decode(pair: Pair):
+        t = time.perf_counter()
+        label, inst = load_pair(pair, base=base)
+        check_label_ids(label, settings.label_nc, path=pair.label)
+        return label, inst, time.perf_counter() - t
+
+    def write(pair: Pair, picture: np.ndarray, label: np.ndarray, raw: Optional[np.ndarray]) -> float:
+        t = time.perf_counter()
+        pic_path, label_path = _image_paths(out, pair.name, settings.image_format)
+        if raw is not None:
+            atomic_write_array(out / "raw" / f"{pair.name}_0.bin", raw)
+        atomic_save_image(label_path, colorize(label))
+        atomic_save_image(pic_path, picture)  # last: its presence marks the image complete
+        return time.perf_counter() - t
+
+    bar = progress(range(len(todo)), desc="run", unit="img") if show_progress else None
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as decoders, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writers:
+        ahead: Deque[Tuple[Pair, Future]] = deque()
+        pending_writes: Deque[Tuple[Pair, Future, Dict[str, object]]] = deque()
+        queue = iter(todo)
+        prefetch = batch * 2 + 1
+
+        def refill() -> None:
+            while len(ahead) < prefetch:
+                pair = next(queue, None)
+                if pair is None:
+                    return
+                ahead.append((pair, decoders.submit(decode, pair)))
+
+        def drain(block: bool) -> None:
+            while pending_writes and (block or pending_writes[0][1].done()):
+                pair, fut, entry = pending_writes.popleft()
+                entry["write_s"] = round(fut.result(), 4)
+                images[pair.name] = entry
+                report.done += 1
+                if bar is not None:
+                    bar.update(1)
+                save_manifest()
+
+        refill()
+        while ahead:
+            group: List[Tuple[Pair, np.ndarray, Optional[np.ndarray], float]] = []
+            while ahead and len(group) < batch:
+                pair, fut = ahead.popleft()
+                try:
+                    label, inst, dt = fut.result()
+                except UserError as exc:
+                    if not keep_going:
+                        raise
+                    log.error("%s", exc)
+                    report.failed.append((pair.name, exc.problem))
+                    continue
+                finally:
+                    refill()
+                if group and label.shape != group[0][1].shape:
+                    ahead.appendleft((pair, _done_future((label, inst, dt))))
+                    break  # a different size starts a new batch
+                group.append((pair, label, inst if use_instance else None, dt))
+            if not group:
+                continue
+            labels = np.stack([g[1] for g in group])
+            insts = np.stack([g[2] for g in group]) if use_instance else None
+            t = time.perf_counter()
+            pictures, raw = engine(labels, insts, settings.save_raw)
+            compute = time.perf_counter() - t
+            report.compute_seconds += compute
+            for i, (pair, label, _inst, dt) in enumerate(group):
+                entry = {"decode_s": round(dt, 4), "compute_s": round(compute / len(group), 4),
+                         "batch": len(group), "height": int(label.shape[0]), "width": int(label.shape[1])}
+                fut = writers.submit(write, pair, pictures[i], label, raw[i] if raw is not None else None)
+                pending_writes.append((pair, fut, entry))
+            drain(block=False)
+        drain(block=True)
+    if bar is not None:
+        bar.close()
+
+
+def _done_future(value) -> Future:
+    fut: Future = Future()
+    fut.set_result(value)
+    return fut
