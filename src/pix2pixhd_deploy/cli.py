@@ -137,6 +137,82 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    import json
+    import tempfile
+
+    from .compare import compare_dirs
+    from .fileio import atomic_write_text
+
+    folder_b, scratch = args.b, None
+    if args.reference == "upstream":
+        from .upstream import make_upstream_outputs
+
+        if not args.checkpoint or not args.dataroot:
+            raise UserError("--reference upstream needs --checkpoint and --dataroot",
+                            fix="pass the checkpoint and the data root (with test_label/) that folder A was made from")
+        if folder_b is None:
+            scratch = tempfile.TemporaryDirectory(prefix="pix2pixhd-upstream-")
+            folder_b = scratch.name
+        made = make_upstream_outputs(args.checkpoint, args.dataroot, folder_b, fmt=args.reference_format)
+        print(f"upstream reference: {len(made)} pictures made by NVIDIA's code in {folder_b}")
+    elif folder_b is None:
+        raise UserError("compare needs two folders", fix="pass A and B, or --reference upstream with --checkpoint "
+                                                         "and --dataroot")
+    report = None
+    if args.report:
+        from .compare_report import CompareReport, label_maps
+
+        report = CompareReport(args.report, labels=label_maps(args.dataroot) if args.dataroot else None,
+                               amplify=args.amplify)
+    try:
+        result = compare_dirs(args.a, folder_b, preset=args.preset, atol=args.atol, min_psnr=args.min_psnr,
+                              min_ssim=args.min_ssim, max_diff_share=args.max_diff_share, size=args.size,
+                              allow_missing=args.allow_missing, on_image=report.add if report else None)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+    print("\n".join(result.lines()))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result.to_dict(), indent=2) + "\n")
+        print(f"figures: {args.json}")
+    if report is not None:
+        print(f"report: {report.finish(result)}")
+    return 0 if result.passed else 1
+
+
+def cmd_bench(args) -> int:
+    import json
+
+    from .bench import draw_chart, format_tables, merge_reports, run_bench
+    from .fileio import atomic_write_text
+
+    if not args.model and not args.merge:
+        raise UserError("nothing to benchmark", fix="pass --model M (and --merge earlier --json files to combine)")
+    report = None
+    if args.model:
+        report = run_bench(args.model, backend=args.backend, device=args.device, fp16=args.fp16,
+                           batch_sizes=args.batch_sizes, loops=args.loops, warmup=args.warmup, height=args.height,
+                           width=args.width, dataroot=args.dataroot, e2e_batches=args.e2e_batches, seed=args.seed,
+                           **_runtime_options(args))
+    if args.merge:
+        others = []
+        for path in args.merge:
+            try:
+                others.append((path, json.loads(Path(path).read_text())))
+            except (OSError, ValueError) as exc:
+                raise UserError(f"cannot read this bench JSON ({exc})", path=path,
+                                fix="pass files written by pix2pixhd-deploy bench --json") from exc
+        report = merge_reports(report, others)
+    print(format_tables(report))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+        print(f"figures: {args.json}")
+    if args.chart:
+        print(f"chart: {draw_chart(report, args.chart)}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ parser
 
 def add_infer_arguments(p: argparse.ArgumentParser) -> None:
@@ -262,6 +338,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: GPU if any)")
     p.add_argument("--batchsize", type=int, default=1)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("compare", help="two folders of outputs compared with numbers (errors, PSNR, SSIM) and a "
+                                       "verdict; an HTML report")
+    p.add_argument("a", help="folder A: raw outputs (.bin/.npy from infer or ais_bench) or pictures (.png/.jpg)")
+    p.add_argument("b", nargs="?", help="folder B, the reference; with --reference upstream, the folder NVIDIA's "
+                                        "outputs are written to (default: a temporary one)")
+    p.add_argument("--reference", choices=("upstream",),
+                   help="make B with NVIDIA's own code (pip install --no-deps pix2pixhd==1.0) from --checkpoint "
+                        "and --dataroot")
+    p.add_argument("--checkpoint", help="--reference upstream: latest_net_G.pth or its folder")
+    p.add_argument("--dataroot", help="the folder with test_label/ (and test_inst/) the outputs were made from: "
+                                      "label maps for the report, inputs for --reference upstream")
+    p.add_argument("--reference-format", choices=("png", "jpg"), default="png",
+                   help="--reference upstream: png (lossless, default) or jpg (test.py's JPEG q75)")
+    p.add_argument("--preset", choices=("fp32", "fp16", "jpeg"),
+                   help="tolerances (default: jpeg if any JPEG, else fp32)")
+    p.add_argument("--atol", type=float, help="largest max abs error (raw units, or levels for pictures)")
+    p.add_argument("--min-psnr", type=float, help="least PSNR in dB")
+    p.add_argument("--min-ssim", type=float, help="least SSIM")
+    p.add_argument("--max-diff-share", type=float, help="largest share (0..1) of pixels more than one level off")
+    p.add_argument("--size", type=_hw, help="HEIGHT,WIDTH of raw outputs (default: the paired picture's, else 1:2)")
+    p.add_argument("--allow-missing", action="store_true", help="compare the pairs there are; unpaired files only "
+                                                                "warn")
+    p.add_argument("--json", metavar="FILE.json", help="write every figure as JSON")
+    p.add_argument("--report", metavar="DIR_OR_HTML", help="write the HTML report (a folder, or a .html file)")
+    p.add_argument("--amplify", type=float, default=10.0, help="difference-map gain (default 10)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("bench", help="images/s per batch size: ais_bench's device-only figure and end-to-end, "
+                                     "latency, memory, JSON and a chart")
+    p.add_argument("--model", "-m", help="model: .pth (or its folder), .onnx or .om")
+    p.add_argument("--backend", default=None, help="runtime; default from the model file's suffix")
+    p.add_argument("--device", "-d", default=None, help="cpu, cuda, cuda:N or a device number (default: GPU if any)")
+    p.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA; TensorRT for .onnx)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1], metavar="N", help="e.g. 1 4 8 (default 1)")
+    p.add_argument("--loops", type=int, default=20, help="timed executions per batch size (default 20, the seed's)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed executions first (default 1, as ais_bench)")
+    p.add_argument("--height", type=int, help="input height (default: the model's, the data's, or 1024)")
+    p.add_argument("--width", type=int, help="input width (default: the model's, the data's, or 2048)")
+    p.add_argument("--dataroot", help="end-to-end inputs: a folder with test_label/ and test_inst/ (default: "
+                                      "synthetic scenes)")
+    p.add_argument("--e2e-batches", type=int, default=2, help="end-to-end batches per batch size (0: skip; 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic scenes")
+    p.add_argument("--json", metavar="FILE.json", help="write every figure, the machine, versions and settings")
+    p.add_argument("--chart", metavar="FILE.png", help="draw images/s by runtime and batch size")
+    p.add_argument("--merge", nargs="+", metavar="FILE.json",
+                   help="earlier bench --json files to put in the same table, JSON and chart")
+    p.add_argument("--providers", help="onnxruntime: providers in priority order, e.g. tensorrt,cuda")
+    p.add_argument("--provider-option", action="append", metavar="PROVIDER:KEY=VALUE",
+                   help="onnxruntime: a provider option, repeatable")
+    p.add_argument("--intra-op-threads", type=int, help="onnxruntime: CPU threads per operator (default: all)")
+    p.set_defaults(func=cmd_bench, dymBatch=None)
     return parser
 
 

@@ -1,0 +1,432 @@
+"""Benchmark a model per batch size: ais_bench's device-only throughput, end-to-end throughput, latency, memory.
+
+In:  a model (``.pth`` / checkpoint folder, ``.onnx``, ``.om``) and its runner settings; batch sizes.
+Out: a JSON-ready dict (:func:`run_bench`) holding every figure with the machine, the versions and the settings;
+     :func:`format_tables` prints it in the seed's form (``| device | batch size | images/s |``) and in detail;
+     :func:`draw_chart` draws images/s by runtime and batch size (PNG).
+
+Two figures are kept apart (STYLE.md §6):
+
+* **device-only** — the figure the seed reports (ASCEND.md §1.1, §2.4): one realistic input batch (one-hot label
+  map + instance edges of a synthetic street scene) made once, ``warmup`` untimed executions, then ``loops`` timed
+  executions of ``runner.infer``; each time is the runner's ``inference_time`` (torch: the forward alone, the input
+  already on the device, CUDA synchronised before and after; onnxruntime: ``session.run``, which for GPU providers
+  includes its host<->device copies; ais_bench: the NPU execute time). Throughput = 1000 x batch / mean ms, as
+  ais_bench computes it; latency p50 / p90 / p99 of the same executions.
+* **end-to-end** — files in, pictures out: for ``e2e_batches`` batches, read the label and instance PNGs, encode,
+  infer, ``tensor2im``, save PNGs (to a temporary folder), timed with ``perf_counter`` per batch; throughput =
+  images / total seconds. The model is already warm from the device-only part.
+
+Memory: the process's peak resident set (``ru_maxrss``, so a high-water mark since start: it never decreases
+across batch sizes) and, for torch on CUDA, ``torch.cuda.max_memory_allocated`` per batch size. Other devices'
+memory is not measured (``null``).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import PathLike, UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HW = (1024, 2048)
+#: what each runner's ``inference_time`` covers, recorded with its numbers
+TIMING_NOTES = {
+    "torch": "forward only: input already on the device, CUDA synchronised before and after",
+    "onnxruntime": "session.run wall time (for GPU providers it includes ONNX Runtime's host<->device copies)",
+    "ais_bench": "NPU execute time from ais_bench's exec_time_list, as ais_bench's throughput uses",
+}
+
+
+# --------------------------------------------------------------------------------------- the machine
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> Dict[str, object]:
+    info: Dict[str, object] = {"platform": platform.platform(), "machine": platform.machine(), "cpu": cpu_model(),
+                               "cpu_count": os.cpu_count()}
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["memory_gib"] = round(int(line.split()[1]) / 2 ** 20, 1)
+    with contextlib.suppress(ImportError):
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def versions() -> Dict[str, Optional[str]]:
+    from importlib import metadata
+
+    from . import __version__
+
+    out: Dict[str, Optional[str]] = {"python": sys.version.split()[0], "pix2pixhd_deploy": __version__}
+    for dist in ("numpy", "torch", "onnxruntime", "onnxruntime-gpu", "onnxruntime-cann", "ais_bench"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    with contextlib.suppress(ImportError):
+        import torch
+
+        out["cuda"] = torch.version.cuda
+    return out
+
+
+def _hardware(runner, machine: Dict[str, object]) -> str:
+    """The device the numbers were measured on, in words."""
+    name = runner.name
+    gpus = machine.get("gpus") or []
+    if name == "torch" and str(getattr(runner, "device", "")).startswith("cuda"):
+        index = int(str(runner.device).split(":")[1]) if ":" in str(runner.device) else 0
+        return str(gpus[index]) if index < len(gpus) else str(runner.device)
+    if name == "onnxruntime" and any(p in ("cuda", "tensorrt") for p in getattr(runner, "providers", [])):
+        return str(gpus[0]) if gpus else "NVIDIA GPU"
+    if name == "ais_bench" or (name == "onnxruntime" and "cann" in getattr(runner, "providers", [])):
+        return "Ascend NPU"
+    return f"{machine.get('cpu')} ({machine.get('cpu_count')} cores)"
+
+
+# -------------------------------------------------------------------------------------------- inputs
+
+def realistic_batch(batch: int, height: int, width: int, *, label_nc: int, use_instance: bool,
+                    seed: int = 0) -> np.ndarray:
+    """(batch, C, H, W) float32: encoded synthetic street scenes (one-hot + edges), one distinct scene per slot."""
+    from .encoding import encode_input
+    from .synthetic import make_scene
+
+    items = []
+    for i in range(batch):
+        label, inst = make_scene(height, width, seed=seed + i)
+        items.append(encode_input(label, inst.astype(np.int32) if use_instance else None, label_nc))
+    return np.stack(items)
+
+
+def _synthetic_dataroot(folder: Path, count: int, height: int, width: int, seed: int) -> Path:
+    from .fileio import atomic_save_image
+    from .synthetic import make_scene
+
+    for sub in ("test_label", "test_inst"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        label, inst = make_scene(height, width, seed=seed + i)
+        atomic_save_image(folder / "test_label" / f"bench_000000_{i:06d}_gtFine_labelIds.png", label)
+        atomic_save_image(folder / "test_inst" / f"bench_000000_{i:06d}_gtFine_instanceIds.png", inst)
+    return folder
+
+
+# ------------------------------------------------------------------------------------------- figures
+
+def latency_stats(times_ms: Sequence[float]) -> Dict[str, float]:
+    a = np.asarray(times_ms, dtype=np.float64)
+    return {"mean_ms": float(a.mean()), "min_ms": float(a.min()), "max_ms": float(a.max()),
+            "p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
+            "p99_ms": float(np.percentile(a, 99))}
+
+
+def peak_host_mib() -> float:
+    """The process's peak resident set so far, MiB (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10), 1)
+
+
+def bench_device_only(runner, x: np.ndarray, *, loops: int, warmup: int) -> Dict[str, object]:
+    """ais_bench's pure-inference figure for one input batch ``x`` (see the module docstring)."""
+    for _ in range(warmup):
+        runner.infer(x)
+    compute_ms, call_ms = [], []
+    for _ in range(loops):
+        start = time.perf_counter()
+        runner.infer(x)
+        call_ms.append((time.perf_counter() - start) * 1000.0)
+        compute_ms.append(runner.inference_time * 1000.0)
+    stats = latency_stats(compute_ms)
+    return {"images_per_s": 1000.0 * x.shape[0] / stats["mean_ms"], **stats, "loops": loops, "warmup": warmup,
+            "times_ms": compute_ms, "call_mean_ms": float(np.mean(call_ms)),
+            "call_note": "wall time of runner.infer, with the host<->device copies and output conversion"}
+
+
+def bench_end_to_end(runner, pairs, *, batch_size: int, batches: int, out_dir: Path, base: int, label_nc: int,
+                     use_instance: bool) -> Dict[str, object]:
+    """Files in, pictures out, for ``batches`` batches of ``batch_size`` pairs (cycled through ``pairs``)."""
+    from .dataset import load_pair
+    from .encoding import encode_input
+    from .fileio import atomic_save_image
+    from .postprocess import tensor2im
+
+    batch_ms = []
+    n = 0
+    for b in range(batches):
+        chosen = [pairs[(b * batch_size + i) % len(pairs)] for i in range(batch_size)]
+        start = time.perf_counter()
+        items = []
+        for pair in chosen:
+            label, inst = load_pair(pair, base=base)
+            items.append(encode_input(label, inst if use_instance else None, label_nc, path=pair.label))
+        y = runner.infer(np.stack(items))
+        for pair, out in zip(chosen, y):
+            atomic_save_image(out_dir / f"{pair.name}_{b}generated.png", tensor2im(out))
+        batch_ms.append((time.perf_counter() - start) * 1000.0)
+        n += len(chosen)
+    stats = latency_stats(batch_ms)
+    total_s = sum(batch_ms) / 1000.0
+    return {"images_per_s": n / total_s, "images": n, "batches": batches, "seconds": total_s, **stats,
+            "times_ms": batch_ms, "height": int(y.shape[2]), "width": int(y.shape[3])}
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+def _model_identity(model: PathLike) -> Dict[str, object]:
+    from .network import CHECKPOINT_NAME, file_sha256
+
+    path = Path(model)
+    if path.is_dir() and (path / CHECKPOINT_NAME).is_file():
+        path = path / CHECKPOINT_NAME
+    info: Dict[str, object] = {"path": str(model)}
+    if path.is_file():
+        info.update(file=path.name, bytes=path.stat().st_size, sha256=file_sha256(path))
+    return info
+
+
+def run_bench(model: PathLike, *, backend: Optional[str] = None, device: Optional[str] = None, fp16: bool = False,
+              batch_sizes: Sequence[int] = (1,), loops: int = 20, warmup: int = 1, height: Optional[int] = None,
+              width: Optional[int] = None, dataroot: Optional[PathLike] = None, e2e_batches: int = 2,
+              seed: int = 0, **runner_options) -> Dict[str, object]:
+    """Benchmark ``model`` at each batch size; returns the report (JSON-ready). See the module docstring.
+
+    ``runner_options`` go to :func:`~pix2pixhd_deploy.runners.make_runner` (providers, ...). ``e2e_batches=0``
+    skips the end-to-end part. A batch size that a static-batch model cannot take is recorded as skipped.
+    """
+    from .labels import LABEL_NC
+    from .runners import backend_for, make_runner
+
+    batch_sizes = [int(b) for b in batch_sizes]
+    for name, value, least in (("--loops", loops, 1), ("--warmup", warmup, 0), ("--e2e-batches", e2e_batches, 0)):
+        if value < least:
+            raise UserError(f"{name} must be at least {least}, not {value}", fix=f"pass {name} {least} or more")
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise UserError(f"batch sizes must be 1 or more, not {batch_sizes}", fix="pass e.g. --batch-sizes 1 4 8")
+    if (height is None) != (width is None):
+        raise UserError("--height and --width go together", fix="pass both, or neither for the model's size")
+    name = backend_for(model, backend)
+    machine = machine_info()
+    settings = {"model": str(model), "backend": name, "device": device, "fp16": fp16, "batch_sizes": batch_sizes,
+                "loops": loops, "warmup": warmup, "height": height, "width": width,
+                "dataroot": str(dataroot) if dataroot else None, "e2e_batches": e2e_batches, "seed": seed,
+                **{k: v for k, v in runner_options.items() if v is not None}}
+    report: Dict[str, object] = {
+        "tool": "pix2pixhd-deploy bench", "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine, "versions": versions(), "settings": settings, "model": _model_identity(model),
+        "throughput_formula": "device-only images/s = 1000 x batch size / mean compute ms (ais_bench's); "
+                              "end-to-end images/s = images / total seconds",
+        "timing_note": TIMING_NOTES.get(name), "runs": []}
+
+    pairs, data_hw = None, None
+    with tempfile.TemporaryDirectory(prefix="pix2pixhd-bench-") as tmp:
+        tmp = Path(tmp)
+        runner = None
+        try:
+            for bs in batch_sizes:
+                if runner is None or name == "ais_bench":  # an OM runs one batch gear per session
+                    if runner is not None:
+                        runner.deactivate()
+                    opts = dict(runner_options, dym_batch=bs) if name == "ais_bench" else runner_options
+                    runner = make_runner(model, backend=name, device=device, fp16=fp16, height=height, width=width,
+                                         **opts)
+                    runner.activate()
+                spec = runner.input_spec()
+                channels = spec.channels or LABEL_NC + 1
+                use_instance = channels == LABEL_NC + 1
+                label_nc = channels - 1 if use_instance else channels
+                config = getattr(runner, "config", None)
+                base = config.size_multiple if config is not None else 32
+                run: Dict[str, object] = {"backend": name, "runtime": runner.describe(),
+                                          "hardware": _hardware(runner, machine), "batch_size": bs}
+                run["device"] = f"{run['hardware']}, {run['runtime']}"
+                if spec.batch is not None and spec.batch != bs:
+                    run["skipped"] = f"the model has a static batch of {spec.batch}"
+                    report["runs"].append(run)
+                    log.warning("batch %d skipped: %s", bs, run["skipped"])
+                    continue
+                hw = spec.spatial or ((height, width) if height else None)
+                if pairs is None and (e2e_batches or dataroot is not None):
+                    pairs, data_hw = _e2e_pairs(dataroot, hw, tmp, max(batch_sizes) * max(e2e_batches, 1), seed,
+                                                base, use_instance)
+                hw = hw or data_hw or DEFAULT_HW
+                log.info("bench %s, batch %d, %dx%d: %d warm-up + %d timed executions", runner.describe(), bs,
+                         hw[1], hw[0], warmup, loops)
+                x = realistic_batch(bs, hw[0], hw[1], label_nc=label_nc, use_instance=use_instance, seed=seed)
+                cuda = _torch_cuda_device(runner)
+                if cuda:
+                    import torch
+
+                    torch.cuda.reset_peak_memory_stats(cuda)
+                run["input_shape"] = list(x.shape)
+                run["device_only"] = bench_device_only(runner, x, loops=loops, warmup=warmup)
+                del x
+                if e2e_batches:
+                    out_dir = tmp / f"e2e_bs{bs}"
+                    out_dir.mkdir()
+                    run["end_to_end"] = bench_end_to_end(runner, pairs, batch_size=bs, batches=e2e_batches,
+                                                         out_dir=out_dir, base=base, label_nc=label_nc,
+                                                         use_instance=use_instance)
+                else:
+                    run["end_to_end"] = None
+                run["peak_host_mib"] = peak_host_mib()
+                run["peak_device_mib"] = None
+                if cuda:
+                    import torch
+
+                    run["peak_device_mib"] = round(torch.cuda.max_memory_allocated(cuda) / 2 ** 20, 1)
+                report["runs"].append(run)
+        finally:
+            if runner is not None:
+                runner.deactivate()
+    return report
+
+
+def _torch_cuda_device(runner) -> Optional[str]:
+    device = str(getattr(runner, "device", "") or "")
+    return device if runner.name == "torch" and device.startswith("cuda") else None
+
+
+def _e2e_pairs(dataroot: Optional[PathLike], hw: Optional[Tuple[int, int]], tmp: Path, needed: int, seed: int,
+               base: int, use_instance: bool):
+    """The label/instance pairs the end-to-end part reads, and their (H, W): the user's, or synthetic scenes
+    (at most 16 distinct ones, cycled)."""
+    from .dataset import find_pairs, read_label_map
+
+    if dataroot is not None:
+        pairs = find_pairs(dataroot, use_instance=use_instance)
+        return pairs, read_label_map(pairs[0].label, base=base).shape
+    hw = hw or DEFAULT_HW
+    count = max(1, min(needed, 16))
+    folder = _synthetic_dataroot(tmp / "data", count, hw[0], hw[1], seed)
+    return find_pairs(folder, use_instance=use_instance), hw
+
+
+# ------------------------------------------------------------------------------------- tables and charts
+
+def format_number(value: Optional[float]) -> str:
+    """How the tables print a figure: 4 significant digits (the JSON keeps full precision)."""
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+SEED_COLUMNS = ("device", "batch size", "images/s")
+DETAIL_COLUMNS = ("device", "batch size", "device-only images/s", "end-to-end images/s", "p50 ms", "p90 ms",
+                  "p99 ms", "peak host MiB", "peak device MiB")
+
+
+def table_rows(runs: Iterable[Dict[str, object]]) -> Tuple[List[List[str]], List[List[str]]]:
+    """(seed-form rows, detail rows) of the figures, formatted; the JSON holds each of them."""
+    seed_rows, detail_rows = [], []
+    for run in runs:
+        if run.get("skipped"):
+            seed_rows.append([str(run["device"]), str(run["batch_size"]), f"skipped: {run['skipped']}"])
+            continue
+        dev = run["device_only"]
+        e2e = run.get("end_to_end") or {}
+        seed_rows.append([str(run["device"]), str(run["batch_size"]), format_number(dev["images_per_s"])])
+        detail_rows.append([str(run["device"]), str(run["batch_size"]), format_number(dev["images_per_s"]),
+                            format_number(e2e.get("images_per_s")), format_number(dev["p50_ms"]),
+                            format_number(dev["p90_ms"]), format_number(dev["p99_ms"]),
+                            format_number(run.get("peak_host_mib")), format_number(run.get("peak_device_mib"))])
+    return seed_rows, detail_rows
+
+
+def _markdown(columns: Sequence[str], rows: List[List[str]]) -> List[str]:
+    return ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |",
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def format_tables(report: Dict[str, object]) -> str:
+    """The seed's table (device-only images/s, ais_bench's figure), then the detailed one, in Markdown."""
+    seed_rows, detail_rows = table_rows(report["runs"])
+    lines = ["images/s, device-only (ais_bench's pure-inference figure: 1000 x batch / mean compute ms):", "",
+             *_markdown(SEED_COLUMNS, seed_rows), ""]
+    if detail_rows:
+        lines += ["detail (latency of one device-only execution; memory: process peak RSS so far, device peak "
+                  "allocated by torch):", "", *_markdown(DETAIL_COLUMNS, detail_rows)]
+    return "\n".join(lines)
+
+
+def merge_reports(report: Optional[Dict[str, object]], others: Sequence[Tuple[str, Dict[str, object]]]):
+    """One report holding ``report``'s runs and those of earlier reports (``(file, report)``), for one chart and
+    table across backends run in different processes. Each merged run keeps its own machine and source file."""
+    runs = []
+    if report is not None:
+        runs.extend(dict(r, source=None) for r in report["runs"])
+    for source, other in others:
+        if "runs" not in other or not isinstance(other["runs"], list):
+            raise UserError("not a bench JSON (it has no runs)", path=source,
+                            fix="pass files written by pix2pixhd-deploy bench --json")
+        runs.extend(dict(r, source=source, machine=other.get("machine")) for r in other["runs"])
+    merged = dict(report) if report is not None else {
+        "tool": "pix2pixhd-deploy bench", "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_info(), "versions": versions()}
+    merged["runs"] = runs
+    merged["merged_from"] = [source for source, _ in others]
+    return merged
+
+
+def draw_chart(report: Dict[str, object], path: PathLike) -> Path:
+    """A PNG of images/s by runtime (one bar colour each) and batch size: device-only and end-to-end panels."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise UserError("the chart needs matplotlib, which is not installed", fix="pip install matplotlib") from exc
+    from .fileio import atomic_open
+
+    runs = [r for r in report["runs"] if not r.get("skipped")]
+    if not runs:
+        raise UserError("there is nothing to chart: every batch size was skipped", fix="check the batch sizes")
+    labels = list(dict.fromkeys(str(r["device"]) for r in runs))
+    sizes = sorted({int(r["batch_size"]) for r in runs})
+    panels = [("device_only", "device-only (ais_bench's figure)")]
+    if any(r.get("end_to_end") for r in runs):
+        panels.append(("end_to_end", "end-to-end (PNG files in, PNG pictures out)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
+    width = 0.8 / len(labels)
+    for ax, (key, title) in zip(axes[0], panels):
+        for k, label in enumerate(labels):
+            xs, ys = [], []
+            for r in runs:
+                if str(r["device"]) == label and r.get(key):
+                    xs.append(sizes.index(int(r["batch_size"])) + (k - (len(labels) - 1) / 2) * width)
+                    ys.append(r[key]["images_per_s"])
+            bars = ax.bar(xs, ys, width=width, label=label)
+            ax.bar_label(bars, labels=[format_number(y) for y in ys], fontsize=7)
+        ax.set_xticks(range(len(sizes)), [str(s) for s in sizes])
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("images/s (higher is better)")
+        ax.set_title(title, fontsize=10)
+    axes[0][0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.15), ncol=1)
+    fig.suptitle(f"pix2pixhd-deploy bench, {report.get('created', '')}", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
