@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SMALL_LOCAL, rng_input, run_cli
+from conftest import rng_input, run_cli
 from pix2pixhd_deploy.errors import UserError
 from pix2pixhd_deploy.runners import AisBenchRunner, TorchRunner, make_runner
 

@@ -290,8 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fp16 weights and compute, InstanceNormalization and the I/O kept float32")
     p.add_argument("--rewrite-avgpool", action="store_true",
                    help="replace AveragePool(count_include_pad=0), which ATC lacks, by an exact Conv + Div")
-    p.add_argument("--tolerance", type=float, default=1e-4,
-                   help="max abs error allowed against PyTorch for fp32 (default 1e-4)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="max abs error allowed against PyTorch for fp32 (default 1e-4, scaled up with the pixel "
+                        "count beyond 512x1024 for ONNX Runtime's float32 reductions: 4e-4 at 1024x2048)")
     p.add_argument("--min-psnr", type=float, default=40.0, help="least PSNR in dB for --fp16 (default 40)")
     p.add_argument("--seed", type=int, default=0, help="seed of the verification input (default 0)")
     p.add_argument("--soc_version", "--soc-version", default="Ascend310P3",
