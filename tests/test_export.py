@@ -268,3 +268,15 @@ def test_full_size_label2city_export(tmp_path):
     assert report["verify_shape"] == [1, 36, 1024, 2048] and report["tolerance"] == pytest.approx(4e-4)
     assert report["max_abs_error"] <= 4e-4  # measured 1.63e-4: ONNX Runtime's float32 InstanceNormalization
     assert '--input_shape="input_concat:1,36,1024,2048"' in proc.stdout
+
+
+def test_global_generator_exports(tmp_path):
+    """netG=global (label2city_512p's layout) has no average pool: nothing to rewrite, nothing to warn about."""
+    from pix2pixhd_deploy.network import GeneratorConfig
+
+    cfg = GeneratorConfig(input_nc=36, ngf=8, netG="global", n_downsample_global=2, n_blocks_global=1,
+                          n_local_enhancers=0, n_blocks_local=0)
+    report = ex.export_onnx(LoadedGenerator(random_generator(cfg, seed=4), cfg), tmp_path / "g.onnx", height=32,
+                            width=64, rewrite_avgpool=True)
+    assert report.max_abs_error <= 1e-4 and "AveragePool" not in report.ops and "Div" not in report.ops
+    assert not report.notes
