@@ -195,6 +195,25 @@ def test_unpaired_and_duplicate_files(tmp_path):
         compare_dirs(tmp_path / "a", tmp_path / "d", allow_missing=True, show_progress=False)
 
 
+def test_invalid_outputs_are_refused_not_passed(tmp_path):
+    """A NaN would make every comparison false, and so pass every limit: it is an error instead."""
+    good = raw_output(1)
+    write_bins(tmp_path / "a", {"x": good})
+    bad = good.copy()
+    bad[0, 0, 0] = np.nan
+    (tmp_path / "npy").mkdir()
+    np.save(tmp_path / "npy" / "x_0.npy", bad)
+    with pytest.raises(UserError, match="x_0.npy: the output holds 1 NaN"):
+        compare_dirs(tmp_path / "a", tmp_path / "npy", show_progress=False)
+    write_bins(tmp_path / "bin", {"x": bad})
+    with pytest.raises(UserError, match="x_0.bin: the output holds 1 NaN"):
+        compare_dirs(tmp_path / "a", tmp_path / "bin", show_progress=False)
+    (tmp_path / "pic").mkdir()
+    (tmp_path / "pic" / "x_0generated.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="x_0generated.png: not a picture"):
+        compare_dirs(tmp_path / "a", tmp_path / "pic", show_progress=False)
+
+
 # ----------------------------------------------------------------------------------------------- CLI
 
 def test_cli_exit_status_json_and_report(tmp_path, scene_dataroot):

@@ -62,7 +62,7 @@ def cpu_model() -> str:
 
 def machine_info() -> Dict[str, object]:
     info: Dict[str, object] = {"platform": platform.platform(), "machine": platform.machine(), "cpu": cpu_model(),
-                               "cpu_count": os.cpu_count()}
+                               "cpu_count": os.cpu_count(), "load_average": [round(v, 2) for v in os.getloadavg()]}
     with contextlib.suppress(OSError, ValueError, IndexError):
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
@@ -292,6 +292,8 @@ def run_bench(model: PathLike, *, backend: Optional[str] = None, device: Optiona
                 else:
                     run["end_to_end"] = None
                 run["peak_host_mib"] = peak_host_mib()
+                # other work on the machine slows the figures down: the load says how busy it was
+                run["load_average"] = [round(v, 2) for v in os.getloadavg()]
                 run["peak_device_mib"] = None
                 if cuda:
                     import torch
@@ -327,8 +329,10 @@ def _e2e_pairs(dataroot: Optional[PathLike], hw: Optional[Tuple[int, int]], tmp:
 # ------------------------------------------------------------------------------------- tables and charts
 
 def format_number(value: Optional[float]) -> str:
-    """How the tables print a figure: 4 significant digits (the JSON keeps full precision)."""
-    return "n/a" if value is None else f"{value:.4g}"
+    """How the tables print a figure: 4 significant digits, whole numbers from 1000 (the JSON keeps them all)."""
+    if value is None:
+        return "n/a"
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 SEED_COLUMNS = ("device", "batch size", "images/s")
@@ -366,6 +370,13 @@ def format_tables(report: Dict[str, object]) -> str:
     if detail_rows:
         lines += ["detail (latency of one device-only execution; memory: process peak RSS so far, device peak "
                   "allocated by torch):", "", *_markdown(DETAIL_COLUMNS, detail_rows)]
+    machine, vers = report.get("machine") or {}, report.get("versions") or {}
+    if machine:
+        load = "/".join(str(v) for v in machine.get("load_average", []))
+        lines += ["", f"machine: {machine.get('cpu')}, {machine.get('cpu_count')} cores"
+                      + (f", GPUs {', '.join(machine['gpus'])}" if machine.get("gpus") else "")
+                      + (f"; load average at start {load} (1/5/15 min)" if load else "")
+                      + "; " + ", ".join(f"{k} {v}" for k, v in vers.items() if v)]
     return "\n".join(lines)
 
 

@@ -98,6 +98,8 @@ def default_preset(files_a: Sequence[Path], files_b: Sequence[Path]) -> Tuple[st
         return "jpeg", "JPEG pictures are lossy (q75), so they are held to PSNR and SSIM"
     if suffixes <= set(RAW_SUFFIXES):
         return "fp32", "both folders hold raw float32 outputs"
+    if suffixes & set(RAW_SUFFIXES):
+        return "fp32", "raw outputs against lossless pictures, compared as pictures: every pixel within one level"
     return "fp32", "lossless pictures: every pixel within one level"
 
 
@@ -347,6 +349,9 @@ def read_output(path: Path, hw: Optional[Tuple[int, int]] = None) -> Tuple[str, 
         if arr.ndim != 3 or arr.shape[0] != 3:
             raise UserError(f"the .npy holds shape {arr.shape}, not a (3, H, W) output", path=path,
                             fix="use the outputs infer writes with --outfmt NPY")
+        if not np.isfinite(arr).all():
+            raise UserError(f"the output holds {int((~np.isfinite(arr)).sum())} NaN or infinite values", path=path,
+                            fix="the runtime produced invalid numbers: check the model and its precision settings")
         return "raw", arr.astype(np.float32, copy=False)
     from PIL import Image, UnidentifiedImageError
 
@@ -513,10 +518,13 @@ def compare_dirs(folder_a: PathLike, folder_b: PathLike, *, preset: Optional[str
     it = progress(pairs, desc="compare") if show_progress else pairs
     for key, pa, pb in it:
         arrays = {}
-        for side, path, other in (("a", pa, pb), ("b", pb, pa)):
+        # pictures first: a raw output paired with a picture takes the picture's size
+        for side, path in sorted((("a", pa), ("b", pb)), key=lambda sp: sp[1].suffix.lower() in RAW_SUFFIXES):
+            pictures = [arr for units_, arr in arrays.values() if units_ == "levels"]
             hw = size
-            if hw is None and path.suffix.lower() in RAW_SUFFIXES and other.suffix.lower() in PICTURE_SUFFIXES:
-                hw = _picture_hw(other)
+            if hw is None and pictures and path.suffix.lower() == ".bin" \
+                    and path.stat().st_size == 3 * 4 * pictures[0].shape[0] * pictures[0].shape[1]:
+                hw = pictures[0].shape[:2]  # else the 1:2 default, and a size mismatch names both sizes
             arrays[side] = read_output(path, hw)
         (ua, a), (ub, b) = arrays["a"], arrays["b"]
         if units == "levels":
@@ -546,13 +554,6 @@ def compare_dirs(folder_a: PathLike, folder_b: PathLike, *, preset: Optional[str
 
 
 CHECKS_FLAG = {tfield: flag for tfield, flag, _ in CHECKS.values()}
-
-
-def _picture_hw(path: Path) -> Tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return img.size[1], img.size[0]
 
 
 def _names(names: List[str], limit: int = 3) -> str:

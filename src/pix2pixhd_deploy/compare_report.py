@@ -52,7 +52,7 @@ class CompareReport:
     """
 
     def __init__(self, target: PathLike, *, labels: Optional[Dict[str, Path]] = None,
-                 amplify: float = DEFAULT_AMPLIFY, title: str = "pix2pixhd-deploy compare", width: int = 384):
+                 amplify: float = DEFAULT_AMPLIFY, title: str = "pix2pixhd-deploy compare", width: int = 320):
         target = Path(target)
         if target.suffix.lower() in (".html", ".htm"):
             self.page = target
@@ -100,7 +100,7 @@ class CompareReport:
             "<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
             "td,th{padding:3px 8px;text-align:left;vertical-align:top}.fig td,.fig th,.sum td,.sum th"
             "{border:1px solid #ccc}.pass{color:#1a7f37;font-weight:bold}.fail{color:#c62828;font-weight:bold}"
-            ".pics td{text-align:center}img{image-rendering:pixelated}</style>",
+            ".pics td{text-align:center}</style>",
             "</head><body>", f"<h1>{e(self.title)}</h1>",
             f"<p>Verdict: <span class=\"{verdict.lower()}\">{verdict}</span> — {len(comparison.images)} image "
             f"pair(s), {sum(not i.passed for i in comparison.images)} failed.</p>",
