@@ -136,3 +136,24 @@ def test_bench_onnx_static_batch_skips_what_it_cannot_take(tmp_path, small_check
     assert one["input_shape"] == [1, 36, 64, 128] and one["end_to_end"]["width"] == 128  # the model's static size
     assert two["skipped"] == "the model has a static batch of 1" and "device_only" not in two
     assert report["timing_note"].startswith("session.run")
+
+
+def test_bench_ais_bench_gears_and_static_oms(tmp_path, small_checkpoint, monkeypatch):
+    """With the documented-API fake of ais_bench: a dynamic-batch OM runs each gear, a static one skips the others,
+    and the device-only time is ais_bench's own NPU execute time."""
+    from test_ais_bench_contract import install_fake, write_om
+
+    from pix2pixhd_deploy.bench import run_bench
+
+    install_fake(monkeypatch)
+    dynamic = write_om(tmp_path / "dyn.om", small_checkpoint, batch=-1, gears=(1, 4, 8))
+    report = run_bench(dynamic, batch_sizes=[1, 4], loops=2, warmup=1, e2e_batches=1, device="0")
+    for run, bs in zip(report["runs"], (1, 4)):
+        dev = run["device_only"]
+        assert run["backend"] == "ais_bench" and "dymBatch" in run["runtime"] and run["input_shape"][0] == bs
+        assert all(t % 1 == 0.5 for t in dev["times_ms"])  # the fake's exec_time_list values (7.5 + n ms)
+        assert dev["images_per_s"] == pytest.approx(1000 * bs / np.mean(dev["times_ms"]))
+        assert run["end_to_end"]["images"] == bs
+    static = write_om(tmp_path / "bs1.om", small_checkpoint, batch=1)
+    one, four = run_bench(static, batch_sizes=[1, 4], loops=1, warmup=0, e2e_batches=0)["runs"]
+    assert "device_only" in one and four["skipped"] == "the model has a static batch of 1"

@@ -217,7 +217,7 @@ def run_bench(model: PathLike, *, backend: Optional[str] = None, device: Optiona
     skips the end-to-end part. A batch size that a static-batch model cannot take is recorded as skipped.
     """
     from .labels import LABEL_NC
-    from .runners import backend_for, make_runner
+    from .runners import backend_for
 
     batch_sizes = [int(b) for b in batch_sizes]
     for name, value, least in (("--loops", loops, 1), ("--warmup", warmup, 0), ("--e2e-batches", e2e_batches, 0)):
@@ -249,10 +249,8 @@ def run_bench(model: PathLike, *, backend: Optional[str] = None, device: Optiona
                 if runner is None or name == "ais_bench":  # an OM runs one batch gear per session
                     if runner is not None:
                         runner.deactivate()
-                    opts = dict(runner_options, dym_batch=bs) if name == "ais_bench" else runner_options
-                    runner = make_runner(model, backend=name, device=device, fp16=fp16, height=height, width=width,
-                                         **opts)
-                    runner.activate()
+                    runner = _activate(model, name, bs, device=device, fp16=fp16, height=height, width=width,
+                                       **runner_options)
                 spec = runner.input_spec()
                 channels = spec.channels or LABEL_NC + 1
                 use_instance = channels == LABEL_NC + 1
@@ -304,6 +302,22 @@ def run_bench(model: PathLike, *, backend: Optional[str] = None, device: Optiona
             if runner is not None:
                 runner.deactivate()
     return report
+
+
+def _activate(model: PathLike, name: str, batch_size: int, **options):
+    """An active runner for ``batch_size``. An OM is asked for that gear (``--dymBatch``); a static-batch OM refuses
+    a gear, so it is then opened as it is, and a batch it cannot take is skipped by the caller."""
+    from .runners import make_runner
+
+    if name != "ais_bench":
+        return make_runner(model, backend=name, **options).activate()
+    try:
+        return make_runner(model, backend=name, **dict(options, dym_batch=batch_size)).activate()
+    except UserError as first:
+        try:
+            return make_runner(model, backend=name, **dict(options, dym_batch=None)).activate()
+        except UserError:
+            raise first from None
 
 
 def _torch_cuda_device(runner) -> Optional[str]:
