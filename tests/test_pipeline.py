@@ -14,6 +14,7 @@ from PIL import Image
 
 from conftest import SMALL_LOCAL, run_cli
 from pix2pixhd_deploy.fileio import TMP_PREFIX
+from pix2pixhd_deploy.postprocess import tensor2im
 from pix2pixhd_deploy.synthetic import write_cityscapes_split
 
 
@@ -111,3 +112,55 @@ def test_two_runs_into_one_folder(tmp_path, scene_dataroot, small_checkpoint):
                         "--output", out], check=False)
     assert proc.returncode == 2 and "another run is writing to this output folder (pid 12345)" in proc.stderr
     assert not (out / "images").exists() or not list((out / "images").iterdir())
+
+
+@pytest.fixture
+def onnx_graphs(tmp_path, small_checkpoint):
+    """The 36-channel graph and its maps-input / uint8-output variants, dynamic H and W."""
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed (pip install onnxruntime)")
+    from pix2pixhd_deploy.export import export_onnx
+
+    graphs = {}
+    for fmt in [("tensor", "float"), ("maps", "float"), ("maps", "uint8"), ("tensor", "uint8")]:
+        path = tmp_path / f"g_{fmt[0]}_{fmt[1]}.onnx"
+        report = export_onnx(small_checkpoint, path, height=64, width=128, dynamic_hw=True, input_format=fmt[0],
+                             output_format=fmt[1])
+        assert report.verified
+        graphs[fmt] = path
+    return graphs
+
+
+def test_maps_and_uint8_graphs_equal_the_36_channel_graph(onnx_graphs):
+    from pix2pixhd_deploy.encoding import encode_input
+    from pix2pixhd_deploy.export import seeded_maps
+    from pix2pixhd_deploy.runners import make_runner
+
+    labels, insts = seeded_maps(2, 96, 160, seed=3)
+    x = np.stack([encode_input(labels[i], insts[i]) for i in range(2)])
+    with make_runner(onnx_graphs[("tensor", "float")]) as r:
+        want = r.infer(x)
+    with make_runner(onnx_graphs[("maps", "float")]) as r:
+        assert r.input_format == "maps" and r.output_format == "float"
+        assert np.array_equal(r.infer_maps(labels, insts), want)
+    with make_runner(onnx_graphs[("maps", "uint8")]) as r:
+        pics = r.infer_maps(labels, insts)
+        assert pics.dtype == np.uint8 and pics.shape == (2, 96, 160, 3)
+        assert np.array_equal(pics, np.stack([tensor2im(y) for y in want]))
+    with make_runner(onnx_graphs[("tensor", "uint8")]) as r:
+        assert np.array_equal(r.infer(x).astype(np.uint8), np.stack([tensor2im(y) for y in want]))
+
+
+def test_run_with_onnxruntime_equals_the_seed_chain(tmp_path, scene_dataroot, onnx_graphs):
+    run_cli(["pix2pixhd_preprocess.py", scene_dataroot, tmp_path / "prep"])
+    run_cli(["pix2pixhd-deploy", "infer", f"--model={onnx_graphs[('tensor', 'float')]}", "--input", tmp_path / "prep",
+             "--output", tmp_path / "result", "--output_dirname", "bs1"])
+    run_cli(["pix2pixhd_postprocess.py", tmp_path / "result" / "bs1", tmp_path / "chain"])
+    for fmt in [("tensor", "float"), ("maps", "float"), ("maps", "uint8")]:
+        out = tmp_path / f"run_{fmt[0]}_{fmt[1]}"
+        run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--model", onnx_graphs[fmt],
+                 "--output", out, "--batch-size", "2"])
+        got = pictures(out)
+        assert len(got) == 3
+        for name, pic in got.items():
+            stem = name.replace("_synthesized_image.png", "")
+            assert np.array_equal(pic, np.asarray(Image.open(tmp_path / "chain" / f"{stem}_0generated.png"))), fmt

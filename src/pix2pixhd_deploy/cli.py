@@ -94,7 +94,8 @@ def cmd_export(args) -> int:
                          height=args.height, width=args.width, dynamic_hw=args.dynamic_hw,
                          input_name=args.input_name, output_name=args.output_name, fp16=args.fp16,
                          rewrite_avgpool=args.rewrite_avgpool, tolerance=args.tolerance, min_psnr=args.min_psnr,
-                         seed=args.seed, soc_version=args.soc_version)
+                         seed=args.seed, soc_version=args.soc_version, input_format=args.input_format,
+                         output_format=args.output_format, use_instance=not args.no_instance)
     print("\n".join(report.lines()))
     if args.report:
         atomic_write_text(args.report, json.dumps(report.to_dict(), indent=2))
@@ -297,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the verification input (default 0)")
     p.add_argument("--soc_version", "--soc-version", default="Ascend310P3",
                    help="chip for the printed atc commands, from npu-smi info (default Ascend310P3)")
+    p.add_argument("--input-format", choices=("tensor", "maps"), default="tensor",
+                   help="tensor: the 36-channel float input (the seed's); maps: the uint8 label map and int32 "
+                        "instance map (inputs 'label', 'inst'), encoded inside the graph")
+    p.add_argument("--output-format", choices=("float", "uint8"), default="float",
+                   help="float: the [-1, 1] output (the seed's); uint8: the picture, (N, H, W, 3), as tensor2im")
+    p.add_argument("--no-instance", action="store_true",
+                   help="with --input-format maps: the model has no edge channel (upstream --no_instance)")
     p.add_argument("--report", metavar="FILE.json", help="also write the export report as JSON")
     p.set_defaults(func=cmd_export)
 

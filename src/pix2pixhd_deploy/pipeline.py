@@ -143,12 +143,36 @@ class RunnerEngine:
         if self.static_batch and n < self.static_batch:  # pad a short last batch, as ais_bench does
             x = np.concatenate([x, np.repeat(x[:1], self.static_batch - n, axis=0)])
         y = self.runner.infer(x)[:n]
+        if getattr(self.runner, "output_format", "float") == "uint8":  # a graph that ends with tensor2im
+            if want_raw:
+                raise UserError("this graph outputs uint8 pictures, so there are no raw outputs to save",
+                                fix="drop --save-raw, or use a graph exported with --output-format float")
+            return y.astype(np.uint8), None
         return np.stack([tensor2im(y[i]) for i in range(n)]), (y if want_raw else None)
+
+
+class MapsGraphEngine:
+    """An ONNX graph exported with ``--input-format maps``: the maps go in as they are, the encoding runs inside
+    the graph; with ``--output-format uint8`` the picture comes out ready to save."""
+
+    def __init__(self, runner, label_nc: int, use_instance: bool):
+        self.runner = runner
+
+    def __call__(self, labels: np.ndarray, insts: Optional[np.ndarray], want_raw: bool):
+        out = self.runner.infer_maps(labels, insts)
+        if self.runner.output_format == "uint8":
+            if want_raw:
+                raise UserError("this graph outputs uint8 pictures, so there are no raw outputs to save",
+                                fix="drop --save-raw, or use a graph exported with --output-format float")
+            return out, None
+        return np.stack([tensor2im(y) for y in out]), (out if want_raw else None)
 
 
 def make_engine(runner, label_nc: int, use_instance: bool):
     if runner.name == "torch":
         return TorchEngine(runner, label_nc, use_instance)
+    if getattr(runner, "input_format", "tensor") == "maps":
+        return MapsGraphEngine(runner, label_nc, use_instance)
     return RunnerEngine(runner, label_nc, use_instance)
 
 

@@ -172,11 +172,16 @@ class OnnxRuntimeRunner(Runner):
             raise UserError(f"ONNX Runtime did not start {wanted[0]} (it runs on {', '.join(used)})", path=path,
                             fix="check the device and its driver/toolkit install, or run with --providers cpu")
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) < 1:
+        integer_maps = [i for i in inputs if i.type in ("tensor(uint8)", "tensor(int32)", "tensor(int64)")]
+        self.input_format = "maps" if inputs and len(integer_maps) == len(inputs) <= 2 else "tensor"
+        if (self.input_format == "tensor" and len(inputs) != 1) or len(outputs) < 1:
             raise UserError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs; a pix2pixHD generator "
-                            "has one of each", path=path, fix="export it with pix2pixhd-deploy export")
+                            "has one of each (or label and inst maps in)", path=path,
+                            fix="export it with pix2pixhd-deploy export")
+        self._inputs = inputs
         self._input = inputs[0]
         self._output_name = outputs[0].name
+        self.output_format = "uint8" if outputs[0].type == "tensor(uint8)" else "float"
         log.info("onnxruntime %s: %s", ort.__version__, ", ".join(used))
 
     def deactivate_impl(self) -> None:
@@ -187,7 +192,31 @@ class OnnxRuntimeRunner(Runner):
         dtype = {"tensor(float)": "float32", "tensor(float16)": "float16"}.get(self._input.type, self._input.type)
         return TensorSpec(self._input.name, shape, dtype)
 
+    def infer_maps(self, labels: np.ndarray, insts: Optional[np.ndarray]) -> np.ndarray:
+        """Run a maps-input graph (``export --input-format maps``): (N, H, W) uint8 labels and int32 instance ids.
+
+        Returns the graph's output as it is: float32 (N, 3, H, W), or uint8 (N, H, W, 3) for a uint8-output graph.
+        Sets ``inference_time`` as :meth:`infer` does.
+        """
+        self._require_active()
+        if self.input_format != "maps":
+            raise ValueError("infer_maps needs a graph exported with --input-format maps")
+        arrays = [labels, insts][:len(self._inputs)]
+        if len(self._inputs) == 2 and insts is None:
+            raise UserError("this graph takes instance maps, but none were given",
+                            fix="pass the *_instanceIds.png files, or export with --no-instance")
+        feeds = {}
+        for spec, arr in zip(self._inputs, arrays):
+            dtype = {"tensor(uint8)": np.uint8, "tensor(int32)": np.int32, "tensor(int64)": np.int64}[spec.type]
+            feeds[spec.name] = np.ascontiguousarray(arr, dtype=dtype)
+        start = time.perf_counter()
+        out = self.session.run([self._output_name], feeds)[0]
+        self.inference_time = time.perf_counter() - start
+        return out
+
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        if self.input_format != "tensor":
+            raise ValueError("this graph takes label and instance maps: use infer_maps (or run, which does)")
         feed = batch if self._input.type == "tensor(float)" else batch.astype(np.float16)
         start = time.perf_counter()
         out = self.session.run([self._output_name], {self._input.name: feed})[0]
