@@ -274,3 +274,23 @@ def test_reference_upstream_matches_our_runtime(tmp_path, scene_dataroot, small_
     proc = run_cli(["pix2pixhd-deploy", "compare", tmp_path / "result" / "bs1", "--reference", "upstream",
                     "--checkpoint", small_checkpoint], check=False)
     assert proc.returncode == 2 and "--reference upstream needs --checkpoint and --dataroot" in proc.stderr
+
+
+def test_onnx_runtime_against_torch_passes_fp32(tmp_path, scene_dataroot, small_checkpoint):
+    """Two runners' raw outputs, as a user makes them with infer, judged by the default fp32 preset."""
+    pytest.importorskip("onnxruntime")
+    from pix2pixhd_deploy.encoding import preprocess_dataset
+    from pix2pixhd_deploy.export import export_onnx
+    from pix2pixhd_deploy.infer import run_inference
+    from pix2pixhd_deploy.runners import make_runner
+
+    preprocess_dataset(scene_dataroot, tmp_path / "prep")
+    export_onnx(small_checkpoint, tmp_path / "g.onnx", height=64, width=128)
+    for name, model in (("torch", small_checkpoint), ("onnx", tmp_path / "g.onnx")):
+        with make_runner(model, device="cpu") as runner:
+            run_inference(runner, inputs=str(tmp_path / "prep"), output=tmp_path / "result", output_dirname=name,
+                          show_progress=False)
+    result = compare_dirs(tmp_path / "result" / "onnx", tmp_path / "result" / "torch", show_progress=False)
+    assert result.units == "raw" and result.tolerance.atol == 1e-4 and len(result.images) == 3
+    assert result.passed, result.lines()
+    assert result.summary()["max_abs"]["worst"] < 1e-4
