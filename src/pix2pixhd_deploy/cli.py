@@ -242,14 +242,17 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(static_hw=False)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pix2pixhd-deploy",
+        prog=prog,
         description="pix2pixHD label2city inference: Cityscapes label maps in, street photos out.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if prog.endswith(".py"):  # a seed script: its usage line names the script, not "script.py convert"
+        add = sub.add_parser
+        sub.add_parser = lambda name, **kw: add(name, **{"prog": prog, **kw})  # type: ignore[method-assign]
 
     p = sub.add_parser("convert", help="gather a Cityscapes gtFine split into test_label/ and test_inst/ "
                                        "(datasets_deal.py)")
@@ -404,9 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    if prog:
-        parser.prog = prog
+    parser = build_parser(prog or "pix2pixhd-deploy")
     args = parser.parse_args(argv)
     args._argv = argv
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
