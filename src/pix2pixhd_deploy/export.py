@@ -609,7 +609,7 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
                             f"dB (max abs error {cmp.max_abs_error:.3g}); nothing was written", path=out_path,
                             fix="export fp32 and let the runtime pick precision (ATC --precision_mode, TensorRT "
                                 "trt_fp16_enable), or lower --min-psnr if this is acceptable")
-        if not fp16 and not cmp.max_abs_error <= tolerance:
+        elif not fp16 and not cmp.max_abs_error <= tolerance:
             raise UserError(f"the graph does not match PyTorch: max abs error {cmp.max_abs_error:.3g} > tolerance "
                             f"{tolerance:g} (mean {cmp.mean_abs_error:.3g}); nothing was written", path=out_path,
                             fix="try another --opset; if the error is small and you accept it, pass --tolerance")

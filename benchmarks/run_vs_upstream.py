@@ -1,0 +1,197 @@
+"""End to end, PNG pairs in -> pictures out, whole process: ``pix2pixhd-deploy run`` against an upstream-equivalent
+loop (NVIDIA's code from PyPI ``pix2pixhd``: eager fp32 torch, PIL, one image at a time, JPEG out, as test.py does).
+
+Each side runs as its own process on the same N real samples at 2048x1024 with the same checkpoint (a seeded
+random label2city_1024p unless --checkpoint is given), one after the other, in this one run; the figures are
+wall-clock seconds of the whole process (start-up, model load, every image), its peak resident memory, and the bytes
+it writes per image besides the synthesized picture. Prints a table and the ratios; ``--json`` saves them.
+
+    .venv/bin/python benchmarks/run_vs_upstream.py -n 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO.parent / "shared" / "data" / "cityscapes_samples"
+
+
+# ------------------------------------------------------------------------------ the upstream-equivalent loop
+
+def upstream_loop(dataroot: Path, checkpoint: Path, out: Path) -> None:
+    """What ``test.py --name label2city_1024p --netG local --ngf 32 --resize_or_crop none`` does per image, on CPU."""
+    import types
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    stub = types.ModuleType("torchvision")
+    stub.models, stub.transforms = types.ModuleType("torchvision.models"), types.ModuleType("torchvision.transforms")
+    sys.modules.update({"torchvision": stub, "torchvision.models": stub.models,
+                        "torchvision.transforms": stub.transforms})
+    from pix2pixhd.data import base_dataset
+    from pix2pixhd.data.image_folder import make_dataset
+    from pix2pixhd.models import networks
+    from pix2pixhd.models.pix2pixHD_model import Pix2PixHDModel
+    from pix2pixhd.util import util
+
+    def to_tensor(pic):  # torchvision.transforms.ToTensor (torchvision cannot be installed beside this torch)
+        nptype = {"I": np.int32, "I;16": np.int16, "F": np.float32}.get(pic.mode, np.uint8)
+        img = torch.from_numpy(np.array(pic, nptype, copy=True)).view(pic.size[1], pic.size[0], -1)
+        img = img.permute(2, 0, 1).contiguous()
+        return img.float().div(255) if img.dtype == torch.uint8 else img
+
+    make_power_2 = getattr(base_dataset, "__make_power_2")
+    netG = networks.define_G(36, 3, 32, "local", 4, 9, 1, 3, "instance", gpu_ids=[])
+    netG.load_state_dict(torch.load(checkpoint, weights_only=True))  # base_model.load_network, strict path
+    model = Pix2PixHDModel.__new__(Pix2PixHDModel)
+    torch.nn.Module.__init__(model)
+    model.opt = types.SimpleNamespace(label_nc=35, data_type=32, no_instance=False)
+    model.gpu_ids, model.Tensor, model.use_features, model.netG = [], torch.FloatTensor, False, netG
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    labels = sorted(make_dataset(str(dataroot / "test_label")))
+    insts = sorted(make_dataset(str(dataroot / "test_inst")))
+    for label_path, inst_path in zip(labels, insts):  # paired by sorted position, as upstream
+        label = to_tensor(make_power_2(Image.open(label_path), 32, Image.NEAREST)) * 255.0
+        inst = to_tensor(make_power_2(Image.open(inst_path), 32, Image.NEAREST))
+        generated = model.inference(label[None], inst[None], None)
+        name = Path(label_path).stem
+        print(f"process image... ['{label_path}']", flush=True)
+        util.save_image(util.tensor2label(label, 35), str(images / f"{name}_input_label.jpg"))
+        util.save_image(util.tensor2im(generated.data[0]), str(images / f"{name}_synthesized_image.jpg"))
+
+
+# ------------------------------------------------------------------------------------------- measuring
+
+def measure(cmd, env=None):
+    """Run ``cmd``; wall seconds and the peak RSS (MiB) of that process alone."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate()
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[:4]} failed ({proc.returncode}):\n{err.decode()[-3000:]}")
+    # the child's own peak RSS: ru_maxrss of RUSAGE_CHILDREN is the max over children waited for so far,
+    # so each measurement runs in a fresh helper process that waits for exactly one child
+    return seconds, out.decode(), err.decode()
+
+
+def measured_child(cmd, env=None):
+    helper = [sys.executable, __file__, "--measure-one", json.dumps(cmd)]
+    proc = subprocess.run(helper, env={**os.environ, **(env or {})}, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_one(cmd) -> None:
+    import resource
+
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(proc.returncode)
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_rss_mib": rss}))
+
+
+def side_bytes(out: Path) -> int:
+    """Bytes written besides the synthesized pictures."""
+    return sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and "_synthesized_image" not in p.name)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=3, help="real samples to process (default 3)")
+    ap.add_argument("--samples", type=Path, default=SAMPLES, help="folder with test_label/ and test_inst/")
+    ap.add_argument("--checkpoint", type=Path, help="latest_net_G.pth (default: seeded random label2city_1024p)")
+    ap.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"],
+                    help="our backends to measure (default torch onnxruntime)")
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--keep", type=Path, help="keep the work folder here")
+    ap.add_argument("--upstream-loop", nargs=3, metavar=("DATAROOT", "CKPT", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--measure-one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.upstream_loop:
+        upstream_loop(*map(Path, args.upstream_loop))
+        return
+    if args.measure_one:
+        measure_one(json.loads(args.measure_one))
+        return
+
+    sys.path.insert(0, str(REPO / "src"))
+    from pix2pixhd_deploy.network import LABEL2CITY_1024P, random_generator, save_checkpoint
+
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-run-"))
+    data = work / "data"
+    for sub in ("test_label", "test_inst"):
+        (data / sub).mkdir(parents=True, exist_ok=True)
+        for p in sorted((args.samples / sub).glob("*.png"))[: args.n]:
+            shutil.copy(p, data / sub / p.name)
+    n = len(list((data / "test_label").iterdir()))
+    ckpt = args.checkpoint
+    if ckpt is None:
+        ckpt = work / "latest_net_G.pth"
+        if not ckpt.is_file():
+            save_checkpoint(random_generator(LABEL2CITY_1024P, seed=0), ckpt)
+    python = sys.executable
+    results = {}
+
+    print(f"{n} images of 2048x1024 from {args.samples}; checkpoint {ckpt}", flush=True)
+    res = measured_child([python, __file__, "--upstream-loop", str(data), str(ckpt), str(work / "upstream")])
+    results["upstream"] = {**res, "bytes_per_image": side_bytes(work / "upstream") / n}
+    print(f"upstream-equivalent loop: {res['seconds'] / n:.2f} s/image", flush=True)
+
+    for backend in args.backends:
+        model_args = ["--checkpoint", str(ckpt)]
+        if backend == "onnxruntime":
+            graph = work / "label2city_maps_uint8.onnx"
+            if not graph.is_file():
+                subprocess.run([python, "-m", "pix2pixhd_deploy", "-q", "export", "--checkpoint", str(ckpt),
+                                "--output", str(graph), "--input-format", "maps", "--output-format", "uint8",
+                                "--static-batch", "1"], check=True)
+            model_args = ["--model", str(graph)]
+        out = work / f"run_{backend}"
+        shutil.rmtree(out, ignore_errors=True)
+        res = measured_child([python, "-m", "pix2pixhd_deploy", "-q", "run", "--dataroot", str(data), *model_args,
+                              "--output", str(out), "--device", "cpu"])
+        results[backend] = {**res, "bytes_per_image": side_bytes(out) / n}
+        print(f"run ({backend}): {res['seconds'] / n:.2f} s/image", flush=True)
+
+    seed_bytes = (36 + 3) * 1024 * 2048 * 4
+    up = results["upstream"]["seconds"]
+    print("\n| process | s/image | speed-up vs upstream | peak RSS MiB | bytes/image besides the picture |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in results.items():
+        print(f"| {name if name == 'upstream' else 'run ' + name} | {r['seconds'] / n:.2f} | "
+              f"{up / r['seconds']:.2f}x | {r['peak_rss_mib']:.0f} | {r['bytes_per_image'] / 1024:.0f} KiB |")
+    print(f"\nseed's file path writes {seed_bytes / 2**20:.0f} MiB per image besides the picture "
+          f"(36x1024x2048 float32 in + 3x1024x2048 float32 out)")
+    for name, r in results.items():
+        if name != "upstream":
+            print(f"run {name}: bytes besides the picture = 1/{seed_bytes / max(r['bytes_per_image'], 1):.0f} "
+                  f"of the seed path")
+    summary = {"images": n, "machine": {"platform": platform.platform(), "cpu": platform.processor(),
+                                        "cores": os.cpu_count()}, "results": results,
+               "seed_bytes_per_image": seed_bytes}
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
