@@ -29,6 +29,11 @@ def test_run_equals_the_seed_chain(tmp_path, scene_dataroot, small_checkpoint):
     run_cli(["pix2pixhd_postprocess.py", tmp_path / "result" / "bs1", tmp_path / "chain"])
     run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", small_checkpoint,
              "--output", tmp_path / "run", "--batch-size", "2", "--save-raw", "--device", "cpu"])
+    run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", small_checkpoint,
+             "--output", tmp_path / "run2", "--streams", "2", "--device", "cpu"])
+    assert pictures(tmp_path / "run2").keys() == pictures(tmp_path / "run").keys()
+    assert all(np.array_equal(a, b) for a, b in zip(pictures(tmp_path / "run2").values(),
+                                                    pictures(tmp_path / "run").values()))
     got = pictures(tmp_path / "run")
     assert len(got) == 3
     for name, pic in got.items():
@@ -155,10 +160,11 @@ def test_run_with_onnxruntime_equals_the_seed_chain(tmp_path, scene_dataroot, on
     run_cli(["pix2pixhd-deploy", "infer", f"--model={onnx_graphs[('tensor', 'float')]}", "--input", tmp_path / "prep",
              "--output", tmp_path / "result", "--output_dirname", "bs1"])
     run_cli(["pix2pixhd_postprocess.py", tmp_path / "result" / "bs1", tmp_path / "chain"])
-    for fmt in [("tensor", "float"), ("maps", "float"), ("maps", "uint8")]:
-        out = tmp_path / f"run_{fmt[0]}_{fmt[1]}"
+    for fmt, streams in [(("tensor", "float"), 1), (("maps", "float"), 1), (("maps", "uint8"), 1),
+                         (("maps", "uint8"), 2)]:
+        out = tmp_path / f"run_{fmt[0]}_{fmt[1]}_{streams}"
         run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--model", onnx_graphs[fmt],
-                 "--output", out, "--batch-size", "2"])
+                 "--output", out, "--batch-size", "2", "--streams", str(streams)])
         got = pictures(out)
         assert len(got) == 3
         for name, pic in got.items():

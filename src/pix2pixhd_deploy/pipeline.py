@@ -66,6 +66,7 @@ class RunSettings:
     label_nc: int = LABEL_NC
     use_instance: bool = True
     size_multiple: int = 32
+    streams: int = 1              # batches computed at once (each runtime then uses cores / streams threads)
 
     def identity(self) -> Dict[str, object]:
         """The settings that change the pictures (a resume with different ones would mix outputs)."""
@@ -166,6 +167,26 @@ class MapsGraphEngine:
                                 fix="drop --save-raw, or use a graph exported with --output-format float")
             return out, None
         return np.stack([tensor2im(y) for y in out]), (out if want_raw else None)
+
+
+def runner_for_run(model: PathLike, *, backend: Optional[str] = None, device: Optional[str] = None,
+                   fp16: bool = False, streams: int = 1, **options):
+    """The runner ``run`` uses, with the CPU's cores shared among ``streams`` concurrent batches.
+
+    Two single-threaded streams keep both cores of a small machine busier than one two-threaded forward pass
+    does (the many small layers at full resolution parallelise poorly); on a GPU streams change little.
+    """
+    from .runners import backend_for, make_runner
+
+    name = backend_for(model, backend)
+    threads = max(1, (os.cpu_count() or 1) // max(1, streams))
+    if name == "onnxruntime" and streams > 1 and not options.get("intra_op_threads"):
+        options["intra_op_threads"] = threads
+    if name == "torch" and streams > 1:
+        import torch
+
+        torch.set_num_threads(threads)
+    return make_runner(model, backend=name, device=device, fp16=fp16, **options)
 
 
 def make_engine(runner, label_nc: int, use_instance: bool):
@@ -321,6 +342,7 @@ def _stream(todo: List[Pair], out: Path, engine, settings: RunSettings, report: 
             images: Dict[str, Dict[str, object]], save_manifest, keep_going: bool, workers: int,
             show_progress: bool, base: int) -> None:
     batch = max(1, settings.batch_size)
+    streams = max(1, settings.streams)
     use_instance = settings.use_instance
 
     def decode(pair: Pair):
@@ -328,6 +350,11 @@ def _stream(todo: List[Pair], out: Path, engine, settings: RunSettings, report: 
         label, inst = load_pair(pair, base=base)
         check_label_ids(label, settings.label_nc, path=pair.label)
         return label, inst, time.perf_counter() - t
+
+    def compute(labels: np.ndarray, insts: Optional[np.ndarray]):
+        t = time.perf_counter()
+        pictures, raw = engine(labels, insts, settings.save_raw)
+        return pictures, raw, time.perf_counter() - t
 
     def write(pair: Pair, picture: np.ndarray, label: np.ndarray, raw: Optional[np.ndarray]) -> float:
         t = time.perf_counter()
@@ -340,11 +367,13 @@ def _stream(todo: List[Pair], out: Path, engine, settings: RunSettings, report: 
 
     bar = progress(range(len(todo)), desc="run", unit="img") if show_progress else None
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as decoders, \
+            ThreadPoolExecutor(max_workers=streams, thread_name_prefix="compute") as computers, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writers:
         ahead: Deque[Tuple[Pair, Future]] = deque()
+        computing: Deque[Tuple[list, Future]] = deque()
         pending_writes: Deque[Tuple[Pair, Future, Dict[str, object]]] = deque()
         queue = iter(todo)
-        prefetch = batch * 2 + 1
+        prefetch = batch * (streams + 1) + 1
 
         def refill() -> None:
             while len(ahead) < prefetch:
@@ -362,6 +391,18 @@ def _stream(todo: List[Pair], out: Path, engine, settings: RunSettings, report: 
                 if bar is not None:
                     bar.update(1)
                 save_manifest()
+
+        def collect(block: bool) -> None:
+            """Hand finished batches (in order) to the writer."""
+            while computing and (block or computing[0][1].done()):
+                group, fut = computing.popleft()
+                pictures, raw, seconds = fut.result()
+                report.compute_seconds += seconds
+                for i, (pair, label, _inst, dt) in enumerate(group):
+                    entry = {"decode_s": round(dt, 4), "compute_s": round(seconds / len(group), 4),
+                             "batch": len(group), "height": int(label.shape[0]), "width": int(label.shape[1])}
+                    w = writers.submit(write, pair, pictures[i], label, raw[i] if raw is not None else None)
+                    pending_writes.append((pair, w, entry))
 
         refill()
         while ahead:
@@ -386,19 +427,23 @@ def _stream(todo: List[Pair], out: Path, engine, settings: RunSettings, report: 
                 continue
             labels = np.stack([g[1] for g in group])
             insts = np.stack([g[2] for g in group]) if use_instance else None
-            t = time.perf_counter()
-            pictures, raw = engine(labels, insts, settings.save_raw)
-            compute = time.perf_counter() - t
-            report.compute_seconds += compute
-            for i, (pair, label, _inst, dt) in enumerate(group):
-                entry = {"decode_s": round(dt, 4), "compute_s": round(compute / len(group), 4),
-                         "batch": len(group), "height": int(label.shape[0]), "width": int(label.shape[1])}
-                fut = writers.submit(write, pair, pictures[i], label, raw[i] if raw is not None else None)
-                pending_writes.append((pair, fut, entry))
+            while len(computing) >= streams:  # at most `streams` batches in flight
+                collect(block=False)
+                if len(computing) >= streams:
+                    wait_first(computing[0][1])
+            computing.append((group, computers.submit(compute, labels, insts)))
+            collect(block=False)
             drain(block=False)
+        collect(block=True)
         drain(block=True)
     if bar is not None:
         bar.close()
+
+
+def wait_first(fut: Future) -> None:
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    wait([fut], return_when=FIRST_COMPLETED)
 
 
 def _done_future(value) -> Future:
