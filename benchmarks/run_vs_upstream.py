@@ -120,6 +120,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, help="latest_net_G.pth (default: seeded random label2city_1024p)")
     ap.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"],
                     help="our backends to measure (default torch onnxruntime)")
+    ap.add_argument("--streams", type=int, nargs="+", default=[1, 2],
+                    help="run's --streams values to measure for each backend (default 1 2)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--keep", type=Path, help="keep the work folder here")
     ap.add_argument("--upstream-loop", nargs=3, metavar=("DATAROOT", "CKPT", "OUT"), help=argparse.SUPPRESS)
@@ -164,12 +166,14 @@ def main() -> None:
                                 "--output", str(graph), "--input-format", "maps", "--output-format", "uint8",
                                 "--static-batch", "1"], check=True)
             model_args = ["--model", str(graph)]
-        out = work / f"run_{backend}"
-        shutil.rmtree(out, ignore_errors=True)
-        res = measured_child([python, "-m", "pix2pixhd_deploy", "-q", "run", "--dataroot", str(data), *model_args,
-                              "--output", str(out), "--device", "cpu"])
-        results[backend] = {**res, "bytes_per_image": side_bytes(out) / n}
-        print(f"run ({backend}): {res['seconds'] / n:.2f} s/image", flush=True)
+        for streams in args.streams:
+            key = f"{backend} --streams {streams}"
+            out = work / f"run_{backend}_{streams}"
+            shutil.rmtree(out, ignore_errors=True)
+            res = measured_child([python, "-m", "pix2pixhd_deploy", "-q", "run", "--dataroot", str(data),
+                                  *model_args, "--output", str(out), "--device", "cpu", "--streams", str(streams)])
+            results[key] = {**res, "bytes_per_image": side_bytes(out) / n}
+            print(f"run ({key}): {res['seconds'] / n:.2f} s/image", flush=True)
 
     seed_bytes = (36 + 3) * 1024 * 2048 * 4
     up = results["upstream"]["seconds"]
