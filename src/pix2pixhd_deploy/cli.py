@@ -122,6 +122,20 @@ def cmd_run(args) -> int:
     settings = RunSettings(model=str(model), backend=backend, device=args.device, fp16=args.fp16,
                            batch_size=args.batch_size, image_format=args.format, save_raw=args.save_raw,
                            label_nc=args.label_nc, use_instance=not args.no_instance, streams=args.streams)
+    ray_flags = [flag for flag, given in (("--address", args.address is not None),
+                                          ("--num-workers", args.num_workers != 1),
+                                          ("--gpus-per-worker", args.gpus_per_worker != 0),
+                                          ("--cpus-per-worker", args.cpus_per_worker != 1)) if given]
+    if args.engine == "local" and ray_flags:
+        raise UserError(f"{', '.join(ray_flags)} apply only to --engine ray", fix="add --engine ray, or drop them")
+    if args.engine == "ray":
+        from .ray_engine import run_ray
+
+        report = run_ray(pairs, args.output, settings, address=args.address, num_workers=args.num_workers,
+                         gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+                         keep_going=args.keep_going)
+        print(report.summary())
+        return 0
     runner = runner_for_run(model, backend=backend, device=args.device, fp16=args.fp16, streams=args.streams)
     report = run(pairs, args.output, runner, settings, keep_going=args.keep_going, workers=args.workers)
     print(report.summary())
@@ -339,6 +353,17 @@ def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
                    help="batches computed at once, sharing the CPU cores (default 1; 2 is faster on a CPU)")
     p.add_argument("--label-nc", type=int, default=35, help="one-hot channels (upstream --label_nc, default 35)")
     p.add_argument("--no-instance", action="store_true", help="no edge channel (upstream --no_instance)")
+    eng = p.add_argument_group("engine", "where the work runs: this process (local, the default) or a Ray cluster "
+                                         "(needs pip install 'pix2pixhd-deploy[ray]')")
+    eng.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: threads in this process (default); ray: a pool of model actors on a Ray cluster")
+    eng.add_argument("--address", default=None,
+                     help="ray: the cluster, auto or HOST:PORT (default: RAY_ADDRESS, else a local cluster)")
+    eng.add_argument("--num-workers", type=int, default=1,
+                     help="ray: model actors, each loads the model once (default 1; --workers is decode threads)")
+    eng.add_argument("--gpus-per-worker", type=float, default=0.0, help="ray: GPUs per model actor (default 0)")
+    eng.add_argument("--cpus-per-worker", type=float, default=1.0,
+                     help="ray: CPUs per model actor, also its torch threads (default 1)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the whole chain on generated (or your) data, with an index.html")

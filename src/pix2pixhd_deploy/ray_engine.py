@@ -1,0 +1,406 @@
+"""``pix2pixhd-deploy run --engine ray``: the streaming run spread over a Ray cluster, with the local engine's outputs.
+
+In:  the pairs, :class:`~pix2pixhd_deploy.pipeline.RunSettings` and output folder of :func:`pipeline.run`, plus the
+     cluster (``address``) and the size and resources of the pool of model actors.
+Out: the same files as the local engine (``OUTPUT/images/<name>_synthesized_image.png`` and ``<name>_input_label.png``,
+     optional ``raw/<name>_0.bin``, ``manifest.json``, ``index.html``); the manifest's per-image entries also name
+     the worker (``host:pid``) that made each picture, and the report adds images/s per worker.
+
+How the work is spread, after Ray Data's offline batch inference pattern:
+
+1. the pairs still to do (complete outputs are skipped first, as the local engine does) become a Ray Dataset of
+   file paths, one block per forward pass of ``batch_size`` consecutive pairs, as the local engine groups them
+   (the grouping can change a pixel by a level, so it is not left to Ray);
+2. :func:`decode_row` reads each PNG pair and checks its label ids, as CPU tasks on any node;
+3. :class:`GeneratorStage`, a pool of ``num_workers`` actors (``ActorPoolStrategy``), builds the runner once per actor
+   with :func:`runners.make_runner` (on the actor's GPU when it is given one), turns each batch of maps into uint8
+   pictures with :func:`pipeline.make_engine` -- the same code as the local engine, so the same pixels -- and
+   writes them with the same atomic writes and names; it returns one small record per image, never the pictures;
+4. the driver streams the records into ``manifest.json``, holding the output folder's lock all along.
+
+A worker that dies is restarted and its unfinished batch retried by Ray (Ray Data's actor pools default to
+``max_restarts=-1`` and ``max_task_retries=-1``). A retry rewrites a picture under the same name with the same bytes,
+through a temporary file and a rename, so no image is lost, none is duplicated and none is left half-written; the
+driver counts a picture once, from the one record of the task that finished, and removes the temporary files dead
+workers left behind once every worker is done.
+
+Every node must see the inputs, the model and the output folder at the same paths (a shared filesystem); the
+driver resolves them to absolute paths before it hands them out. The package itself must be installed on every
+node, in the same Python environment.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+from .dataset import Pair, load_pair
+from .encoding import check_label_ids
+from .errors import PathLike, UserError
+from .fileio import (atomic_save_image, atomic_write_array, atomic_write_text, ensure_output_dir, progress,
+                     remove_stale_temporaries)
+from .labels import colorize
+from .pipeline import (MANIFEST, RunReport, RunSettings, _complete, _image_paths, _load_manifest, machine,
+                       make_engine, model_hash, output_lock, versions)
+from .report import IndexRow, write_index_html
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'pix2pixhd-deploy[ray]' (or pip install 'ray[data]>=2.9') on every node"
+#: seconds between two saves of manifest.json while records stream in (and once at the end)
+MANIFEST_EVERY_S = 2.0
+
+
+def import_ray():
+    """Ray, or a :class:`UserError` that says what to install."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the extra is ray[data]: a bare ``ray`` lacks pyarrow/pandas)
+    except ImportError as exc:
+        raise UserError(f"--engine ray needs Ray Data, which is not installed ({exc})",
+                        fix=INSTALL_HINT + ", or use the local engine (--engine local)") from exc
+    return ray
+
+
+# --------------------------------------------------------------------------------------------- the stages
+
+def _error_fields(exc: Optional[UserError]) -> Dict[str, str]:
+    if exc is None:
+        return {"error": "", "error_path": "", "error_fix": ""}
+    return {"error": exc.problem, "error_path": exc.path or "", "error_fix": exc.fix or ""}
+
+
+def decode_row(row: Dict[str, object], *, base: int, label_nc: int) -> Dict[str, object]:
+    """One pair's paths -> its uint8 label map and int32 instance map (a CPU task). A bad input becomes an error
+    row, so that ``--keep-going`` can go on and the driver can name the file."""
+    t = time.perf_counter()
+    pair = Pair(str(row["key"]), Path(str(row["label"])), Path(str(row["instance"])) if row["instance"] else None)
+    label = np.zeros((1, 1), np.uint8)
+    inst = np.zeros((1, 1), np.int32)
+    try:
+        label, loaded_inst = load_pair(pair, base=base)
+        check_label_ids(label, label_nc, path=pair.label)
+        if loaded_inst is not None:
+            inst = loaded_inst
+        error = None
+    except UserError as exc:
+        error = exc
+    return {"name": row["name"], "label": label, "instance": inst, "decode_s": time.perf_counter() - t,
+            **_error_fields(error)}
+
+
+class GeneratorStage:
+    """One actor of the pool: loads the model once, then maps batches of decoded maps to pictures on disk.
+
+    ``__call__`` takes a numpy batch of :func:`decode_row` rows and returns one record per row: the name, the
+    worker, the times (as the local engine's manifest entries) or the error. Subclasses may override
+    :meth:`write` (the fault test does).
+    """
+
+    def __init__(self, output: str, model: str, settings: Dict[str, object]):
+        from .runners import make_runner
+
+        self.out = Path(output)
+        self.settings = RunSettings(**settings)
+        s = self.settings
+        self.runner = make_runner(model, backend=s.backend, device=s.device, fp16=s.fp16)
+        self.runner.activate()
+        self.engine = make_engine(self.runner, s.label_nc, s.use_instance)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.runner_text = self.runner.describe()
+
+    def write(self, name: str, picture: np.ndarray, label: np.ndarray, raw: Optional[np.ndarray]) -> None:
+        """The local engine's files and order: raw, coloured label, then the picture that marks it complete."""
+        pic_path, label_path = _image_paths(self.out, name, self.settings.image_format)
+        if raw is not None:
+            atomic_write_array(self.out / "raw" / f"{name}_0.bin", raw)
+        atomic_save_image(label_path, colorize(label))
+        atomic_save_image(pic_path, picture)
+
+    def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, list]:
+        s = self.settings
+        names = [str(n) for n in batch["name"]]
+        records: List[Dict[str, object]] = []
+        good = []
+        for i, name in enumerate(names):
+            if batch["error"][i]:
+                records.append(self._record(name, error=(batch["error"][i], batch["error_path"][i],
+                                                          batch["error_fix"][i])))
+            else:
+                good.append(i)
+        # consecutive images of one size form a forward pass, as in the local engine
+        groups: List[List[int]] = []
+        for i in good:
+            if groups and batch["label"][i].shape == batch["label"][groups[-1][0]].shape:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        for group in groups:
+            labels = np.stack([batch["label"][i] for i in group])
+            insts = np.stack([batch["instance"][i] for i in group]) if s.use_instance else None
+            t0 = time.time()
+            start = time.perf_counter()
+            try:
+                pictures, raw = self.engine(labels, insts, s.save_raw)
+            except UserError as exc:
+                records.extend(self._record(names[i], error=(exc.problem, exc.path or "", exc.fix or ""))
+                               for i in group)
+                continue
+            compute = time.perf_counter() - start
+            for j, i in enumerate(group):
+                w = time.perf_counter()
+                self.write(names[i], pictures[j], labels[j], raw[j] if raw is not None else None)
+                records.append(self._record(
+                    names[i], decode_s=float(batch["decode_s"][i]), compute_s=compute / len(group),
+                    write_s=time.perf_counter() - w, batch=len(group), height=int(labels.shape[1]),
+                    width=int(labels.shape[2]), t_start=t0, t_end=time.time()))
+        return {k: [r[k] for r in records] for k in _RECORD_FIELDS}
+
+    def _record(self, name: str, *, error=("", "", ""), decode_s=0.0, compute_s=0.0, write_s=0.0, batch=0,
+                height=0, width=0, t_start=0.0, t_end=0.0) -> Dict[str, object]:
+        return {"name": name, "worker": self.worker, "runner": self.runner_text, "decode_s": decode_s,
+                "compute_s": compute_s, "write_s": write_s, "batch": batch, "height": height, "width": width,
+                "t_start": t_start, "t_end": t_end, "error": str(error[0]), "error_path": str(error[1]),
+                "error_fix": str(error[2])}
+
+
+_RECORD_FIELDS = ("name", "worker", "runner", "decode_s", "compute_s", "write_s", "batch", "height", "width",
+                  "t_start", "t_end", "error", "error_path", "error_fix")
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+@dataclass
+class WorkerStats:
+    images: int = 0
+    compute_seconds: float = 0.0
+    first_start: float = math.inf
+    last_end: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        """Pictures over the span from its first batch to its last write (model loading excluded)."""
+        span = self.last_end - self.first_start
+        return self.images / span if span > 0 else 0.0
+
+
+@dataclass
+class RayRunReport(RunReport):
+    address: str = ""
+    num_workers: int = 0
+    workers: Dict[str, WorkerStats] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [super().summary()]
+        if self.workers:  # restarted workers count as their own
+            lines.append(f"ray: {len(self.workers)} model worker(s) of a pool of {self.num_workers} on "
+                         f"{self.address or 'a local cluster'}")
+        for name, w in sorted(self.workers.items()):
+            lines.append(f"  {name}: {w.images} pictures, {w.images_per_second:.3f} images/s while busy, "
+                         f"compute {w.compute_seconds:.1f} s")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------- run
+
+def _user_error_in(exc: BaseException) -> Optional[UserError]:
+    """The UserError a worker raised, from the exception Ray re-raises in the driver."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, UserError):
+            return UserError(exc.problem, path=exc.path, fix=exc.fix)
+        cause = getattr(exc, "cause", None)
+        exc = cause if isinstance(cause, BaseException) else (exc.__cause__ or exc.__context__)
+    return None
+
+
+def _batches_as_blocks(ray, items: List[Dict[str, str]], batch: int):
+    """A Dataset with one block per forward pass: ``batch`` consecutive pairs, as the local engine groups them.
+
+    The grouping decides the pixels (torch on a CPU can differ by a level between a batch of 1 and of 2), so it is
+    fixed here, and the model stage takes each block as it is (``batch_size=None``: no re-bundling by Ray)."""
+    import pyarrow as pa
+
+    chunks = [items[i:i + batch] for i in range(0, len(items), batch)]
+    return ray.data.from_arrow([pa.Table.from_pylist(chunk) for chunk in chunks])
+
+
+def _check_resources(ray, num_workers: int, cpus_per_worker: float, gpus_per_worker: float) -> None:
+    """Warn (an autoscaler may still add nodes) when the pool cannot start on the cluster as it is."""
+    have = ray.cluster_resources()
+    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
+    if gpus_per_worker and gpus < gpus_per_worker * num_workers:
+        log.warning("the Ray cluster has %g GPU(s) but %d worker(s) x %g GPU(s) were asked for; the run waits for "
+                    "GPU nodes (drop --gpus-per-worker to run on CPUs)", gpus, num_workers, gpus_per_worker)
+    if cpus < cpus_per_worker * num_workers + 1:
+        log.warning("the Ray cluster has %g CPU(s): %d worker(s) x %g CPU(s) leave less than one for decoding, so "
+                    "the run may wait; lower --num-workers or --cpus-per-worker", cpus, num_workers,
+                    cpus_per_worker)
+
+
+def run_ray(pairs: Sequence[Pair], output: PathLike, settings: RunSettings, *, address: Optional[str] = None,
+            num_workers: int = 1, gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0,
+            keep_going: bool = False, show_progress: bool = True, write_index: bool = True,
+            stage_cls: type = GeneratorStage) -> RayRunReport:
+    """Run ``pairs`` through ``settings.model`` on a Ray cluster into ``output``; see the module docstring.
+
+    ``address`` (None means default): Ray's ``ray.init(address=...)``: ``auto`` or ``HOST:PORT`` joins a running
+    cluster, None uses ``RAY_ADDRESS`` or starts a local one; a connection this process already has is used as
+    it is. ``stage_cls``: the actor class, :class:`GeneratorStage` or a subclass of it.
+    """
+    ray = import_ray()
+    if num_workers < 1:
+        raise UserError(f"--num-workers must be at least 1 (got {num_workers})", fix="pass --num-workers 1 or more")
+    settings.image_format = settings.image_format.lower().replace("jpeg", "jpg")
+    if settings.image_format not in ("png", "jpg"):
+        raise UserError(f"unknown image format {settings.image_format!r}", fix="use png or jpg")
+    out = ensure_output_dir(output).resolve()
+    report = RayRunReport(output=out, address=address or os.environ.get("RAY_ADDRESS", ""), num_workers=num_workers)
+    with output_lock(out):
+        subs = ("images", "raw") if settings.save_raw else ("images",)
+        for sub in subs:
+            remove_stale_temporaries(ensure_output_dir(out / sub))
+        digest = model_hash(settings.model)
+        previous = _load_manifest(out)
+        identity = {**settings.identity(), "model_sha256": digest}
+        if previous is not None and previous.get("identity") != identity:
+            old = previous.get("identity", {})
+            diffs = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in identity.items() if old.get(k) != v]
+            raise UserError("this output folder holds pictures made with other settings (" + "; ".join(diffs) + ")",
+                            path=out, fix="choose a new --output, or delete the folder to start again")
+        images: Dict[str, Dict[str, object]] = dict(previous.get("images", {})) if previous else {}
+        manifest = {"tool": "pix2pixhd-deploy run", "identity": identity, "settings": dataclasses.asdict(settings),
+                    "versions": versions(), "machine": machine(), "images": images,
+                    "engine": {"name": "ray", "address": report.address, "num_workers": num_workers,
+                               "gpus_per_worker": gpus_per_worker, "cpus_per_worker": cpus_per_worker}}
+
+        def save_manifest() -> None:
+            manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+
+        todo = [p for p in pairs if not _complete(out, p, settings)]
+        report.skipped = len(pairs) - len(todo)
+        if report.skipped:
+            log.info("%d of %d pictures are already complete in %s; skipping them", report.skipped, len(pairs), out)
+        start = time.perf_counter()
+        if todo:
+            try:
+                _execute(ray, todo, out, settings, report, images, manifest, save_manifest, address=address,
+                         num_workers=num_workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
+                         keep_going=keep_going, show_progress=show_progress, stage_cls=stage_cls)
+            finally:
+                report.seconds = time.perf_counter() - start
+                save_manifest()
+                for sub in subs:  # what dead workers left; every worker is done (or gone) by now
+                    remove_stale_temporaries(out / sub)
+        save_manifest()
+        if write_index:
+            rows = []
+            for p in pairs:
+                picture, label = _image_paths(out, p.name, settings.image_format)
+                if picture.is_file() and label.is_file():
+                    rows.append(IndexRow(p.name, [("input_label", label), ("synthesized_image", picture)]))
+            report.index = write_index_html(out / "index.html", rows, title=f"pix2pixhd-deploy run: {out.name}")
+    if report.failed:
+        lines = "; ".join(f"{name}: {why}" for name, why in report.failed[:5])
+        more = f" and {len(report.failed) - 5} more" if len(report.failed) > 5 else ""
+        raise UserError(f"{len(report.failed)} image(s) failed ({lines}{more}); the other {report.done} were "
+                        f"written", path=out, fix="fix or remove those inputs and run again: finished pictures "
+                                                  "are kept")
+    return report
+
+
+def _execute(ray, todo: List[Pair], out: Path, settings: RunSettings, report: RayRunReport,
+             images: Dict[str, Dict[str, object]], manifest: Dict[str, object], save_manifest, *,
+             address: Optional[str], num_workers: int, gpus_per_worker: float, cpus_per_worker: float,
+             keep_going: bool, show_progress: bool, stage_cls: type) -> None:
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs = {"include_dashboard": False} if not (address or os.environ.get("RAY_ADDRESS")) else {}
+        ray.init(address=address, log_to_driver=False, **kwargs)
+    try:
+        if not report.address:
+            report.address = ray.get_runtime_context().gcs_address
+            manifest["engine"]["address"] = report.address
+        _check_resources(ray, num_workers, cpus_per_worker, gpus_per_worker)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # one bar, ours, counting finished pictures
+        batch = max(1, settings.batch_size)
+        items = [{"key": p.key, "name": p.name, "label": str(Path(p.label).resolve()),
+                  "instance": str(Path(p.instance).resolve()) if p.instance is not None and settings.use_instance
+                  else ""} for p in todo]
+        ds = _batches_as_blocks(ray, items, batch)
+        ds = ds.map(decode_row, fn_kwargs={"base": settings.size_multiple, "label_nc": settings.label_nc},
+                    num_cpus=1)
+        stage_settings = {**dataclasses.asdict(settings)}
+        ds = ds.map_batches(
+            stage_cls, batch_size=None, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=num_workers),
+            fn_constructor_kwargs={"output": str(out), "model": str(Path(settings.model).resolve()),
+                                   "settings": stage_settings},
+            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None)
+        _collect(ds.iter_rows(), len(todo), report, images, manifest, save_manifest, keep_going, show_progress)
+    except Exception as exc:
+        if isinstance(exc, UserError):
+            raise
+        user = _user_error_in(exc)
+        if user is None:
+            raise
+        raise user from exc
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _collect(rows: Iterable[Dict[str, object]], total: int, report: RayRunReport,
+             images: Dict[str, Dict[str, object]], manifest: Dict[str, object], save_manifest, keep_going: bool,
+             show_progress: bool) -> None:
+    bar = progress(range(total), desc="run", unit="img") if show_progress else None
+    seen = set()
+    last_save = time.monotonic()
+    try:
+        for row in rows:
+            name = str(row["name"])
+            if name in seen:  # cannot happen with Ray's retries (one record per finished task); never count twice
+                log.warning("%s: a second record for this picture, ignored", name)
+                continue
+            seen.add(name)
+            if row["error"]:
+                exc = UserError(str(row["error"]), path=str(row["error_path"]) or None,
+                                fix=str(row["error_fix"]) or None)
+                if not keep_going:
+                    raise exc
+                log.error("%s", exc)
+                report.failed.append((name, exc.problem))
+                continue
+            worker = str(row["worker"])
+            images[name] = {"decode_s": round(float(row["decode_s"]), 4),
+                            "compute_s": round(float(row["compute_s"]), 4),
+                            "write_s": round(float(row["write_s"]), 4), "batch": int(row["batch"]),
+                            "height": int(row["height"]), "width": int(row["width"]), "worker": worker}
+            manifest.setdefault("runner", str(row["runner"]))
+            stats = report.workers.setdefault(worker, WorkerStats())
+            stats.images += 1
+            stats.compute_seconds += float(row["compute_s"])
+            stats.first_start = min(stats.first_start, float(row["t_start"]))
+            stats.last_end = max(stats.last_end, float(row["t_end"]))
+            report.compute_seconds += float(row["compute_s"])
+            report.done += 1
+            if bar is not None:
+                bar.update(1)
+            if time.monotonic() - last_save >= MANIFEST_EVERY_S:
+                save_manifest()
+                last_save = time.monotonic()
+    finally:
+        if bar is not None:
+            bar.close()
