@@ -170,3 +170,34 @@ def test_run_with_onnxruntime_equals_the_seed_chain(tmp_path, scene_dataroot, on
         for name, pic in got.items():
             stem = name.replace("_synthesized_image.png", "")
             assert np.array_equal(pic, np.asarray(Image.open(tmp_path / "chain" / f"{stem}_0generated.png"))), fmt
+
+
+def test_run_with_the_stems_graph(tmp_path, scene_dataroot, small_checkpoint):
+    """The stems graph: the stems computed from the maps, the rest in ONNX Runtime; within one level of the chain
+    (the stems add in another order than a convolution, so a value can cross a truncation boundary)."""
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed (pip install onnxruntime)")
+    from pix2pixhd_deploy.export import export_onnx
+
+    graph = tmp_path / "stems.onnx"
+    report = export_onnx(small_checkpoint, graph, height=64, width=128, dynamic_hw=True, input_format="stems",
+                         output_format="uint8")
+    assert report.verified and (tmp_path / "stems.onnx.stems.npz").is_file()
+    run_cli(["pix2pixhd_preprocess.py", scene_dataroot, tmp_path / "prep"])
+    run_cli(["pix2pixhd-deploy", "infer", "--model", small_checkpoint, "--input", tmp_path / "prep", "--output",
+             tmp_path / "result", "--output_dirname", "bs1", "--device", "cpu"])
+    run_cli(["pix2pixhd_postprocess.py", tmp_path / "result" / "bs1", tmp_path / "chain"])
+    for streams in (1, 2):
+        out = tmp_path / f"run{streams}"
+        run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--model", graph, "--output", out,
+                 "--streams", str(streams)])
+        got = pictures(out)
+        assert len(got) == 3
+        for name, pic in got.items():
+            chain = np.asarray(Image.open(tmp_path / "chain" / name.replace("_synthesized_image.png",
+                                                                            "_0generated.png")))
+            diff = np.abs(pic.astype(int) - chain.astype(int))
+            assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    (tmp_path / "stems.onnx.stems.npz").unlink()
+    proc = run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--model", graph, "--output",
+                    tmp_path / "run3"], check=False)
+    assert proc.returncode == 2 and "stem weights file of this graph is missing" in proc.stderr

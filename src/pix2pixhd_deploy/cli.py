@@ -315,9 +315,11 @@ def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the verification input (default 0)")
     p.add_argument("--soc_version", "--soc-version", default="Ascend310P3",
                    help="chip for the printed atc commands, from npu-smi info (default Ascend310P3)")
-    p.add_argument("--input-format", choices=("tensor", "maps"), default="tensor",
+    p.add_argument("--input-format", choices=("tensor", "maps", "stems"), default="tensor",
                    help="tensor: the 36-channel float input (the seed's); maps: the uint8 label map and int32 "
-                        "instance map (inputs 'label', 'inst'), encoded inside the graph")
+                        "instance map (inputs 'label', 'inst'), encoded inside the graph; stems: the outputs of "
+                        "the two stem convolutions, which run computes from the maps (fastest on a CPU; writes "
+                        "FILE.onnx.stems.npz beside the graph)")
     p.add_argument("--output-format", choices=("float", "uint8"), default="float",
                    help="float: the [-1, 1] output (the seed's); uint8: the picture, (N, H, W, 3), as tensor2im")
     p.add_argument("--no-instance", action="store_true",

@@ -201,7 +201,8 @@ def seeded_input(channels: int, batch: int, height: int, width: int, seed: int =
 
 # ------------------------------------------------------------------------- maps-input and uint8-output graphs
 
-INPUT_FORMATS = ("tensor", "maps")
+INPUT_FORMATS = ("tensor", "maps", "stems")
+STEMS_INPUT_NAMES = ("local_stem", "global_stem")
 OUTPUT_FORMATS = ("float", "uint8")
 MAPS_INPUT_NAMES = ("label", "inst")
 UINT8_OUTPUT_NAME = "synthesized_image"
@@ -231,24 +232,46 @@ def uint8_picture_graph(y: torch.Tensor) -> torch.Tensor:
     return torch.clamp(a, 0.0, 255.0).to(torch.uint8).permute(0, 2, 3, 1)
 
 
+class Trunk(nn.Module):
+    """A LocalEnhancer (one enhancer) after its two stem convolutions: from their outputs to the picture.
+
+    ``local_stem`` is ``model1_1[1](model1_1[0](x))`` (N, ngf, H, W) and ``global_stem`` is
+    ``model[1](model[0](downsample(x)))`` (N, 2 ngf, H/2, W/2); :mod:`stems` computes both from the maps.
+    """
+
+    def __init__(self, generator: nn.Module):
+        super().__init__()
+        if getattr(generator, "n_local_enhancers", 0) != 1:
+            raise UserError("--input-format stems needs a LocalEnhancer with one local enhancer (label2city_1024p)",
+                            fix="use --input-format maps or tensor for this model")
+        self.global_rest = nn.Sequential(*list(generator.model)[2:])
+        self.local_rest = nn.Sequential(*list(generator.model1_1)[2:])
+        self.back = generator.model1_2
+
+    def forward(self, local_stem: torch.Tensor, global_stem: torch.Tensor) -> torch.Tensor:
+        return self.back(self.local_rest(local_stem) + self.global_rest(global_stem))
+
+
 class DeployGraph(nn.Module):
     """The generator with the encoding before it (``maps``) and/or the uint8 conversion after it (``uint8``)."""
 
     def __init__(self, generator: nn.Module, *, input_format: str = "tensor", output_format: str = "float",
                  label_nc: int = 35, use_instance: bool = True):
         super().__init__()
-        self.generator = generator
+        self.generator = Trunk(generator) if input_format == "stems" else generator
+        self.stems = input_format == "stems"
         self.maps = input_format == "maps"
         self.uint8 = output_format == "uint8"
         self.label_nc = label_nc
         self.use_instance = use_instance
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        if self.maps:
-            x = encode_maps_graph(inputs[0], inputs[1] if self.use_instance else None, self.label_nc)
+        if self.stems:
+            y = self.generator(*inputs)
         else:
-            x = inputs[0]
-        y = self.generator(x)
+            x = (encode_maps_graph(inputs[0], inputs[1] if self.use_instance else None, self.label_nc)
+                 if self.maps else inputs[0])
+            y = self.generator(x)
         return uint8_picture_graph(y) if self.uint8 else y
 
 
@@ -336,7 +359,8 @@ class ExportReport:
 def atc_commands(onnx_file: PathLike, *, input_name: str, channels: int, height: int, width: int,
                  batch: Optional[int], soc_version: str = DEFAULT_SOC_VERSION,
                  batches: Sequence[int] = ATC_BATCHES,
-                 inputs: Optional[Sequence[Tuple[str, Tuple[int, ...]]]] = None) -> List[str]:
+                 inputs: Optional[Sequence[Tuple[str, Tuple[int, ...]]]] = None,
+                 layout: Optional[str] = None) -> List[str]:
     """Ready-to-run ``atc`` lines for ``onnx_file``: one per static batch, plus a ``--dynamic_batch_size`` one.
 
     ``batch`` is the graph's batch (None when dynamic). A static-batch graph gets one command at that batch.
@@ -346,7 +370,7 @@ def atc_commands(onnx_file: PathLike, *, input_name: str, channels: int, height:
     path = Path(onnx_file)
     stem = str(path.with_suffix("")) if path.suffix.lower() == ".onnx" else str(path)
     specs = list(inputs) if inputs else [(input_name, (channels, height, width))]
-    layout = "NCHW" if not inputs else "ND"
+    layout = layout or ("NCHW" if not inputs else "ND")
 
     def line(shape_batch: str, out: str, extra: str = "") -> str:
         shapes = ";".join(f"{name}:{shape_batch}," + ",".join(str(d) for d in dims) for name, dims in specs)
@@ -509,7 +533,13 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
     if wrapped:
         export_model = DeployGraph(export_model, input_format=input_format, output_format=output_format,
                                    label_nc=label_nc, use_instance=use_instance).eval()
-    if input_format == "maps":
+    if input_format == "stems":
+        input_names = list(STEMS_INPUT_NAMES)
+        ngf = config.ngf if config else model.model1_1[1].out_channels
+        hh, hw = (trace_hw[0] - 1) // 2 + 1, (trace_hw[1] - 1) // 2 + 1
+        dummy = (torch.zeros(trace_batch, ngf, *trace_hw), torch.zeros(trace_batch, 2 * ngf, hh, hw))
+        hw_axes_in = {2: "height", 3: "width"}
+    elif input_format == "maps":
         input_names = list(MAPS_INPUT_NAMES[:2 if use_instance else 1])
         dummy = tuple(torch.zeros(trace_batch, *trace_hw, dtype=dt)
                       for dt in (torch.uint8, torch.int32)[:len(input_names)])
@@ -523,7 +553,7 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
     for name, hw_axes in [(n, hw_axes_in) for n in input_names] + [(output_name, hw_axes_out)]:
         axes[name] = {0: DYNAMIC_BATCH_NAME} if dynamic_batch else {}
         if dynamic_hw:
-            axes[name].update(hw_axes)
+            axes[name].update({k: f"{v}_half" if name == "global_stem" else v for k, v in hw_axes.items()})
     buffer = io.BytesIO()
     log.info("exporting opset %d, input %s, %s output, batch %d, %dx%d", opset, ",".join(input_names),
              output_format, trace_batch, trace_hw[1], trace_hw[0])
@@ -570,7 +600,19 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
             tolerance = default_tolerance(*vhw)
         report.tolerance = None if fp16 else tolerance
         reference_model = _fp32_cpu(model)
-        if input_format == "maps":
+        if input_format == "stems":
+            from .stems import StemComputer, StemWeights
+
+            labels, insts = seeded_maps(vb, *vhw, seed=seed, label_nc=label_nc)
+            stems_in = StemComputer(StemWeights.from_generator(reference_model, label_nc, use_instance))(
+                labels, insts if use_instance else None)
+            feeds = dict(zip(input_names, stems_in))
+            verify_shape = tuple(labels.shape)
+            with torch.inference_mode():
+                x = encode_maps_graph(torch.from_numpy(labels), torch.from_numpy(insts) if use_instance else None,
+                                      label_nc)
+                reference = reference_model(x)
+        elif input_format == "maps":
             labels, insts = seeded_maps(vb, *vhw, seed=seed, label_nc=label_nc)
             feeds = dict(zip(input_names, (labels, insts)))
             verify_shape = tuple(labels.shape)
@@ -623,11 +665,30 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
     report.atc_commands = atc_commands(
         out_path, input_name=input_name, channels=channels, height=height, width=width,
         batch=None if dynamic_batch else batch, soc_version=soc_version,
-        inputs=[(n, (height, width)) for n in input_names] if input_format == "maps" else None)
+        inputs=_atc_inputs(input_format, input_names, config, model, height, width),
+        layout="NCHW" if input_format != "maps" else "ND")
+    if input_format == "stems":
+        from .stems import StemWeights, sidecar_path
+
+        StemWeights.from_generator(_fp32_cpu(model), label_nc, use_instance).save(sidecar_path(out_path))
+        report.notes.append(f"the stem weights are in {sidecar_path(out_path).name} beside the graph: keep the two "
+                            "files together; `run` computes the stems from the maps and feeds the graph")
     atomic_write_bytes(out_path, data)
     report.seconds = time.perf_counter() - start
     log.info("wrote %s", out_path)
     return report
+
+
+def _atc_inputs(input_format: str, input_names: List[str], config: Optional[GeneratorConfig], model: nn.Module,
+                height: int, width: int) -> Optional[List[Tuple[str, Tuple[int, ...]]]]:
+    """Per-sample input shapes for the atc commands of the maps and stems graphs (None: the tensor graph)."""
+    if input_format == "maps":
+        return [(n, (height, width)) for n in input_names]
+    if input_format == "stems":
+        ngf = config.ngf if config else model.model1_1[1].out_channels
+        half = ((height - 1) // 2 + 1, (width - 1) // 2 + 1)
+        return [(input_names[0], (ngf, height, width)), (input_names[1], (2 * ngf, *half))]
+    return None
 
 
 def _fp32_cpu(model: nn.Module) -> nn.Module:

@@ -169,6 +169,32 @@ class MapsGraphEngine:
         return np.stack([tensor2im(y) for y in out]), (out if want_raw else None)
 
 
+class StemsGraphEngine:
+    """An ONNX graph exported with ``--input-format stems``: the two stem convolutions are computed here from the
+    maps (:mod:`stems`, exact, a fraction of their convolution cost) and the graph runs the rest."""
+
+    def __init__(self, runner, label_nc: int, use_instance: bool, threads: Optional[int] = None):
+        from .stems import StemComputer, StemWeights, sidecar_path
+
+        self.runner = runner
+        weights = StemWeights.load(sidecar_path(runner.model))
+        if (weights.label_nc, weights.use_instance) != (label_nc, use_instance):
+            raise UserError(f"the graph was exported for label_nc={weights.label_nc}, instance maps "
+                            f"{'on' if weights.use_instance else 'off'}, not the settings of this run",
+                            path=runner.model, fix="pass the matching --label-nc / --no-instance")
+        self.stems = StemComputer(weights, threads=threads)
+
+    def __call__(self, labels: np.ndarray, insts: Optional[np.ndarray], want_raw: bool):
+        local, glob = self.stems(labels, insts)
+        out = self.runner.infer_feeds({"local_stem": local, "global_stem": glob})
+        if self.runner.output_format == "uint8":
+            if want_raw:
+                raise UserError("this graph outputs uint8 pictures, so there are no raw outputs to save",
+                                fix="drop --save-raw, or use a graph exported with --output-format float")
+            return out, None
+        return np.stack([tensor2im(y) for y in out]), (out if want_raw else None)
+
+
 def runner_for_run(model: PathLike, *, backend: Optional[str] = None, device: Optional[str] = None,
                    fp16: bool = False, streams: int = 1, **options):
     """The runner ``run`` uses, with the CPU's cores shared among ``streams`` concurrent batches.
@@ -194,6 +220,9 @@ def make_engine(runner, label_nc: int, use_instance: bool):
         return TorchEngine(runner, label_nc, use_instance)
     if getattr(runner, "input_format", "tensor") == "maps":
         return MapsGraphEngine(runner, label_nc, use_instance)
+    if getattr(runner, "input_format", "tensor") == "stems":
+        threads = getattr(runner, "intra_op_threads", None) or os.cpu_count()
+        return StemsGraphEngine(runner, label_nc, use_instance, threads=threads)
     return RunnerEngine(runner, label_nc, use_instance)
 
 

@@ -173,7 +173,12 @@ class OnnxRuntimeRunner(Runner):
                             fix="check the device and its driver/toolkit install, or run with --providers cpu")
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         integer_maps = [i for i in inputs if i.type in ("tensor(uint8)", "tensor(int32)", "tensor(int64)")]
-        self.input_format = "maps" if inputs and len(integer_maps) == len(inputs) <= 2 else "tensor"
+        if [i.name for i in inputs] == ["local_stem", "global_stem"]:
+            self.input_format = "stems"  # export --input-format stems: the stems come from stems.py
+        elif inputs and len(integer_maps) == len(inputs) <= 2:
+            self.input_format = "maps"
+        else:
+            self.input_format = "tensor"
         if (self.input_format == "tensor" and len(inputs) != 1) or len(outputs) < 1:
             raise UserError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs; a pix2pixHD generator "
                             "has one of each (or label and inst maps in)", path=path,
@@ -209,8 +214,13 @@ class OnnxRuntimeRunner(Runner):
         for spec, arr in zip(self._inputs, arrays):
             dtype = {"tensor(uint8)": np.uint8, "tensor(int32)": np.int32, "tensor(int64)": np.int64}[spec.type]
             feeds[spec.name] = np.ascontiguousarray(arr, dtype=dtype)
+        return self.infer_feeds(feeds)
+
+    def infer_feeds(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Run the graph on named inputs as they are; returns its (first) output. Sets ``inference_time``."""
+        self._require_active()
         start = time.perf_counter()
-        out = self.session.run([self._output_name], feeds)[0]
+        out = self.session.run([self._output_name], dict(feeds))[0]
         self.inference_time = time.perf_counter() - start
         return out
 
