@@ -106,13 +106,20 @@ class GeneratorStage:
     :meth:`write` (the fault test does).
     """
 
-    def __init__(self, output: str, model: str, settings: Dict[str, object]):
+    def __init__(self, output: str, model: str, settings: Dict[str, object], threads: int = 1):
         from .runners import make_runner
 
         self.out = Path(output)
         self.settings = RunSettings(**settings)
         s = self.settings
-        self.runner = make_runner(model, backend=s.backend, device=s.device, fp16=s.fp16)
+        options = {}
+        if s.backend == "torch":  # the CPUs Ray gave this actor, whether or not torch was imported before
+            import torch
+
+            torch.set_num_threads(threads)
+        elif s.backend == "onnxruntime":
+            options["intra_op_threads"] = threads
+        self.runner = make_runner(model, backend=s.backend, device=s.device, fp16=s.fp16, **options)
         self.runner.activate()
         self.engine = make_engine(self.runner, s.label_nc, s.use_instance)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -342,12 +349,12 @@ def _execute(ray, todo: List[Pair], out: Path, settings: RunSettings, report: Ra
         ds = _batches_as_blocks(ray, items, batch)
         ds = ds.map(decode_row, fn_kwargs={"base": settings.size_multiple, "label_nc": settings.label_nc},
                     num_cpus=1)
-        stage_settings = {**dataclasses.asdict(settings)}
+        stage_settings = dataclasses.asdict(settings)
         ds = ds.map_batches(
             stage_cls, batch_size=None, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=num_workers),
             fn_constructor_kwargs={"output": str(out), "model": str(Path(settings.model).resolve()),
-                                   "settings": stage_settings},
+                                   "settings": stage_settings, "threads": max(1, int(cpus_per_worker))},
             num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None)
         _collect(ds.iter_rows(), len(todo), report, images, manifest, save_manifest, keep_going, show_progress)
     except Exception as exc:
