@@ -18,6 +18,7 @@ def test_demo_makes_its_own_data_and_model(tmp_path):
     out = tmp_path / "demo"
     proc = run_cli(["pix2pixhd-deploy", "demo", "--output", out, "--num-images", "2", "--size", "64,128"])
     assert "RANDOM weights" in proc.stdout and "index.html" in proc.stdout
+    assert "run vs the seed's chain: 2 of 2 pictures identical pixel for pixel" in proc.stdout
     index = out / "index.html"
     assert "RANDOM weights" in index.read_text()
     files = linked_files(index)
@@ -36,7 +37,7 @@ def test_demo_on_user_data_and_checkpoint(tmp_path, scene_dataroot, small_checkp
     out = tmp_path / "demo"
     proc = run_cli(["pix2pixhd-deploy", "demo", "--output", out, "--dataroot", scene_dataroot,
                     "--checkpoint", small_checkpoint])
-    assert "RANDOM" not in proc.stdout
+    assert "RANDOM" not in proc.stdout and "3 of 3 pictures identical" in proc.stdout
     assert len(list((out / "result" / "bs1generated").glob("*.png"))) == 3
     assert all(f.is_file() for f in linked_files(out / "index.html"))
     assert not (out / "pix2pixHD" / "checkpoints").exists()

@@ -3,7 +3,8 @@
 Without arguments it makes its own data and model: Cityscapes-like scenes written as a gtFine split
 (:mod:`synthetic`) and a seeded random-weight checkpoint of the real label2city_1024p architecture (its pictures are
 noise). Then: convert (``datasets_deal.py``) -> preprocess (``pix2pixhd_preprocess.py``) -> infer (``ais_bench``'s
-flags, torch runner) -> postprocess (``pix2pixhd_postprocess.py``) -> ``index.html`` with each coloured label map
+flags, torch runner) -> postprocess (``pix2pixhd_postprocess.py``), and the same data through ``run`` (the streaming
+path), whose pictures are compared with the chain's pixel for pixel -> ``index.html`` with each coloured label map
 beside its output. With ``checkpoint`` and ``dataroot`` (or ``cityscapes``) it runs on real data.
 
 Layout under the output folder mirrors the seed's guide::
@@ -14,7 +15,7 @@ Layout under the output folder mirrors the seed's guide::
     prep_datasets/<stem>.bin
     result/bs1/<stem>_0.bin, result/bs1_summary.json
     result/bs1generated/<stem>_0generated.png
-    result/labels/<stem>_input_label.png
+    run/images/<stem>_synthesized_image.png, <stem>_input_label.png, run/manifest.json
     index.html
 """
 from __future__ import annotations
@@ -24,13 +25,16 @@ import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from .dataset import convert_cityscapes, find_pairs, read_label_map
+import numpy as np
+from PIL import Image
+
+from .dataset import convert_cityscapes, find_pairs
 from .encoding import preprocess_dataset
 from .errors import PathLike
-from .fileio import atomic_save_image, ensure_output_dir, progress, stem_of
+from .fileio import ensure_output_dir, progress, stem_of
 from .infer import run_inference
-from .labels import colorize
 from .network import CHECKPOINT_NAME, LABEL2CITY_1024P, random_generator, save_checkpoint
+from .pipeline import RunSettings, _image_paths, run
 from .postprocess import output_image_name, postprocess_dir
 from .report import IndexRow, write_index_html
 from .runners import TorchRunner
@@ -100,20 +104,26 @@ def run_demo(output: PathLike = "demo_out", *, checkpoint: Optional[PathLike] = 
     with _stage("postprocess (pix2pixhd_postprocess.py)", timings):
         pictures = postprocess_dir(result.output_dir, out / "result" / "bs1generated")
 
-    with _stage("index.html", timings):
-        labels_dir = ensure_output_dir(out / "result" / "labels")
-        rows = []
-        by_stem = {stem_of(p): p for p in pictures}
-        for pair in find_pairs(data):
-            label_png = labels_dir / f"{pair.name}_input_label.png"
-            atomic_save_image(label_png, colorize(read_label_map(pair.label)))
-            picture = by_stem.get(stem_of(output_image_name(f"{pair.name}_0.bin")))
-            rows.append(IndexRow(pair.name, [("input_label", label_png), ("synthesized_image", picture)]))
-        index = write_index_html(out / "index.html", rows, title="pix2pixhd-deploy demo: label2city_1024p",
-                                 notice=NOISE_NOTICE if random_weights else None)
+    # the fast path on the same data: label maps in, pictures out, nothing in between
+    with _stage("run (streaming)", timings):
+        settings = RunSettings(model=str(ckpt), backend="torch", device=device, batch_size=batchsize)
+        report = run(find_pairs(data), out / "run", TorchRunner(ckpt, device=device), settings,
+                     write_index=False)
+    lines.append(report.summary().splitlines()[0])
+    by_stem = {stem_of(p): p for p in pictures}
+    same = 0
+    rows = []
+    for pair in find_pairs(data):
+        chain_picture = by_stem[stem_of(output_image_name(f"{pair.name}_0.bin"))]
+        picture, label_png = _image_paths(out / "run", pair.name, settings.image_format)
+        same += bool(np.array_equal(np.asarray(Image.open(chain_picture)), np.asarray(Image.open(picture))))
+        rows.append(IndexRow(pair.name, [("input_label", label_png), ("synthesized_image", picture)]))
+    lines.append(f"run vs the seed's chain: {same} of {len(rows)} pictures identical pixel for pixel")
+    index = write_index_html(out / "index.html", rows, title="pix2pixhd-deploy demo: label2city_1024p",
+                             notice=NOISE_NOTICE if random_weights else None)
 
     lines.append(f"{len(bins)} images; stages: " + ", ".join(f"{n.split(' (')[0]} {s:.1f}s" for n, s in timings))
-    lines.append(f"pictures: {out / 'result' / 'bs1generated'}")
+    lines.append(f"pictures: {out / 'run' / 'images'} (and the seed chain's in {out / 'result' / 'bs1generated'})")
     lines.append(f"open {index} to see each label map beside its output")
     if random_weights:
         lines.append("NOTE: " + NOISE_NOTICE)
