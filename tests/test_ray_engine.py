@@ -182,3 +182,12 @@ def test_engine_ray_without_ray_says_what_to_install(tmp_path, scene_dataroot, s
     assert "--engine ray needs Ray Data" in err and "pip install 'pix2pixhd-deploy[ray]'" in err
     assert cli.main(args + ["--num-workers", "2"]) == 2
     assert "--num-workers apply only to --engine ray" in capsys.readouterr().err
+
+
+def test_a_url_output_is_refused_with_the_way_round_it(reference):
+    pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'pix2pixhd-deploy[ray]')")
+    from pix2pixhd_deploy.errors import UserError
+    from pix2pixhd_deploy.ray_engine import run_ray
+
+    with pytest.raises(UserError, match="the output is a URL.*mount the bucket"):
+        run_ray(reference["pairs"], "s3://bucket/results", reference["settings"]())

@@ -268,6 +268,10 @@ def run_ray(pairs: Sequence[Pair], output: PathLike, settings: RunSettings, *, a
     ray = import_ray()
     if num_workers < 1:
         raise UserError(f"--num-workers must be at least 1 (got {num_workers})", fix="pass --num-workers 1 or more")
+    if "://" in os.fspath(output):
+        raise UserError("the output is a URL; run writes to a folder, with an atomic rename per file", path=output,
+                        fix="mount the bucket on every node (s3fs, gcsfuse, a CSI volume in KubeRay) and pass the "
+                            "mounted folder")
     settings.image_format = settings.image_format.lower().replace("jpeg", "jpg")
     if settings.image_format not in ("png", "jpg"):
         raise UserError(f"unknown image format {settings.image_format!r}", fix="use png or jpg")
