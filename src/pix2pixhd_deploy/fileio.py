@@ -7,6 +7,7 @@ trust that a file that exists is complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import tempfile
@@ -19,7 +20,8 @@ from .errors import PathLike, UserError
 
 T = TypeVar("T")
 
-#: Prefix of temporary files; a leftover one (from SIGKILL) is never mistaken for an output.
+#: Prefix of temporary files; a leftover one (from SIGKILL) is never mistaken for an output. The full name is
+#: ``.tmp-<final name>.<pid>.<random>``: the writer's process id tells a live run's file from a dead run's.
 TMP_PREFIX = ".tmp-"
 
 
@@ -33,20 +35,46 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
+#: errors of writing a file that the user can fix (a full disk, a read-only or missing folder, a folder in the way)
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR,
+                 errno.EISDIR}
+
+
+def _write_error(exc: OSError, path: Path) -> UserError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return UserError("the disk filled up while writing this file (nothing was left under its name)", path=path,
+                         fix="free some space or choose another output folder, then run the same command again")
+    return UserError(f"cannot write this file: {exc.strerror or exc}", path=path,
+                     fix="choose an output path in a folder you can write to")
+
+
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Open a temporary file beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A full disk or an output path that cannot be written is a :class:`UserError` naming ``path``.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    if path.is_dir():
+        raise UserError("the output path is a folder, so the file cannot be written there", path=path,
+                        fix="give a file name, or move that folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.{os.getpid()}.", dir=path.parent)
+    except OSError as exc:
+        if exc.errno in _WRITE_ERRNOS:
+            raise _write_error(exc, path) from exc
+        raise
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _write_error(exc, path) from exc
         raise
 
 
@@ -78,10 +106,29 @@ def atomic_save_image(path: PathLike, image: np.ndarray, **save_kwargs) -> None:
         Image.fromarray(image).save(fh, format=fmt, **save_kwargs)
 
 
+def _writer_alive(tmp_name: str) -> bool:
+    """Whether the process that named this temporary file still runs (another run writing the same folder)."""
+    parts = tmp_name.rsplit(".", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False  # an older name without a process id
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
 def remove_stale_temporaries(folder: PathLike) -> int:
-    """Delete temporary files a killed run left in ``folder``; return how many."""
+    """Delete temporary files that killed runs left in ``folder``; return how many.
+
+    Files of runs still alive (two runs writing one folder, e.g. two ``preprocess``) are left to finish.
+    """
     n = 0
     for p in Path(folder).glob(TMP_PREFIX + "*"):
+        if _writer_alive(p.name):
+            continue
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
             n += 1
@@ -144,7 +191,13 @@ def check_free_space(folder: PathLike, needed: int, *, what: str) -> None:
     """Refuse, with the numbers, when ``folder``'s filesystem has less than ``needed`` bytes free."""
     free = free_bytes_fn(folder)
     if free < needed:
-        gib = 1024 ** 3
-        raise UserError(
-            f"not enough free disk for {what}: needs {needed / gib:.2f} GiB, {free / gib:.2f} GiB free",
-            path=folder, fix="free some space, choose another output folder, or process fewer images")
+        raise UserError(f"not enough free disk for {what}: needs {format_bytes(needed)}, {format_bytes(free)} free",
+                        path=folder, fix="free some space, choose another output folder, or process fewer images")
+
+
+def format_bytes(n: int) -> str:
+    """``1.25 GiB``, ``3.4 MiB``, ``1000 bytes``: binary units, as ``df -h`` counts them."""
+    for unit, size in (("TiB", 1024 ** 4), ("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.{2 if unit in ('TiB', 'GiB') else 1}f} {unit}"
+    return f"{n} bytes"
