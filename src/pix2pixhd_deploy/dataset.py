@@ -17,10 +17,11 @@ import logging
 import os
 import re
 import shutil
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -125,8 +126,13 @@ def _open_image(path: Path, what: str):
     if not path.is_file():
         raise UserError(f"the {what} does not exist", path=path, fix="check the path")
     try:
-        img = Image.open(path)
-        img.load()
+        with warnings.catch_warnings():  # Pillow's notes on damaged metadata: the error below says it better
+            warnings.simplefilter("ignore", UserWarning)
+            img = Image.open(path)
+            img.load()
+    except Image.DecompressionBombError as exc:
+        raise UserError(f"the {what} is far too large to be a Cityscapes map ({exc})", path=path,
+                        fix=f"check that this is the {what} PNG") from exc
     except UnidentifiedImageError as exc:
         raise UserError(f"not an image file (cannot identify its format)", path=path,
                         fix=f"replace it with the real {what} PNG") from exc
@@ -136,7 +142,11 @@ def _open_image(path: Path, what: str):
     return img
 
 
-def _snap(img, base: int):
+#: (width, height, new width, new height) of the resizes already told about: one log line per kind of resize
+_RESIZES_TOLD: Set[Tuple[int, int, int, int]] = set()
+
+
+def _snap(img, base: int, path: Path):
     """Upstream's ``__make_power_2``: nearest resize to round(size/base)*base, only when that changes the size."""
     from PIL import Image
 
@@ -147,7 +157,11 @@ def _snap(img, base: int):
         return img
     if h == 0 or w == 0:
         raise UserError(f"the image is {ow}x{oh}, too small for the generator (needs at least {base // 2 + 1} "
-                        "pixels each way)", path=img.filename or None, fix="use larger label maps")
+                        "pixels each way)", path=path, fix="use larger label maps")
+    if (ow, oh, w, h) not in _RESIZES_TOLD:  # correct behaviour, but the outputs will not have the input's size
+        _RESIZES_TOLD.add((ow, oh, w, h))
+        log.info("%s: %dx%d is not a multiple of %d, so it is resized to %dx%d (nearest, as upstream does); other "
+                 "%dx%d images are resized the same way without another notice", path, ow, oh, base, w, h, ow, oh)
     return img.resize((w, h), Image.NEAREST)
 
 
@@ -163,7 +177,7 @@ def read_label_map(path: PathLike, *, base: int = 32) -> np.ndarray:
                         fix="use the Cityscapes *_gtFine_labelIds.png file, not the *_color.png visualisation "
                             "or an instance map")
     if base > 1:
-        img = _snap(img, base)
+        img = _snap(img, base, path)
     return np.asarray(img, dtype=np.uint8)
 
 
@@ -183,7 +197,7 @@ def read_instance_map(path: PathLike, *, base: int = 32) -> np.ndarray:
         raise UserError(f"the instance map has PIL mode {img.mode}; pix2pixHD needs a 16-bit greyscale "
                         "instance-id image", path=path, fix="use the Cityscapes *_gtFine_instanceIds.png file")
     if base > 1:
-        img = _snap(img, base)
+        img = _snap(img, base, path)
     return np.asarray(img).astype(np.int32)
 
 

@@ -24,6 +24,7 @@ import json
 import logging
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,18 +261,30 @@ def resolve_checkpoint(path: PathLike) -> Path:
     return path
 
 
+def _refusal_reason(exc: Exception) -> str:
+    """What torch's weights-only unpickler refused (e.g. ``unsupported GLOBAL posix.system``), without its essay."""
+    for line in str(exc).splitlines():
+        if re.search(r"GLOBAL|Unsupported|not an allowed", line, re.IGNORECASE):
+            return line.strip().rstrip(".")[:160]
+    return "it is not a plain tensor pickle"
+
+
 def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
     """``torch.load(weights_only=True)`` with every failure turned into one clear :class:`UserError`."""
     path = resolve_checkpoint(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise UserError("the checkpoint file is empty", path=path, fix="download or copy the checkpoint again")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files: noise here
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise UserError("refused to load: the file is a pickle that holds more than tensors (it could run code "
-                        f"when loaded; {str(exc).splitlines()[0][:160]})", path=path,
+        raise UserError("refused to load: the file is a pickle that holds more than tensors, which could run code "
+                        f"when loaded ({_refusal_reason(exc)})", path=path,
                         fix="use a checkpoint that is a plain state dict (save it with "
                             "torch.save(net.state_dict(), ...)) from a source you trust") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        first = (str(exc).splitlines() or [""])[0].split(". ")[0][:200] or type(exc).__name__
         raise UserError(f"cannot read the checkpoint, it is truncated or not a torch file ({first})", path=path,
                         fix="download or copy the checkpoint again") from exc
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):

@@ -43,7 +43,7 @@ def read_output_bin(path: PathLike, hw: Optional[Tuple[int, int]] = None, channe
     """A raw float32 (3, H, W) output file; H and W from ``hw`` or the 1:2 Cityscapes aspect."""
     path = Path(path)
     size = path.stat().st_size
-    h, w = infer_hw(size, channels, path=path, hw=hw)
+    h, w = infer_hw(size, channels, path=path, hw=hw, size_flag="--size")
     arr = np.fromfile(path, dtype=np.float32).reshape(channels, h, w)
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).sum())
