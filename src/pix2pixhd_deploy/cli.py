@@ -45,7 +45,8 @@ def cmd_preprocess(args) -> int:
     from .encoding import preprocess_dataset
 
     outs = preprocess_dataset(args.dataroot, args.out_dir, label_nc=args.label_nc,
-                              use_instance=not args.no_instance, base=args.size_multiple, phase=args.phase)
+                              use_instance=not args.no_instance, base=args.size_multiple, phase=args.phase,
+                              keep_going=args.keep_going)
     print(f"preprocess: {len(outs)} input tensors in {args.out_dir}")
     return 0
 
@@ -61,7 +62,7 @@ def cmd_infer(args) -> int:
     with runner:
         result = run_inference(runner, inputs=args.input, output=args.output, output_dirname=args.output_dirname,
                                outfmt=args.outfmt, batchsize=args.batchsize, loop=args.loop,
-                               warmup_count=args.warmup_count, hw=hw,
+                               warmup_count=args.warmup_count, hw=hw, keep_going=args.keep_going,
                                argv=[Path(sys.argv[0]).name] + list(args._argv))
     print(format_summary(result))
     print(f"infer: {len(result.outputs)} outputs in {result.output_dir}, summary {result.summary_path}")
@@ -253,6 +254,8 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
                    help="onnxruntime: a provider option, repeatable, e.g. cuda:device_id=1, "
                         "tensorrt:trt_fp16_enable=True, cann:precision_mode=force_fp32")
     p.add_argument("--intra-op-threads", type=int, help="onnxruntime: CPU threads per operator (default: all)")
+    p.add_argument("--keep-going", action="store_true",
+                   help="do not stop at a bad input: skip it, report the bad ones at the end and exit non-zero")
     p.set_defaults(static_hw=False)
 
 
@@ -285,6 +288,9 @@ def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
     p.add_argument("--phase", default="test", help="reads <phase>_label and <phase>_inst (default test)")
     p.add_argument("--size-multiple", type=int, default=32,
                    help="snap sizes to a multiple of this, as upstream (32 for netG local, 16 for global)")
+    p.add_argument("--keep-going", action="store_true",
+                   help="do not stop at a bad pair: write no .bin for it, report the bad ones at the end and exit "
+                        "non-zero")
     p.set_defaults(func=cmd_preprocess)
 
     p = sub.add_parser("infer", help="run a model over .bin inputs with ais_bench's flags and file layout")

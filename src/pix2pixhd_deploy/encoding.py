@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .dataset import Pair, find_pairs, load_pair
-from .errors import PathLike, UserError
+from .errors import PathLike, UserError, failed_inputs_error
 from .fileio import atomic_write_array, check_free_space, ensure_output_dir, progress, remove_stale_temporaries
 from .labels import LABEL_NC
 
@@ -112,29 +112,51 @@ def bin_bytes(channels: int, height: int, width: int) -> int:
 
 def preprocess_dataset(dataroot: PathLike, out_dir: PathLike, *, label_nc: int = LABEL_NC,
                        use_instance: bool = True, base: int = 32, phase: str = "test",
-                       skip_existing: bool = True) -> List[Path]:
+                       skip_existing: bool = True, keep_going: bool = False) -> List[Path]:
     """The seed's ``pix2pixhd_preprocess.py``: one ``OUT_DIR/<label stem>.bin`` per pair, float32 (C, H, W).
 
     Free disk is checked before the first write (from the first image's size); files that already exist with the
-    right size are kept, so an interrupted run resumes.
+    right size are kept, so an interrupted run resumes. A bad pair stops the run, or with ``keep_going`` is
+    skipped (it gets no ``.bin``) and all the bad ones are reported in one error at the end.
     """
     pairs = find_pairs(dataroot, phase=phase, use_instance=use_instance)
+    failed: Dict[str, Tuple[str, str]] = {}  # pair name -> (file, problem)
+
+    def encode(pair: Pair) -> Optional[np.ndarray]:
+        try:
+            return encode_pair(pair, label_nc=label_nc, base=base)
+        except UserError as exc:
+            if not keep_going:
+                raise
+            log.error("%s", exc)
+            failed[pair.name] = (exc.path or str(pair.label), exc.problem)
+            return None
+
+    ready: Dict[str, np.ndarray] = {}
+    for pair in pairs:  # the first good pair gives the size that the free-disk check counts with
+        x = encode(pair)
+        if x is not None:
+            ready[pair.name] = x
+            break
+    if not ready:
+        raise failed_inputs_error(list(failed.values()), 0, what="pair", path=dataroot)
+    per_image = next(iter(ready.values())).nbytes
+    out_dir = Path(out_dir)
+    todo = [p for p in pairs
+            if p.name not in failed and not (skip_existing and (out_dir / f"{p.name}.bin").is_file()
+                                             and (out_dir / f"{p.name}.bin").stat().st_size == per_image)]
+    check_free_space(out_dir, per_image * len(todo), what=f"{len(todo)} input tensors of {per_image / 2**20:.0f} MiB")
     out_dir = ensure_output_dir(out_dir)
     remove_stale_temporaries(out_dir)
-    channels = input_channels(label_nc, use_instance)
-    first_label, _ = load_pair(pairs[0], base=base)
-    per_image = bin_bytes(channels, *first_label.shape)
-    todo = [p for p in pairs
-            if not (skip_existing and (out_dir / f"{p.name}.bin").is_file()
-                    and (out_dir / f"{p.name}.bin").stat().st_size == per_image)]
-    check_free_space(out_dir, per_image * len(todo), what=f"{len(todo)} input tensors of {per_image / 2**20:.0f} MiB")
-    if len(todo) < len(pairs):
-        log.info("%d of %d .bin files are already complete in %s; skipping them", len(pairs) - len(todo),
-                 len(pairs), out_dir)
-    written = []
+    complete = len(pairs) - len(todo) - len(failed)
+    if complete:
+        log.info("%d of %d .bin files are already complete in %s; skipping them", complete, len(pairs), out_dir)
     for pair in progress(todo, desc="preprocess"):
-        x = encode_pair(pair, label_nc=label_nc, base=base)
-        target = out_dir / f"{pair.name}.bin"
-        atomic_write_array(target, x)
-        written.append(target)
+        x = ready.pop(pair.name, None)
+        if x is None:
+            x = encode(pair)
+        if x is not None:
+            atomic_write_array(out_dir / f"{pair.name}.bin", x)
+    if failed:
+        raise failed_inputs_error(list(failed.values()), len(pairs) - len(failed), what="pair", path=dataroot)
     return [out_dir / f"{p.name}.bin" for p in pairs]

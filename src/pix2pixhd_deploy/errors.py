@@ -7,7 +7,7 @@ traceback.
 from __future__ import annotations
 
 import os
-from typing import Optional, Union
+from typing import Optional, Sequence, Tuple, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -32,3 +32,15 @@ class UserError(Exception):
         if self.fix:
             parts.append(" " + self.fix.rstrip(".") + ".")
         return "".join(parts).replace("\n", " ")
+
+
+def failed_inputs_error(failed: Sequence[Tuple[str, str]], done: int, *, what: str,
+                        path: Optional[PathLike] = None, limit: int = 5) -> UserError:
+    """The error that ends a ``--keep-going`` run with bad inputs: how many, which and why, and what was kept.
+
+    ``failed``: (file, problem) pairs in the order they were met.
+    """
+    shown = "; ".join(f"{name}: {why}" for name, why in failed[:limit])
+    more = f" and {len(failed) - limit} more" if len(failed) > limit else ""
+    return UserError(f"{len(failed)} {what}(s) failed ({shown}{more}); the other {done} were written", path=path,
+                     fix="fix or remove those inputs and run again: finished outputs are kept")

@@ -7,7 +7,8 @@ Out: ``OUTPUT/OUTPUT_DIRNAME/<input stem>_0.<fmt>`` per input (float32 (3, H, W)
 As ais_bench does: inputs in natural sort order; ``files_per_batch`` = the model's static batch, or ``--batchsize``
 for a dynamic-batch model; a short last batch is padded with its first file for a static-batch model (padding
 outputs are not saved) and run as it is for a dynamic one; ``warmup_count`` executions first, not timed; each batch
-runs ``loop`` times; throughput = 1000 x batch / mean compute ms. Without inputs it runs pure inference on zeros.
+runs ``loop`` times; throughput = 1000 x batch / mean compute ms. (The warm-up runs on zeros, so no input is read
+twice.) Without inputs it runs pure inference on zeros.
 """
 from __future__ import annotations
 
@@ -17,14 +18,15 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import PathLike, UserError
-from .fileio import atomic_open, atomic_write_text, ensure_output_dir, natural_sorted, progress, \
+from .errors import PathLike, UserError, failed_inputs_error
+from .fileio import atomic_open, atomic_write_text, check_free_space, ensure_output_dir, natural_sorted, progress, \
     remove_stale_temporaries, stem_of
 from .runners import Runner
 
@@ -56,8 +58,14 @@ def list_input_files(spec: str) -> List[Path]:
 
 
 def infer_hw(n_bytes: int, channels: int, *, path: Optional[PathLike] = None,
-             hw: Optional[Tuple[int, int]] = None) -> Tuple[int, int]:
-    """(H, W) of a raw float32 (C, H, W) file: from ``hw`` if given, else the 1:2 Cityscapes aspect."""
+             hw: Optional[Tuple[int, int]] = None, size_flag: str = "--dymHW") -> Tuple[int, int]:
+    """(H, W) of a raw float32 (C, H, W) file: from ``hw`` if given, else the 1:2 Cityscapes aspect.
+
+    ``size_flag``: the option that gives the size to the command at hand, for the error messages.
+    """
+    if n_bytes == 0:
+        raise UserError("the file is empty", path=path,
+                        fix="make it again: an interrupted copy or a full disk leaves empty files")
     if n_bytes % (4 * channels):
         raise UserError(f"the file has {n_bytes} bytes, which is not a whole float32 ({channels}, H, W) tensor",
                         path=path, fix="use the .bin files written by pix2pixhd_preprocess.py for this model")
@@ -66,28 +74,103 @@ def infer_hw(n_bytes: int, channels: int, *, path: Optional[PathLike] = None,
         if hw[0] * hw[1] != pixels:
             raise UserError(f"the file holds {pixels} pixels per channel, not {hw[0]}x{hw[1]} "
                             f"({channels}x{hw[0]}x{hw[1]} float32 = {4 * channels * hw[0] * hw[1]} bytes, file "
-                            f"has {n_bytes})", path=path, fix="pass the size the inputs were made at (--dymHW H,W)")
+                            f"has {n_bytes})", path=path, fix=f"pass the size the files were made at ({size_flag} H,W)")
         return hw
     h = int(round(math.sqrt(pixels / 2)))
     if h * 2 * h != pixels:
         raise UserError(f"cannot tell the image size: {pixels} pixels is not a 1:2 image", path=path,
-                        fix="pass --dymHW HEIGHT,WIDTH")
+                        fix=f"pass {size_flag} HEIGHT,WIDTH")
     return h, 2 * h
 
 
+def _load_npy(path: Path, mmap_mode: Optional[str] = None) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"cannot read this .npy file ({first})", path=path,
+                        fix="make it again with numpy.save (plain float32, no pickled objects)") from exc
+
+
+def input_nbytes(path: Path) -> int:
+    """Bytes of an input's data: a .bin's size, a .npy's element count x 4 (without its header)."""
+    if path.suffix.lower() == ".npy":
+        return _load_npy(path, mmap_mode="r").size * 4
+    try:
+        return path.stat().st_size
+    except OSError as exc:
+        raise UserError(f"cannot read the input ({exc.strerror or exc})", path=path, fix="check the file") from exc
+
+
+def _size_error(path: Path, n_bytes: int, shape: Tuple[int, int, int]) -> UserError:
+    return UserError(f"the file has {n_bytes} bytes but a float32 {shape} input needs {int(np.prod(shape)) * 4}",
+                     path=path, fix="re-run pix2pixhd_preprocess.py; inputs of different sizes need separate runs")
+
+
 def read_input(path: Path, shape: Tuple[int, int, int]) -> np.ndarray:
+    """One float32 (C, H, W) input from a raw .bin or a .npy; a wrong size, NaN or infinity is a UserError."""
     expected = int(np.prod(shape)) * 4
     if path.suffix.lower() == ".npy":
-        arr = np.load(path, allow_pickle=False)
+        arr = _load_npy(path)
         if arr.dtype != np.float32 or arr.size * 4 != expected:
             raise UserError(f"the .npy holds {arr.dtype} {arr.shape}, expected float32 {shape}", path=path,
                             fix="use inputs made for this model")
-        return arr.reshape(shape)
-    size = path.stat().st_size
-    if size != expected:
-        raise UserError(f"the file has {size} bytes but a float32 {shape} input needs {expected}", path=path,
-                        fix="re-run pix2pixhd_preprocess.py; inputs of different sizes need separate runs")
-    return np.fromfile(path, dtype=np.float32).reshape(shape)
+    else:
+        size = input_nbytes(path)
+        if size != expected:
+            raise _size_error(path, size, shape)
+        try:
+            arr = np.fromfile(path, dtype=np.float32)
+        except OSError as exc:
+            raise UserError(f"cannot read the input ({exc.strerror or exc})", path=path, fix="check the file") from exc
+        if arr.nbytes != expected:  # it changed since
+            raise _size_error(path, arr.nbytes, shape)
+    # a float64 sum is finite exactly when every float32 value is (it cannot overflow), and needs no mask
+    if not np.isfinite(arr.sum(dtype=np.float64)):
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        raise UserError(f"the input holds {bad} NaN or infinite values", path=path,
+                        fix="make it again with pix2pixhd_preprocess.py (an encoded input holds only 0.0 and 1.0)")
+    return arr.reshape(shape)
+
+
+def output_bytes(hw: Tuple[int, int], outfmt: str, channels: int = 3) -> int:
+    """Disk one output takes: 3 x H x W float32 (24 MiB at 1024x2048), a .npy header, or ~16 characters a value."""
+    values = channels * hw[0] * hw[1]
+    return {"BIN": 4 * values, "NPY": 4 * values + 128, "TXT": 16 * values}[outfmt]
+
+
+def _scan_inputs(files: List[Path], channels: int, hw: Optional[Tuple[int, int]], keep_going: bool,
+                 failed: List[Tuple[str, str]]) -> Tuple[List[Path], Tuple[int, int]]:
+    """Check every input's size before anything runs, so a bad file stops the run now, not at file 4,000.
+
+    The image size is ``hw`` if known, else the one most inputs have. Files that do not fit are an error, or with
+    ``keep_going`` are left out and added to ``failed``. Returns the files to run and (H, W).
+    """
+    sizes: Dict[Path, int] = {}
+    errors: Dict[Path, UserError] = {}
+    for p in files:
+        try:
+            sizes[p] = input_nbytes(p)
+        except UserError as exc:
+            errors[p] = exc
+    if hw is None and sizes:
+        common = Counter(sizes.values()).most_common(1)[0][0]
+        hw = infer_hw(common, channels, path=next(p for p, n in sizes.items() if n == common))
+    if hw is not None:
+        for p, n in sizes.items():
+            if n != 4 * channels * hw[0] * hw[1]:
+                errors[p] = _size_error(p, n, (channels, *hw))
+    bad = [errors[p] for p in files if p in errors]
+    if bad and not keep_going:
+        first = bad[0]
+        if len(bad) == 1:
+            raise first
+        raise UserError(f"{first.problem} ({len(bad) - 1} other input(s) do not fit either)", path=first.path,
+                        fix=f"{first.fix}; or pass --keep-going to run the others")
+    for exc in bad:
+        log.error("%s", exc)
+        failed.append((str(exc.path), exc.problem))
+    return [p for p in files if p not in errors], hw or CITYSCAPES_HW
 
 
 def write_output(path: Path, array: np.ndarray, outfmt: str) -> None:
@@ -128,8 +211,14 @@ class InferResult:
 def run_inference(runner: Runner, *, inputs: Optional[str], output: Optional[PathLike],
                   output_dirname: Optional[str] = None, outfmt: str = "BIN", batchsize: Optional[int] = None,
                   loop: int = 1, warmup_count: int = 1, hw: Optional[Tuple[int, int]] = None,
-                  argv: Optional[List[str]] = None, show_progress: bool = True) -> InferResult:
-    """Run ``runner`` over input files the way ``python -m ais_bench`` does (see the module docstring)."""
+                  argv: Optional[List[str]] = None, show_progress: bool = True,
+                  keep_going: bool = False) -> InferResult:
+    """Run ``runner`` over input files the way ``python -m ais_bench`` does (see the module docstring).
+
+    Every input's size is checked, and the free disk for the outputs, before the first output is written. A bad
+    input (wrong size, NaN, unreadable) stops the run, or with ``keep_going`` is skipped, listed in the summary's
+    ``failed`` and reported, with all the others, in one error at the end.
+    """
     outfmt = outfmt.upper()
     if outfmt not in OUTFMTS:
         raise UserError(f"unknown --outfmt {outfmt!r}", fix=f"use one of {', '.join(OUTFMTS)}")
@@ -143,9 +232,6 @@ def run_inference(runner: Runner, *, inputs: Optional[str], output: Optional[Pat
         output = Path(".")
     if not output_dirname:
         output_dirname = time.strftime("%Y_%m_%d-%H_%M_%S")
-    out_root = ensure_output_dir(output, what="output folder")
-    out_dir = ensure_output_dir(out_root / output_dirname, what="output folder")
-    remove_stale_temporaries(out_dir)
 
     spec = runner.input_spec()
     channels = spec.channels or 36
@@ -153,12 +239,20 @@ def run_inference(runner: Runner, *, inputs: Optional[str], output: Optional[Pat
     files_per_batch = static_batch or batchsize or 1
     hw = spec.spatial or hw
     files = list_input_files(inputs) if inputs else []
+    failed: List[Tuple[str, str]] = []
     if files:
-        hw = infer_hw(files[0].stat().st_size if files[0].suffix.lower() != ".npy"
-                      else np.load(files[0], mmap_mode="r").size * 4, channels, path=files[0], hw=hw)
+        files, hw = _scan_inputs(files, channels, hw, keep_going, failed)
+        if not files:
+            raise failed_inputs_error(failed, 0, what="input", path=inputs)
     hw = hw or CITYSCAPES_HW
     sample_shape = (channels, *hw)
     ext = {"BIN": "bin", "NPY": "npy", "TXT": "txt"}[outfmt]
+    n_outputs = len(files) or files_per_batch
+    check_free_space(Path(output) / output_dirname, n_outputs * output_bytes(hw, outfmt),
+                     what=f"{n_outputs} outputs of {output_bytes(hw, outfmt) / 2**20:.1f} MiB")
+    out_root = ensure_output_dir(output, what="output folder")
+    out_dir = ensure_output_dir(out_root / output_dirname, what="output folder")
+    remove_stale_temporaries(out_dir)
 
     batches: List[List[Optional[Path]]]
     if files:
@@ -166,28 +260,42 @@ def run_inference(runner: Runner, *, inputs: Optional[str], output: Optional[Pat
     else:
         batches = [[None] * files_per_batch]  # pure inference on zeros
 
-    def load(batch: List[Optional[Path]]) -> np.ndarray:
-        arrays = [read_input(p, sample_shape) if p is not None else np.zeros(sample_shape, np.float32)
-                  for p in batch]
+    def load(batch: List[Optional[Path]]) -> Tuple[Optional[np.ndarray], List[Optional[Path]]]:
+        """The batch's inputs that read cleanly (with ``keep_going`` a bad one is left out) and their paths."""
+        arrays, kept = [], []
+        for p in batch:
+            try:
+                arrays.append(read_input(p, sample_shape) if p is not None else np.zeros(sample_shape, np.float32))
+            except UserError as exc:
+                if not keep_going:
+                    raise
+                log.error("%s", exc)
+                failed.append((str(p), exc.problem))
+                continue
+            kept.append(p)
+        if not arrays:
+            return None, kept
         if static_batch and len(arrays) < static_batch:  # ais_bench pads with the batch's first file
             arrays += [arrays[0]] * (static_batch - len(arrays))
-        return np.stack(arrays)
+        return np.stack(arrays), kept
 
     result = InferResult(output_dir=out_dir, summary_path=out_root / f"{output_dirname}_summary.json",
                          batch_size=batchsize or files_per_batch)
-    if warmup_count > 0:
-        warm = load(batches[0])
+    if warmup_count > 0:  # untimed, on zeros of the first batch's shape (no input is read twice)
+        warm = np.zeros((static_batch or len(batches[0]), *sample_shape), np.float32)
         for _ in range(warmup_count):
             runner.infer(warm)
     filesinfo: Dict[str, Dict[str, List[str]]] = {}
     sample_id = 0
     it = progress(batches, desc=f"infer ({runner.name})", unit="batch") if show_progress else batches
     for batch_files in it:
-        x = load(batch_files)
+        x, kept = load(batch_files)
+        if x is None:
+            continue
         for _ in range(loop):
             y = runner.infer(x)
             result.compute_ms.append(runner.inference_time * 1000.0)
-        for slot, path in enumerate(batch_files):
+        for slot, path in enumerate(kept):
             name = f"{stem_of(path)}_0.{ext}" if path is not None else f"pure_infer_data_0.{ext}"
             target = out_dir / name
             write_output(target, y[slot], outfmt)
@@ -210,8 +318,11 @@ def run_inference(runner: Runner, *, inputs: Optional[str], output: Optional[Pat
         "runner": runner.describe(),
         "batchsize": result.batch_size,
         "input_shape": [files_per_batch, *sample_shape],
+        "failed": [{"file": f, "problem": why} for f, why in failed],
     }
     atomic_write_text(result.summary_path, json.dumps(result.summary, indent=2))
+    if failed:
+        raise failed_inputs_error(failed, len(result.outputs), what="input", path=out_dir)
     return result
 
 
