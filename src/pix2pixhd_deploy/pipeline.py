@@ -127,6 +127,16 @@ class TorchEngine:
         return pictures, raw
 
 
+def _pictures(out: np.ndarray, output_format: str, want_raw: bool):
+    """(pictures uint8 (N, H, W, 3), raw float output or None) from a runtime's output."""
+    if output_format == "uint8":  # a graph that ends with tensor2im: the pictures themselves
+        if want_raw:
+            raise UserError("this graph outputs uint8 pictures, so there are no raw outputs to save",
+                            fix="drop --save-raw, or use a graph exported with --output-format float")
+        return out.astype(np.uint8, copy=False), None
+    return np.stack([tensor2im(y) for y in out]), (out if want_raw else None)
+
+
 class RunnerEngine:
     """Any runner that takes the float32 (N, C, H, W) input: encoded on the host, in memory."""
 
@@ -144,12 +154,7 @@ class RunnerEngine:
         if self.static_batch and n < self.static_batch:  # pad a short last batch, as ais_bench does
             x = np.concatenate([x, np.repeat(x[:1], self.static_batch - n, axis=0)])
         y = self.runner.infer(x)[:n]
-        if getattr(self.runner, "output_format", "float") == "uint8":  # a graph that ends with tensor2im
-            if want_raw:
-                raise UserError("this graph outputs uint8 pictures, so there are no raw outputs to save",
-                                fix="drop --save-raw, or use a graph exported with --output-format float")
-            return y.astype(np.uint8), None
-        return np.stack([tensor2im(y[i]) for i in range(n)]), (y if want_raw else None)
+        return _pictures(y, getattr(self.runner, "output_format", "float"), want_raw)
 
 
 class MapsGraphEngine:
@@ -161,12 +166,7 @@ class MapsGraphEngine:
 
     def __call__(self, labels: np.ndarray, insts: Optional[np.ndarray], want_raw: bool):
         out = self.runner.infer_maps(labels, insts)
-        if self.runner.output_format == "uint8":
-            if want_raw:
-                raise UserError("this graph outputs uint8 pictures, so there are no raw outputs to save",
-                                fix="drop --save-raw, or use a graph exported with --output-format float")
-            return out, None
-        return np.stack([tensor2im(y) for y in out]), (out if want_raw else None)
+        return _pictures(out, self.runner.output_format, want_raw)
 
 
 class StemsGraphEngine:
@@ -187,12 +187,7 @@ class StemsGraphEngine:
     def __call__(self, labels: np.ndarray, insts: Optional[np.ndarray], want_raw: bool):
         local, glob = self.stems(labels, insts)
         out = self.runner.infer_feeds({"local_stem": local, "global_stem": glob})
-        if self.runner.output_format == "uint8":
-            if want_raw:
-                raise UserError("this graph outputs uint8 pictures, so there are no raw outputs to save",
-                                fix="drop --save-raw, or use a graph exported with --output-format float")
-            return out, None
-        return np.stack([tensor2im(y) for y in out]), (out if want_raw else None)
+        return _pictures(out, self.runner.output_format, want_raw)
 
 
 def runner_for_run(model: PathLike, *, backend: Optional[str] = None, device: Optional[str] = None,
