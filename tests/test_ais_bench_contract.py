@@ -263,6 +263,7 @@ def test_not_installed_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "ais_bench is not installed" in lines[0] and "Ascend/tools" in lines[0]
+    assert str(om) in lines[0] and not (tmp_path / "r").exists()
 
 
 def _installed(name: str) -> bool:

@@ -4,7 +4,7 @@ Every case asserts what a user must be able to rely on: a non-zero exit with one
 names the file, the problem and the fix; no partial output (nothing incomplete under a final name, no ``.tmp-*``
 file); the inputs unchanged. Log lines (``INFO``/``WARNING``/``ERROR`` + logger name) are not the error line.
 Already covered elsewhere, so not repeated here: SIGKILL in the middle of ``run`` and a second ``run`` into a locked
-folder (``test_pipeline.py``).
+folder (``test_pipeline.py``), an ``.om`` where ais_bench is not installed (``test_ais_bench_contract.py``).
 """
 from __future__ import annotations
 
@@ -302,7 +302,7 @@ def _truncated_checkpoint(folder: Path, small_checkpoint: Path) -> Path:
 
 
 CHECKPOINT_CASES = {  # how to make it, the command that meets it, what the line says
-    "malicious pickle": ("export", ["refused to load", "posix.system", "from a source you trust"]),
+    "malicious pickle": ("export", ["refused to load", "system", "from a source you trust"]),
     "another network": ("infer", ["not a pix2pixHD generator", "latest_net_G.pth saved by pix2pixHD"]),
     "truncated": ("run", ["truncated or not a torch file", "download or copy the checkpoint again"]),
     "folder without latest_net_G.pth": ("infer", ["has no latest_net_G.pth", "put pix2pixHD's"]),
@@ -339,19 +339,6 @@ def test_corrupt_onnx_file(tmp_path, prep):
     proc = run_cli(["pix2pixhd-deploy", "infer", "--model", model, "--input", prep, "--output", tmp_path / "res"],
                    check=False)
     assert str(model) in error_line(proc, "ONNX Runtime cannot load this file", "export it again")
-    assert not (tmp_path / "res").exists()
-
-
-def test_om_file_without_ais_bench(tmp_path, prep):
-    import importlib.util
-
-    if importlib.util.find_spec("ais_bench") is not None:
-        pytest.skip("ais_bench is installed here")
-    model = tmp_path / "pix2pixhd_bs1.om"
-    model.write_bytes(b"an OM compiled by atc")
-    proc = run_cli(["pix2pixhd-deploy", "infer", "--model", model, "--input", prep, "--output", tmp_path / "res",
-                    "--output_dirname", "bs1"], check=False)
-    assert str(model) in error_line(proc, "needs ais_bench, which is not installed", "pip3 install")
     assert not (tmp_path / "res").exists()
 
 

@@ -69,7 +69,7 @@ class AisBenchRunner(Runner):
         try:
             from ais_bench.infer.interface import InferSession
         except ImportError as exc:
-            raise UserError(f"running an OM needs ais_bench, which is not installed here ({exc.name or exc})",
+            raise UserError(f"ais_bench is not installed ({exc.name or exc}), and running an OM needs it",
                             path=self.model, fix=INSTALL_FIX) from exc
         if not self.model.is_file():
             raise UserError("the OM model does not exist", path=self.model,
