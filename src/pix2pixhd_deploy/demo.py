@@ -34,7 +34,7 @@ from .errors import PathLike
 from .fileio import ensure_output_dir, progress, stem_of
 from .infer import run_inference
 from .network import CHECKPOINT_NAME, LABEL2CITY_1024P, random_generator, save_checkpoint
-from .pipeline import RunSettings, _image_paths, run
+from .pipeline import RunSettings, image_paths, run
 from .postprocess import output_image_name, postprocess_dir
 from .report import IndexRow, write_index_html
 from .runners import TorchRunner
@@ -115,7 +115,7 @@ def run_demo(output: PathLike = "demo_out", *, checkpoint: Optional[PathLike] = 
     rows = []
     for pair in find_pairs(data):
         chain_picture = by_stem[stem_of(output_image_name(f"{pair.name}_0.bin"))]
-        picture, label_png = _image_paths(out / "run", pair.name, settings.image_format)
+        picture, label_png = image_paths(out / "run", pair.name, settings.image_format)
         same += bool(np.array_equal(np.asarray(Image.open(chain_picture)), np.asarray(Image.open(picture))))
         rows.append(IndexRow(pair.name, [("input_label", label_png), ("synthesized_image", picture)]))
     lines.append(f"run vs the seed's chain: {same} of {len(rows)} pictures identical pixel for pixel")

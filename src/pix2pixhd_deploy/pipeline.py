@@ -273,12 +273,24 @@ def model_hash(model: PathLike) -> str:
     return file_sha256(path)
 
 
-def _image_paths(out: Path, name: str, fmt: str) -> Tuple[Path, Path]:
+def image_paths(out: Path, name: str, fmt: str) -> Tuple[Path, Path]:
+    """(picture, coloured label map) of one image in a run's output folder."""
     return (out / "images" / f"{name}_synthesized_image.{fmt}", out / "images" / f"{name}_input_label.png")
 
 
+def write_outputs(out: Path, name: str, settings: RunSettings, picture: np.ndarray, label: np.ndarray,
+                  raw: Optional[np.ndarray]) -> None:
+    """One image's files, each atomically: raw output (if asked), coloured label map, then the picture, whose
+    presence marks the image complete."""
+    pic_path, label_path = image_paths(out, name, settings.image_format)
+    if raw is not None:
+        atomic_write_array(out / "raw" / f"{name}_0.bin", raw)
+    atomic_save_image(label_path, colorize(label))
+    atomic_save_image(pic_path, picture)
+
+
 def _complete(out: Path, pair: Pair, settings: RunSettings) -> bool:
-    picture, label = _image_paths(out, pair.name, settings.image_format)
+    picture, label = image_paths(out, pair.name, settings.image_format)
     raw_ok = not settings.save_raw or (out / "raw" / f"{pair.name}_0.bin").is_file()
     return picture.is_file() and label.is_file() and raw_ok
 
@@ -306,65 +318,118 @@ def discover(dataroot: Optional[PathLike], cityscapes: Optional[PathLike], *, us
     return find_pairs(dataroot, phase=phase, use_instance=use_instance)
 
 
-def run(pairs: Sequence[Pair], output: PathLike, runner, settings: RunSettings, *, keep_going: bool = False,
-        workers: int = 2, show_progress: bool = True, write_index: bool = True) -> RunReport:
-    """Stream ``pairs`` through ``runner`` (activated here) into ``output``; see the module docstring."""
-    settings.image_format = settings.image_format.lower().replace("jpeg", "jpg")
-    if settings.image_format not in ("png", "jpg"):
-        raise UserError(f"unknown image format {settings.image_format!r}", fix="use png or jpg")
-    out = ensure_output_dir(output)
-    report = RunReport(output=out)
-    with output_lock(out):
-        for sub in ("images", "raw") if settings.save_raw else ("images",):
-            remove_stale_temporaries(ensure_output_dir(out / sub))
-        digest = model_hash(settings.model)
-        previous = _load_manifest(out)
-        identity = {**settings.identity(), "model_sha256": digest}
-        if previous is not None and previous.get("identity") != identity:
-            old = previous.get("identity", {})
-            diffs = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in identity.items() if old.get(k) != v]
-            raise UserError("this output folder holds pictures made with other settings (" + "; ".join(diffs) + ")",
-                            path=out, fix="choose a new --output, or delete the folder to start again")
-        images: Dict[str, Dict[str, object]] = dict(previous.get("images", {})) if previous else {}
-        manifest = {"tool": "pix2pixhd-deploy run", "identity": identity, "settings": dataclasses.asdict(settings),
-                    "versions": versions(), "machine": machine(), "images": images}
+class RunFolder:
+    """An output folder of ``run``, shared by every engine: locked for the run, checked against the settings and
+    weights it was made with, its manifest kept (saved at most every few seconds, and at the end), and
+    ``index.html`` and the failed-images summary at the end.
 
-        def save_manifest() -> None:
-            manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+    Use as a context manager; :meth:`todo` lists the pairs whose outputs are not complete yet.
+    """
 
-        todo = [p for p in pairs if not _complete(out, p, settings)]
-        report.skipped = len(pairs) - len(todo)
-        if report.skipped:
-            log.info("%d of %d pictures are already complete in %s; skipping them", report.skipped, len(pairs), out)
-        start = time.perf_counter()
-        if todo:
-            with runner:
-                engine = make_engine(runner, settings.label_nc, settings.use_instance)
-                manifest["runner"] = runner.describe()
-                _stream(todo, out, engine, settings, report, images, save_manifest, keep_going, workers,
-                        show_progress, base=settings.size_multiple)
-        report.seconds = time.perf_counter() - start
-        save_manifest()
+    SAVE_EVERY_S = 2.0
+
+    def __init__(self, output: PathLike, settings: RunSettings, *, engine: Optional[Dict[str, object]] = None):
+        settings.image_format = settings.image_format.lower().replace("jpeg", "jpg")
+        if settings.image_format not in ("png", "jpg"):
+            raise UserError(f"unknown image format {settings.image_format!r}", fix="use png or jpg")
+        self.settings = settings
+        self.out = ensure_output_dir(output)
+        self.subfolders = ("images", "raw") if settings.save_raw else ("images",)
+        self.engine = engine
+        self._lock = None
+        self._last_save = 0.0
+
+    def __enter__(self) -> "RunFolder":
+        self._lock = output_lock(self.out)
+        self._lock.__enter__()
+        try:
+            self.clean()
+            identity = {**self.settings.identity(), "model_sha256": model_hash(self.settings.model)}
+            previous = _load_manifest(self.out)
+            if previous is not None and previous.get("identity") != identity:
+                old = previous.get("identity", {})
+                diffs = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in identity.items() if old.get(k) != v]
+                raise UserError("this output folder holds pictures made with other settings (" + "; ".join(diffs)
+                                + ")", path=self.out, fix="choose a new --output, or delete the folder to start again")
+            self.images: Dict[str, Dict[str, object]] = dict(previous.get("images", {})) if previous else {}
+            self.manifest: Dict[str, object] = {
+                "tool": "pix2pixhd-deploy run", "identity": identity, "settings": dataclasses.asdict(self.settings),
+                "versions": versions(), "machine": machine(), "images": self.images}
+            if self.engine:
+                self.manifest["engine"] = self.engine
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.__exit__(*exc)
+
+    def clean(self) -> None:
+        """Remove temporary files an interrupted run (or a dead worker) left."""
+        for sub in self.subfolders:
+            remove_stale_temporaries(ensure_output_dir(self.out / sub))
+
+    def todo(self, pairs: Sequence[Pair]) -> List[Pair]:
+        todo = [p for p in pairs if not _complete(self.out, p, self.settings)]
+        if len(todo) < len(pairs):
+            log.info("%d of %d pictures are already complete in %s; skipping them", len(pairs) - len(todo),
+                     len(pairs), self.out)
+        return todo
+
+    def record(self, name: str, entry: Dict[str, object]) -> None:
+        self.images[name] = entry
+        if time.monotonic() - self._last_save >= self.SAVE_EVERY_S:
+            self.save()
+
+    def save(self) -> None:
+        self.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        atomic_write_text(self.out / MANIFEST, json.dumps(self.manifest, indent=1, sort_keys=True))
+        self._last_save = time.monotonic()
+
+    def finish(self, pairs: Sequence[Pair], report: "RunReport", *, write_index: bool = True) -> None:
+        """Save the manifest, write index.html; raise the failed-images summary if any failed."""
+        self.save()
         if write_index:
             rows = []
             for p in pairs:
-                picture, label = _image_paths(out, p.name, settings.image_format)
+                picture, label = image_paths(self.out, p.name, self.settings.image_format)
                 if picture.is_file() and label.is_file():
                     rows.append(IndexRow(p.name, [("input_label", label), ("synthesized_image", picture)]))
-            report.index = write_index_html(out / "index.html", rows, title=f"pix2pixhd-deploy run: {out.name}")
-    if report.failed:
-        lines = "; ".join(f"{name}: {why}" for name, why in report.failed[:5])
-        more = f" and {len(report.failed) - 5} more" if len(report.failed) > 5 else ""
-        raise UserError(f"{len(report.failed)} image(s) failed ({lines}{more}); the other {report.done} were "
-                        f"written", path=out, fix="fix or remove those inputs and run again: finished pictures "
-                                                  "are kept")
+            report.index = write_index_html(self.out / "index.html", rows,
+                                            title=f"pix2pixhd-deploy run: {self.out.name}")
+        if report.failed:
+            lines = "; ".join(f"{name}: {why}" for name, why in report.failed[:5])
+            more = f" and {len(report.failed) - 5} more" if len(report.failed) > 5 else ""
+            raise UserError(f"{len(report.failed)} image(s) failed ({lines}{more}); the other {report.done} were "
+                            f"written", path=self.out, fix="fix or remove those inputs and run again: finished "
+                                                            "pictures are kept")
+
+
+def run(pairs: Sequence[Pair], output: PathLike, runner, settings: RunSettings, *, keep_going: bool = False,
+        workers: int = 2, show_progress: bool = True, write_index: bool = True) -> RunReport:
+    """Stream ``pairs`` through ``runner`` (activated here) into ``output``; see the module docstring."""
+    with RunFolder(output, settings) as folder:
+        report = RunReport(output=folder.out)
+        todo = folder.todo(pairs)
+        report.skipped = len(pairs) - len(todo)
+        start = time.perf_counter()
+        if todo:
+            try:
+                with runner:
+                    engine = make_engine(runner, settings.label_nc, settings.use_instance)
+                    folder.manifest["runner"] = runner.describe()
+                    _stream(todo, folder, engine, settings, report, keep_going, workers, show_progress)
+            finally:
+                report.seconds = time.perf_counter() - start
+                folder.save()
+        folder.finish(pairs, report, write_index=write_index)
     return report
 
 
-def _stream(todo: List[Pair], out: Path, engine, settings: RunSettings, report: RunReport,
-            images: Dict[str, Dict[str, object]], save_manifest, keep_going: bool, workers: int,
-            show_progress: bool, base: int) -> None:
+def _stream(todo: List[Pair], folder: RunFolder, engine, settings: RunSettings, report: RunReport,
+            keep_going: bool, workers: int, show_progress: bool) -> None:
+    out, base = folder.out, settings.size_multiple
     batch = max(1, settings.batch_size)
     streams = max(1, settings.streams)
     use_instance = settings.use_instance
@@ -382,11 +447,7 @@ def _stream(todo: List[Pair], out: Path, engine, settings: RunSettings, report: 
 
     def write(pair: Pair, picture: np.ndarray, label: np.ndarray, raw: Optional[np.ndarray]) -> float:
         t = time.perf_counter()
-        pic_path, label_path = _image_paths(out, pair.name, settings.image_format)
-        if raw is not None:
-            atomic_write_array(out / "raw" / f"{pair.name}_0.bin", raw)
-        atomic_save_image(label_path, colorize(label))
-        atomic_save_image(pic_path, picture)  # last: its presence marks the image complete
+        write_outputs(out, pair.name, settings, picture, label, raw)
         return time.perf_counter() - t
 
     bar = progress(range(len(todo)), desc="run", unit="img") if show_progress else None
@@ -410,11 +471,10 @@ def _stream(todo: List[Pair], out: Path, engine, settings: RunSettings, report: 
             while pending_writes and (block or pending_writes[0][1].done()):
                 pair, fut, entry = pending_writes.popleft()
                 entry["write_s"] = round(fut.result(), 4)
-                images[pair.name] = entry
+                folder.record(pair.name, entry)
                 report.done += 1
                 if bar is not None:
                     bar.update(1)
-                save_manifest()
 
         def collect(block: bool) -> None:
             """Hand finished batches (in order) to the writer."""

@@ -31,7 +31,6 @@ node, in the same Python environment.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -46,18 +45,13 @@ import numpy as np
 from .dataset import Pair, load_pair
 from .encoding import check_label_ids
 from .errors import PathLike, UserError
-from .fileio import (atomic_save_image, atomic_write_array, atomic_write_text, ensure_output_dir, progress,
-                     remove_stale_temporaries)
-from .labels import colorize
-from .pipeline import (MANIFEST, RunReport, RunSettings, _complete, _image_paths, _load_manifest, machine,
-                       make_engine, model_hash, output_lock, versions)
-from .report import IndexRow, write_index_html
+from .fileio import ensure_output_dir, progress
+from .pipeline import RunFolder, RunReport, RunSettings, make_engine, write_outputs
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'pix2pixhd-deploy[ray]' (or pip install 'ray[data]>=2.9') on every node"
 #: seconds between two saves of manifest.json while records stream in (and once at the end)
-MANIFEST_EVERY_S = 2.0
 
 
 def import_ray():
@@ -127,11 +121,7 @@ class GeneratorStage:
 
     def write(self, name: str, picture: np.ndarray, label: np.ndarray, raw: Optional[np.ndarray]) -> None:
         """The local engine's files and order: raw, coloured label, then the picture that marks it complete."""
-        pic_path, label_path = _image_paths(self.out, name, self.settings.image_format)
-        if raw is not None:
-            atomic_write_array(self.out / "raw" / f"{name}_0.bin", raw)
-        atomic_save_image(label_path, colorize(label))
-        atomic_save_image(pic_path, picture)
+        write_outputs(self.out, name, self.settings, picture, label, raw)
 
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, list]:
         s = self.settings
@@ -272,67 +262,28 @@ def run_ray(pairs: Sequence[Pair], output: PathLike, settings: RunSettings, *, a
         raise UserError("the output is a URL; run writes to a folder, with an atomic rename per file", path=output,
                         fix="mount the bucket on every node (s3fs, gcsfuse, a CSI volume in KubeRay) and pass the "
                             "mounted folder")
-    settings.image_format = settings.image_format.lower().replace("jpeg", "jpg")
-    if settings.image_format not in ("png", "jpg"):
-        raise UserError(f"unknown image format {settings.image_format!r}", fix="use png or jpg")
-    out = ensure_output_dir(output).resolve()
-    report = RayRunReport(output=out, address=address or os.environ.get("RAY_ADDRESS", ""), num_workers=num_workers)
-    with output_lock(out):
-        subs = ("images", "raw") if settings.save_raw else ("images",)
-        for sub in subs:
-            remove_stale_temporaries(ensure_output_dir(out / sub))
-        digest = model_hash(settings.model)
-        previous = _load_manifest(out)
-        identity = {**settings.identity(), "model_sha256": digest}
-        if previous is not None and previous.get("identity") != identity:
-            old = previous.get("identity", {})
-            diffs = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in identity.items() if old.get(k) != v]
-            raise UserError("this output folder holds pictures made with other settings (" + "; ".join(diffs) + ")",
-                            path=out, fix="choose a new --output, or delete the folder to start again")
-        images: Dict[str, Dict[str, object]] = dict(previous.get("images", {})) if previous else {}
-        manifest = {"tool": "pix2pixhd-deploy run", "identity": identity, "settings": dataclasses.asdict(settings),
-                    "versions": versions(), "machine": machine(), "images": images,
-                    "engine": {"name": "ray", "address": report.address, "num_workers": num_workers,
-                               "gpus_per_worker": gpus_per_worker, "cpus_per_worker": cpus_per_worker}}
-
-        def save_manifest() -> None:
-            manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
-
-        todo = [p for p in pairs if not _complete(out, p, settings)]
+    report = RayRunReport(output=ensure_output_dir(output).resolve(),
+                          address=address or os.environ.get("RAY_ADDRESS", ""), num_workers=num_workers)
+    engine = {"name": "ray", "address": report.address, "num_workers": num_workers,
+              "gpus_per_worker": gpus_per_worker, "cpus_per_worker": cpus_per_worker}
+    with RunFolder(report.output, settings, engine=engine) as folder:
+        todo = folder.todo(pairs)
         report.skipped = len(pairs) - len(todo)
-        if report.skipped:
-            log.info("%d of %d pictures are already complete in %s; skipping them", report.skipped, len(pairs), out)
         start = time.perf_counter()
         if todo:
             try:
-                _execute(ray, todo, out, settings, report, images, manifest, save_manifest, address=address,
+                _execute(ray, todo, folder.out, settings, report, folder, address=address,
                          num_workers=num_workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
                          keep_going=keep_going, show_progress=show_progress, stage_cls=stage_cls)
             finally:
                 report.seconds = time.perf_counter() - start
-                save_manifest()
-                for sub in subs:  # what dead workers left; every worker is done (or gone) by now
-                    remove_stale_temporaries(out / sub)
-        save_manifest()
-        if write_index:
-            rows = []
-            for p in pairs:
-                picture, label = _image_paths(out, p.name, settings.image_format)
-                if picture.is_file() and label.is_file():
-                    rows.append(IndexRow(p.name, [("input_label", label), ("synthesized_image", picture)]))
-            report.index = write_index_html(out / "index.html", rows, title=f"pix2pixhd-deploy run: {out.name}")
-    if report.failed:
-        lines = "; ".join(f"{name}: {why}" for name, why in report.failed[:5])
-        more = f" and {len(report.failed) - 5} more" if len(report.failed) > 5 else ""
-        raise UserError(f"{len(report.failed)} image(s) failed ({lines}{more}); the other {report.done} were "
-                        f"written", path=out, fix="fix or remove those inputs and run again: finished pictures "
-                                                  "are kept")
+                folder.save()
+                folder.clean()  # what dead workers left; every worker is done (or gone) by now
+        folder.finish(pairs, report, write_index=write_index)
     return report
 
 
-def _execute(ray, todo: List[Pair], out: Path, settings: RunSettings, report: RayRunReport,
-             images: Dict[str, Dict[str, object]], manifest: Dict[str, object], save_manifest, *,
+def _execute(ray, todo: List[Pair], out: Path, settings: RunSettings, report: RayRunReport, folder: RunFolder, *,
              address: Optional[str], num_workers: int, gpus_per_worker: float, cpus_per_worker: float,
              keep_going: bool, show_progress: bool, stage_cls: type) -> None:
     started_here = not ray.is_initialized()
@@ -342,7 +293,7 @@ def _execute(ray, todo: List[Pair], out: Path, settings: RunSettings, report: Ra
     try:
         if not report.address:
             report.address = ray.get_runtime_context().gcs_address
-            manifest["engine"]["address"] = report.address
+            folder.manifest["engine"]["address"] = report.address
         _check_resources(ray, num_workers, cpus_per_worker, gpus_per_worker)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # one bar, ours, counting finished pictures
@@ -360,7 +311,7 @@ def _execute(ray, todo: List[Pair], out: Path, settings: RunSettings, report: Ra
             fn_constructor_kwargs={"output": str(out), "model": str(Path(settings.model).resolve()),
                                    "settings": stage_settings, "threads": max(1, int(cpus_per_worker))},
             num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None)
-        _collect(ds.iter_rows(), len(todo), report, images, manifest, save_manifest, keep_going, show_progress)
+        _collect(ds.iter_rows(), len(todo), report, folder, keep_going, show_progress)
     except Exception as exc:
         if isinstance(exc, UserError):
             raise
@@ -373,12 +324,10 @@ def _execute(ray, todo: List[Pair], out: Path, settings: RunSettings, report: Ra
             ray.shutdown()
 
 
-def _collect(rows: Iterable[Dict[str, object]], total: int, report: RayRunReport,
-             images: Dict[str, Dict[str, object]], manifest: Dict[str, object], save_manifest, keep_going: bool,
-             show_progress: bool) -> None:
+def _collect(rows: Iterable[Dict[str, object]], total: int, report: RayRunReport, folder: RunFolder,
+             keep_going: bool, show_progress: bool) -> None:
     bar = progress(range(total), desc="run", unit="img") if show_progress else None
     seen = set()
-    last_save = time.monotonic()
     try:
         for row in rows:
             name = str(row["name"])
@@ -395,11 +344,11 @@ def _collect(rows: Iterable[Dict[str, object]], total: int, report: RayRunReport
                 report.failed.append((name, exc.problem))
                 continue
             worker = str(row["worker"])
-            images[name] = {"decode_s": round(float(row["decode_s"]), 4),
-                            "compute_s": round(float(row["compute_s"]), 4),
-                            "write_s": round(float(row["write_s"]), 4), "batch": int(row["batch"]),
-                            "height": int(row["height"]), "width": int(row["width"]), "worker": worker}
-            manifest.setdefault("runner", str(row["runner"]))
+            folder.record(name, {"decode_s": round(float(row["decode_s"]), 4),
+                                 "compute_s": round(float(row["compute_s"]), 4),
+                                 "write_s": round(float(row["write_s"]), 4), "batch": int(row["batch"]),
+                                 "height": int(row["height"]), "width": int(row["width"]), "worker": worker})
+            folder.manifest.setdefault("runner", str(row["runner"]))
             stats = report.workers.setdefault(worker, WorkerStats())
             stats.images += 1
             stats.compute_seconds += float(row["compute_s"])
@@ -409,9 +358,6 @@ def _collect(rows: Iterable[Dict[str, object]], total: int, report: RayRunReport
             report.done += 1
             if bar is not None:
                 bar.update(1)
-            if time.monotonic() - last_save >= MANIFEST_EVERY_S:
-                save_manifest()
-                last_save = time.monotonic()
     finally:
         if bar is not None:
             bar.close()
