@@ -509,6 +509,9 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
                             "(TensorRT trt_fp16_enable, ATC --precision_mode)")
     if output_format == "uint8" and output_name == "fake_image":
         output_name = UINT8_OUTPUT_NAME
+    if out_path.is_dir():
+        raise UserError("the output is an existing folder", path=out_path,
+                        fix="pass a file name, e.g. pix2pixhd.onnx")
     if out_path.suffix.lower() != ".onnx":
         log.warning("%s does not end in .onnx; ATC and most tools expect it to", out_path)
     _require_onnx()

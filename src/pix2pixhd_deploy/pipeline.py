@@ -39,9 +39,9 @@ import numpy as np
 from . import __version__
 from .dataset import Pair, cityscapes_pairs, find_pairs, load_pair
 from .encoding import check_label_ids, encode_input
-from .errors import PathLike, UserError
-from .fileio import (atomic_save_image, atomic_write_array, atomic_write_text, ensure_output_dir, progress,
-                     remove_stale_temporaries)
+from .errors import PathLike, UserError, failed_inputs_error
+from .fileio import (atomic_save_image, atomic_write_array, atomic_write_text, check_free_space, ensure_output_dir,
+                     progress, remove_stale_temporaries)
 from .labels import LABEL_NC, colorize
 from .postprocess import tensor2im
 from .report import IndexRow, write_index_html
@@ -333,6 +333,7 @@ class RunFolder:
         if settings.image_format not in ("png", "jpg"):
             raise UserError(f"unknown image format {settings.image_format!r}", fix="use png or jpg")
         self.settings = settings
+        self.created = not Path(output).exists()
         self.out = ensure_output_dir(output)
         self.subfolders = ("images", "raw") if settings.save_raw else ("images",)
         self.engine = engine
@@ -343,7 +344,6 @@ class RunFolder:
         self._lock = output_lock(self.out)
         self._lock.__enter__()
         try:
-            self.clean()
             identity = {**self.settings.identity(), "model_sha256": model_hash(self.settings.model)}
             previous = _load_manifest(self.out)
             if previous is not None and previous.get("identity") != identity:
@@ -363,7 +363,26 @@ class RunFolder:
         return self
 
     def __exit__(self, *exc) -> None:
+        if not (self.out / MANIFEST).exists():  # nothing was made (e.g. the model did not load): leave no trace
+            with contextlib.suppress(OSError):
+                (self.out / LOCK).unlink()
+                for sub in self.subfolders:
+                    if (self.out / sub).is_dir() and not any((self.out / sub).iterdir()):
+                        (self.out / sub).rmdir()
+                if self.created and not any(self.out.iterdir()):
+                    self.out.rmdir()
         self._lock.__exit__(*exc)
+
+    def prepare(self, todo: Sequence[Pair]) -> None:
+        """Before the first write: the subfolders, leftovers of an interrupted run removed, free disk checked."""
+        self.clean()
+        if todo and self.settings.save_raw:
+            from PIL import Image
+
+            with Image.open(todo[0].label) as img:  # reads the header only
+                w, h = img.size
+            check_free_space(self.out, len(todo) * 3 * h * w * 4,
+                             what=f"{len(todo)} raw outputs of {3 * h * w * 4 / 2**20:.0f} MiB (--save-raw)")
 
     def clean(self) -> None:
         """Remove temporary files an interrupted run (or a dead worker) left."""
@@ -399,11 +418,7 @@ class RunFolder:
             report.index = write_index_html(self.out / "index.html", rows,
                                             title=f"pix2pixhd-deploy run: {self.out.name}")
         if report.failed:
-            lines = "; ".join(f"{name}: {why}" for name, why in report.failed[:5])
-            more = f" and {len(report.failed) - 5} more" if len(report.failed) > 5 else ""
-            raise UserError(f"{len(report.failed)} image(s) failed ({lines}{more}); the other {report.done} were "
-                            f"written", path=self.out, fix="fix or remove those inputs and run again: finished "
-                                                            "pictures are kept")
+            raise failed_inputs_error(report.failed, report.done, what="image", path=self.out)
 
 
 def run(pairs: Sequence[Pair], output: PathLike, runner, settings: RunSettings, *, keep_going: bool = False,
@@ -415,14 +430,15 @@ def run(pairs: Sequence[Pair], output: PathLike, runner, settings: RunSettings, 
         report.skipped = len(pairs) - len(todo)
         start = time.perf_counter()
         if todo:
-            try:
-                with runner:
-                    engine = make_engine(runner, settings.label_nc, settings.use_instance)
-                    folder.manifest["runner"] = runner.describe()
+            with runner:  # a model that does not load fails here, before anything is written
+                engine = make_engine(runner, settings.label_nc, settings.use_instance)
+                folder.manifest["runner"] = runner.describe()
+                folder.prepare(todo)
+                try:
                     _stream(todo, folder, engine, settings, report, keep_going, workers, show_progress)
-            finally:
-                report.seconds = time.perf_counter() - start
-                folder.save()
+                finally:
+                    report.seconds = time.perf_counter() - start
+                    folder.save()
         folder.finish(pairs, report, write_index=write_index)
     return report
 

@@ -271,6 +271,7 @@ def run_ray(pairs: Sequence[Pair], output: PathLike, settings: RunSettings, *, a
         report.skipped = len(pairs) - len(todo)
         start = time.perf_counter()
         if todo:
+            folder.prepare(todo)
             try:
                 _execute(ray, todo, folder.out, settings, report, folder, address=address,
                          num_workers=num_workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
