@@ -358,7 +358,7 @@ def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
                    help="do not stop at a bad image: report the bad ones at the end and exit non-zero")
     p.add_argument("--workers", type=int, default=2, help="threads decoding PNGs ahead of the compute (2)")
     p.add_argument("--streams", type=int, default=1,
-                   help="batches computed at once, sharing the CPU cores (default 1; 2 is faster on a CPU)")
+                   help="batches computed at once, the CPU cores shared among them (default 1)")
     p.add_argument("--label-nc", type=int, default=35, help="one-hot channels (upstream --label_nc, default 35)")
     p.add_argument("--no-instance", action="store_true", help="no edge channel (upstream --no_instance)")
     eng = p.add_argument_group("engine", "where the work runs: this process (local, the default) or a Ray cluster "

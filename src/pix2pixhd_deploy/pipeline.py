@@ -194,8 +194,8 @@ def runner_for_run(model: PathLike, *, backend: Optional[str] = None, device: Op
                    fp16: bool = False, streams: int = 1, **options):
     """The runner ``run`` uses, with the CPU's cores shared among ``streams`` concurrent batches.
 
-    Two single-threaded streams keep both cores of a small machine busier than one two-threaded forward pass
-    does (the many small layers at full resolution parallelise poorly); on a GPU streams change little.
+    In-process, two single-threaded ONNX Runtime streams ran 8% faster than one two-threaded one on a 2-core CPU;
+    end to end (benchmarks/run_vs_upstream.py) they did not help there, so the default is one stream.
     """
     from .runners import backend_for, make_runner
 
