@@ -31,25 +31,17 @@ def upstream_loop(dataroot: Path, checkpoint: Path, out: Path) -> None:
     """What ``test.py --name label2city_1024p --netG local --ngf 32 --resize_or_crop none`` does per image, on CPU."""
     import types
 
-    import numpy as np
     import torch
     from PIL import Image
 
-    stub = types.ModuleType("torchvision")
-    stub.models, stub.transforms = types.ModuleType("torchvision.models"), types.ModuleType("torchvision.transforms")
-    sys.modules.update({"torchvision": stub, "torchvision.models": stub.models,
-                        "torchvision.transforms": stub.transforms})
-    from pix2pixhd.data import base_dataset
-    from pix2pixhd.data.image_folder import make_dataset
-    from pix2pixhd.models import networks
-    from pix2pixhd.models.pix2pixHD_model import Pix2PixHDModel
-    from pix2pixhd.util import util
+    sys.path.insert(0, str(REPO / "src"))
+    from pix2pixhd_deploy.upstream import import_upstream, to_tensor  # torchvision stub + its to_tensor
 
-    def to_tensor(pic):  # torchvision.transforms.ToTensor (torchvision cannot be installed beside this torch)
-        nptype = {"I": np.int32, "I;16": np.int16, "F": np.float32}.get(pic.mode, np.uint8)
-        img = torch.from_numpy(np.array(pic, nptype, copy=True)).view(pic.size[1], pic.size[0], -1)
-        img = img.permute(2, 0, 1).contiguous()
-        return img.float().div(255) if img.dtype == torch.uint8 else img
+    base_dataset = import_upstream("pix2pixhd.data.base_dataset")
+    make_dataset = import_upstream("pix2pixhd.data.image_folder").make_dataset
+    networks = import_upstream("pix2pixhd.models.networks")
+    Pix2PixHDModel = import_upstream("pix2pixhd.models.pix2pixHD_model").Pix2PixHDModel
+    util = import_upstream("pix2pixhd.util.util")
 
     make_power_2 = getattr(base_dataset, "__make_power_2")
     netG = networks.define_G(36, 3, 32, "local", 4, 9, 1, 3, "instance", gpu_ids=[])
@@ -73,19 +65,6 @@ def upstream_loop(dataroot: Path, checkpoint: Path, out: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------- measuring
-
-def measure(cmd, env=None):
-    """Run ``cmd``; wall seconds and the peak RSS (MiB) of that process alone."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = proc.communicate()
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd[:4]} failed ({proc.returncode}):\n{err.decode()[-3000:]}")
-    # the child's own peak RSS: ru_maxrss of RUSAGE_CHILDREN is the max over children waited for so far,
-    # so each measurement runs in a fresh helper process that waits for exactly one child
-    return seconds, out.decode(), err.decode()
-
 
 def measured_child(cmd, env=None):
     helper = [sys.executable, __file__, "--measure-one", json.dumps(cmd)]

@@ -1,11 +1,9 @@
 """Shared fixtures: the real Cityscapes samples (skipped when absent), NVIDIA's code, small models, the CLI."""
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -32,23 +30,16 @@ def samples() -> Path:
 def import_upstream(module: str):
     """Import a module of NVIDIA's pix2pixHD (PyPI ``pix2pixhd==1.0``), skipping when it is not installed.
 
-    Its ``networks.py`` imports torchvision for a VGG loss that inference never uses; a stub stands in for it
-    during the import only, so no other code ever sees a fake torchvision.
+    Its ``networks.py`` imports torchvision for a VGG loss that inference never uses; ``upstream.import_upstream``
+    puts a stub in its place during the import only, so no other code ever sees a fake torchvision.
     """
-    if importlib.util.find_spec("pix2pixhd") is None:
-        pytest.skip("NVIDIA's reference code is not installed (pip install --no-deps pix2pixhd==1.0)")
-    saved = {k: v for k, v in sys.modules.items() if k == "torchvision" or k.startswith("torchvision.")}
-    stub = types.ModuleType("torchvision")
-    stub.models = types.ModuleType("torchvision.models")
-    stub.transforms = types.ModuleType("torchvision.transforms")
-    sys.modules.update({"torchvision": stub, "torchvision.models": stub.models,
-                        "torchvision.transforms": stub.transforms})
+    from pix2pixhd_deploy.errors import UserError
+    from pix2pixhd_deploy.upstream import import_upstream as _import
+
     try:
-        return importlib.import_module(module)
-    finally:
-        for k in ("torchvision", "torchvision.models", "torchvision.transforms"):
-            sys.modules.pop(k, None)
-        sys.modules.update(saved)
+        return _import(module)
+    except UserError as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")

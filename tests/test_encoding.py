@@ -1,7 +1,6 @@
 """Encoding: ours equals NVIDIA's data path + ``encode_input`` exactly, on the real samples and on edge cases."""
 from __future__ import annotations
 
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,14 +13,7 @@ from pix2pixhd_deploy.dataset import Pair, find_pairs, read_instance_map, read_l
 from pix2pixhd_deploy.encoding import (edges_from_instances, encode_input, encode_input_torch, encode_pair,
                                        preprocess_dataset)
 from pix2pixhd_deploy.errors import UserError
-
-
-def torchvision_to_tensor(pic: Image.Image) -> torch.Tensor:
-    """torchvision.transforms.functional.to_tensor for the modes used here (torchvision is not installable here)."""
-    mode_to_nptype = {"I": np.int32, "I;16" if sys.byteorder == "little" else "I;16B": np.int16, "F": np.float32}
-    img = torch.from_numpy(np.array(pic, mode_to_nptype.get(pic.mode, np.uint8), copy=True))
-    img = img.view(pic.size[1], pic.size[0], -1).permute((2, 0, 1)).contiguous()
-    return img.float().div(255) if img.dtype == torch.uint8 else img
+from pix2pixhd_deploy.upstream import to_tensor
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +27,8 @@ def upstream_encoder():
 
     def encode(label_path, inst_path, base=32):
         """upstream AlignedDataset.__getitem__ (resize_or_crop none) + Pix2PixHDModel.encode_input."""
-        label = torchvision_to_tensor(make_power_2(Image.open(label_path), base, Image.NEAREST)) * 255.0
-        inst = torchvision_to_tensor(make_power_2(Image.open(inst_path), base, Image.NEAREST))
+        label = to_tensor(make_power_2(Image.open(label_path), base, Image.NEAREST)) * 255.0
+        inst = to_tensor(make_power_2(Image.open(inst_path), base, Image.NEAREST))
         with torch.no_grad():
             x, *_ = m.encode_input(label[None], inst[None])
         return x[0].numpy()
