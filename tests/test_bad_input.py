@@ -410,7 +410,10 @@ def test_too_little_free_disk_is_refused_with_the_numbers(command, tmp_path, sce
 
 def _interrupt(cmd, watch: Path, pattern: str, sig: int) -> subprocess.CompletedProcess:
     """Start ``cmd``, freeze it once its first output exists, send ``sig``, let it go and wait for it."""
-    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child: a shell that starts the tests in the background (CI may) ignores
+    # SIGINT in them, and Python then keeps ignoring it instead of raising KeyboardInterrupt
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not list(watch.glob(pattern)):
         time.sleep(0.002)
