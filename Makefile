@@ -16,14 +16,14 @@ TEST_STAMP := $(VENV)/.installed-test
 
 $(STAMP): $(BIN)/python pyproject.toml requirements.txt
 	$(BIN)/pip install --disable-pip-version-check -q $(TORCH)
-	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt -e ".[onnx]"
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt -e ".[onnx,openvino]"
 	touch $(STAMP)
 
 # What only the tests need: pytest, hypothesis, Ray (the --engine ray tests start a local cluster; about 500 MB),
 # and NVIDIA's own code, the parity reference. --no-deps for the latter: it asks for torchvision, which it never
 # uses here and which would replace our torch.
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/pip install --disable-pip-version-check -q -e ".[onnx,test,ray]"
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[onnx,openvino,test,ray]"
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps pix2pixhd==1.0
 	touch $(TEST_STAMP)
 

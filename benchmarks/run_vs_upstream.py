@@ -97,11 +97,12 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=3, help="real samples to process (default 3)")
     ap.add_argument("--samples", type=Path, default=SAMPLES, help="folder with test_label/ and test_inst/")
     ap.add_argument("--checkpoint", type=Path, help="latest_net_G.pth (default: seeded random label2city_1024p)")
-    ap.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "onnxruntime-stems"],
-                    help="our backends to measure: torch, onnxruntime (maps-input graph), onnxruntime-stems "
-                         "(stems graph); default all three")
-    ap.add_argument("--streams", type=int, nargs="+", default=[1, 2],
-                    help="run's --streams values to measure for each backend (default 1 2)")
+    ap.add_argument("--backends", nargs="+", default=["torch", "onnxruntime-stems", "openvino-stems"],
+                    help="our backends to measure: torch, onnxruntime or openvino (maps-input graph), "
+                         "onnxruntime-stems or openvino-stems (stems graph); default torch onnxruntime-stems "
+                         "openvino-stems")
+    ap.add_argument("--streams", type=int, nargs="+", default=[1],
+                    help="run's --streams values to measure for each backend (default 1)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--keep", type=Path, help="keep the work folder here")
     ap.add_argument("--upstream-loop", nargs=3, metavar=("DATAROOT", "CKPT", "OUT"), help=argparse.SUPPRESS)
@@ -139,15 +140,15 @@ def main() -> None:
 
     for backend in args.backends:
         model_args = ["--checkpoint", str(ckpt)]
-        if backend.startswith("onnxruntime"):
-            # onnxruntime: the maps-input graph; onnxruntime-stems: the stems graph (stems computed from the maps)
+        if backend.startswith(("onnxruntime", "openvino")):
+            # RUNTIME: the maps-input graph; RUNTIME-stems: the stems graph (stems computed from the maps)
             fmt = "stems" if backend.endswith("stems") else "maps"
             graph = work / f"label2city_{fmt}_uint8.onnx"
             if not graph.is_file():
                 subprocess.run([python, "-m", "pix2pixhd_deploy", "-q", "export", "--checkpoint", str(ckpt),
                                 "--output", str(graph), "--input-format", fmt, "--output-format", "uint8",
                                 "--static-batch", "1"], check=True)
-            model_args = ["--model", str(graph)]
+            model_args = ["--model", str(graph), "--backend", backend.split("-")[0]]
         for streams in args.streams:
             key = f"{backend} --streams {streams}"
             out = work / f"run_{backend}_{streams}"

@@ -186,10 +186,12 @@ def test_run_with_the_stems_graph(tmp_path, scene_dataroot, small_checkpoint):
     run_cli(["pix2pixhd-deploy", "infer", "--model", small_checkpoint, "--input", tmp_path / "prep", "--output",
              tmp_path / "result", "--output_dirname", "bs1", "--device", "cpu"])
     run_cli(["pix2pixhd_postprocess.py", tmp_path / "result" / "bs1", tmp_path / "chain"])
-    for streams in (1, 2):
-        out = tmp_path / f"run{streams}"
+    import importlib.util
+    backends = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    for backend, streams in [(b, s) for b in backends for s in (1, 2)]:
+        out = tmp_path / f"run_{backend}_{streams}"
         run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--model", graph, "--output", out,
-                 "--streams", str(streams)])
+                 "--streams", str(streams), "--backend", backend])
         got = pictures(out)
         assert len(got) == 3
         for name, pic in got.items():

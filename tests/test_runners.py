@@ -20,8 +20,8 @@ import torch
 
 from conftest import SMALL_LOCAL, rng_input, run_cli
 from pix2pixhd_deploy.errors import UserError
-from pix2pixhd_deploy.runners import (BACKENDS, AisBenchRunner, OnnxRuntimeRunner, Runner, TensorSpec, TorchRunner,
-                                      backend_for, make_runner)
+from pix2pixhd_deploy.runners import (BACKENDS, AisBenchRunner, OnnxRuntimeRunner, OpenVinoRunner, Runner, TensorSpec,
+                                     TorchRunner, backend_for, make_runner)
 from pix2pixhd_deploy.runners import onnxruntime_runner as ortr
 
 H, W = 64, 128
@@ -132,6 +132,9 @@ CASES = [
          lambda a, mp: OnnxRuntimeRunner(_need_onnx(a), providers=["cann"], device="0",
                                          provider_options={"cann": {"precision_mode": "force_fp32"}}),
          _ort_skip("CANNExecutionProvider", "onnxruntime-cann"), min_psnr=40.0),
+    Case("openvino-cpu", lambda a, mp: OpenVinoRunner(_need_onnx(a), device="cpu"),
+         lambda: "" if _installed("openvino") and _installed("onnx") else
+         "openvino is not installed (pip install openvino)"),
     Case("ais_bench", _real_ais_bench, _ais_bench_skip, min_psnr=35.0),  # ATC's default precision is fp16
     Case("ais_bench-fake", _fake_ais_bench, lambda: ""),
 ]
@@ -197,7 +200,7 @@ def test_backend_for(tmp_path):
     assert backend_for("m.pth") == "torch" and backend_for("M.ONNX") == "onnxruntime"
     assert backend_for("bs1.om") == "ais_bench" and backend_for(tmp_path) == "torch"
     assert backend_for("m.bin", "onnxruntime") == "onnxruntime"
-    assert set(BACKENDS) == {"torch", "onnxruntime", "ais_bench"}
+    assert set(BACKENDS) == {"torch", "onnxruntime", "openvino", "ais_bench"}
     with pytest.raises(UserError, match="suffix"):
         backend_for("model.engine")
     with pytest.raises(UserError, match="unknown backend"):

@@ -201,7 +201,7 @@ def runner_for_run(model: PathLike, *, backend: Optional[str] = None, device: Op
 
     name = backend_for(model, backend)
     threads = max(1, (os.cpu_count() or 1) // max(1, streams))
-    if name == "onnxruntime" and streams > 1 and not options.get("intra_op_threads"):
+    if name in ("onnxruntime", "openvino") and streams > 1 and not options.get("intra_op_threads"):
         options["intra_op_threads"] = threads
     if name == "torch" and streams > 1:
         import torch

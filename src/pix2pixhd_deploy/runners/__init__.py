@@ -1,7 +1,8 @@
 """Runners: one contract (:class:`Runner`), one class per backend, chosen from the model file or ``--backend``.
 
 Backends by short name (the same names in modules, flags and JSON): ``torch`` (``.pth``), ``onnxruntime``
-(``.onnx``; providers cpu, cuda, tensorrt, cann) and ``ais_bench`` (``.om``, Ascend NPUs). Vendor packages are
+(``.onnx``; providers cpu, cuda, tensorrt, cann), ``openvino`` (``.onnx`` with ``--backend openvino``; the fastest
+on a CPU) and ``ais_bench`` (``.om``, Ascend NPUs). Vendor packages are
 imported only when their runner is activated, so a missing one costs nothing until it is used.
 """
 from __future__ import annotations
@@ -13,14 +14,15 @@ from ..errors import PathLike, UserError
 from .ais_bench_runner import AisBenchRunner
 from .base import Runner, TensorSpec
 from .onnxruntime_runner import OnnxRuntimeRunner
+from .openvino_runner import OpenVinoRunner
 from .torch_runner import TorchRunner
 
 #: model file suffix -> backend short name
 SUFFIX_BACKENDS: Dict[str, str] = {".pth": "torch", ".pt": "torch", ".onnx": "onnxruntime", ".om": "ais_bench"}
-BACKENDS = ("torch", "onnxruntime", "ais_bench")
+BACKENDS = ("torch", "onnxruntime", "openvino", "ais_bench")
 #: the make_runner options each backend takes, beyond model/device/fp16/height/width
 BACKEND_OPTIONS = {"torch": (), "onnxruntime": ("providers", "provider_options", "intra_op_threads"),
-                   "ais_bench": ("dym_batch",)}
+                   "openvino": ("intra_op_threads",), "ais_bench": ("dym_batch",)}
 _OPTION_FLAGS = {"providers": "--providers", "provider_options": "--provider-option",
                  "intra_op_threads": "--intra-op-threads", "dym_batch": "--dymBatch"}
 
@@ -70,6 +72,11 @@ def make_runner(model: PathLike, *, backend: Optional[str] = None, device: Optio
             provider_options.setdefault("tensorrt", {}).setdefault("trt_fp16_enable", "True")
         return OnnxRuntimeRunner(model, providers=providers, provider_options=provider_options, device=device,
                                  intra_op_threads=options.get("intra_op_threads"))
+    if name == "openvino":
+        if fp16:
+            raise UserError("--fp16 does not apply to the openvino runner (it runs fp32)",
+                            fix="drop --fp16, or export with --fp16 for a half-precision graph")
+        return OpenVinoRunner(model, device=device, threads=options.get("intra_op_threads"))
     if name == "ais_bench":
         if fp16:
             raise UserError("--fp16 does not apply to an OM: ATC fixed its precision (--precision_mode, by default "
@@ -78,5 +85,6 @@ def make_runner(model: PathLike, *, backend: Optional[str] = None, device: Optio
     raise AssertionError(name)  # pragma: no cover
 
 
-__all__ = ["Runner", "TensorSpec", "TorchRunner", "OnnxRuntimeRunner", "AisBenchRunner", "make_runner",
+__all__ = ["Runner", "TensorSpec", "TorchRunner", "OnnxRuntimeRunner", "OpenVinoRunner", "AisBenchRunner",
+           "make_runner",
            "backend_for", "BACKENDS", "SUFFIX_BACKENDS"]

@@ -42,6 +42,17 @@ class TensorSpec:
         return (h, w) if h is not None and w is not None else None
 
 
+def graph_input_format(names, integer_flags) -> str:
+    """What an exported graph takes (:mod:`export`): ``stems`` (inputs local_stem, global_stem), ``maps`` (one or
+    two integer maps) or ``tensor`` (the 36-channel float input)."""
+    names, integer_flags = list(names), list(integer_flags)
+    if names == ["local_stem", "global_stem"]:
+        return "stems"
+    if names and all(integer_flags) and len(names) <= 2:
+        return "maps"
+    return "tensor"
+
+
 class Runner(abc.ABC):
     """Base class of all runners. ``name`` is the backend's short name used in flags, JSON and modules."""
 

@@ -29,7 +29,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import PathLike, UserError
-from .base import Runner, TensorSpec
+from .base import Runner, TensorSpec, graph_input_format
 
 log = logging.getLogger(__name__)
 
@@ -172,13 +172,8 @@ class OnnxRuntimeRunner(Runner):
             raise UserError(f"ONNX Runtime did not start {wanted[0]} (it runs on {', '.join(used)})", path=path,
                             fix="check the device and its driver/toolkit install, or run with --providers cpu")
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        integer_maps = [i for i in inputs if i.type in ("tensor(uint8)", "tensor(int32)", "tensor(int64)")]
-        if [i.name for i in inputs] == ["local_stem", "global_stem"]:
-            self.input_format = "stems"  # export --input-format stems: the stems come from stems.py
-        elif inputs and len(integer_maps) == len(inputs) <= 2:
-            self.input_format = "maps"
-        else:
-            self.input_format = "tensor"
+        self.input_format = graph_input_format(
+            [i.name for i in inputs], [i.type in ("tensor(uint8)", "tensor(int32)", "tensor(int64)") for i in inputs])
         if (self.input_format == "tensor" and len(inputs) != 1) or len(outputs) < 1:
             raise UserError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs; a pix2pixHD generator "
                             "has one of each (or label and inst maps in)", path=path,
