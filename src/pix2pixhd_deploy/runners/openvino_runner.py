@@ -61,6 +61,10 @@ class OpenVinoRunner(Runner):
             config["INFERENCE_NUM_THREADS"] = int(self.intra_op_threads)
         self.compiled = core.compile_model(graph, self.ov_device, config)
         self._local = threading.local()  # an infer request is not thread-safe: one per thread (run --streams)
+        # the bindings' first infer runs static initialisers that deadlock with the GIL when two threads get
+        # there at once (seen with run --streams 2): the first call is made alone
+        self._first = threading.Lock()
+        self._warm = False
         self._inputs = [(p.get_any_name(), p.get_element_type().get_type_name(), p.get_partial_shape())
                         for p in self.compiled.inputs]
         self.input_format = graph_input_format([n for n, _t, _s in self._inputs],
@@ -86,13 +90,25 @@ class OpenVinoRunner(Runner):
         self._require_active()
         typed = {n: np.ascontiguousarray(feeds[n], dtype=_DTYPES.get(t, np.float32)) for n, t, _s in self._inputs
                  if n in feeds}
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
+        if self._warm:
+            return self._run(typed)
+        with self._first:
+            out = self._run(typed)
+            self._warm = True
+        return out
+
+    def _run(self, typed: Mapping[str, np.ndarray]) -> np.ndarray:
+        request = self._request()
         start = time.perf_counter()
         result = request.infer(typed)
         self.inference_time = time.perf_counter() - start
         return np.asarray(result[self.compiled.outputs[0]])
+
+    def _request(self):
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        return request
 
     def infer_maps(self, labels: np.ndarray, insts: Optional[np.ndarray]) -> np.ndarray:
         if self.input_format != "maps":
