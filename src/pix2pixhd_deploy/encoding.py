@@ -83,25 +83,23 @@ def encode_input_torch(label, inst, label_nc: int = LABEL_NC, dtype=None):
 
     ``label`` (N, H, W) integer, ``inst`` (N, H, W) integer or None -> (N, C, H, W) of ``dtype`` (float32 by
     default). Equal to :func:`encode_input` element for element (the values are 0.0 and 1.0 in any dtype).
+    Written without in-place slice updates, so it also traces into plain ONNX ops (Equal, Cast, Pad, Add,
+    Greater, Concat) for the maps-input graph of :mod:`export`.
     """
     import torch
+    import torch.nn.functional as F
 
     dtype = dtype or torch.float32
-    label = label.long()
-    n, h, w = label.shape
-    channels = label_nc + (0 if inst is None else 1)
-    out = torch.zeros((n, channels, h, w), dtype=dtype, device=label.device)
-    out[:, :label_nc].scatter_(1, label[:, None], 1.0)
-    if inst is not None:
-        edge = torch.zeros((n, h, w), dtype=torch.bool, device=label.device)
-        dx = inst[:, :, 1:] != inst[:, :, :-1]
-        edge[:, :, 1:] |= dx
-        edge[:, :, :-1] |= dx
-        dy = inst[:, 1:, :] != inst[:, :-1, :]
-        edge[:, 1:, :] |= dy
-        edge[:, :-1, :] |= dy
-        out[:, label_nc] = edge.to(dtype)
-    return out
+    ids = label.to(torch.int64).unsqueeze(1)                                       # (N, 1, H, W)
+    classes = torch.arange(label_nc, dtype=torch.int64, device=label.device).view(1, label_nc, 1, 1)
+    onehot = (ids == classes).to(dtype)
+    if inst is None:
+        return onehot
+    t = inst.unsqueeze(1)
+    dx = (t[:, :, :, 1:] != t[:, :, :, :-1]).to(dtype)
+    dy = (t[:, :, 1:, :] != t[:, :, :-1, :]).to(dtype)
+    touched = F.pad(dx, (1, 0)) + F.pad(dx, (0, 1)) + F.pad(dy, (0, 0, 1, 0)) + F.pad(dy, (0, 0, 0, 1))
+    return torch.cat([onehot, (touched > 0).to(dtype)], dim=1)
 
 
 # ------------------------------------------------------------------------------------ the preprocess stage

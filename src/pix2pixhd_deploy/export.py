@@ -42,9 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .encoding import encode_input_torch
 from .errors import PathLike, UserError
 from .fileio import atomic_write_bytes, ensure_output_dir
 from .network import GeneratorConfig, LoadedGenerator, generator_input_size, load_generator
+from .postprocess import tensor2im_torch
 
 log = logging.getLogger(__name__)
 
@@ -208,30 +210,6 @@ MAPS_INPUT_NAMES = ("label", "inst")
 UINT8_OUTPUT_NAME = "synthesized_image"
 
 
-def encode_maps_graph(label: torch.Tensor, inst: Optional[torch.Tensor], label_nc: int) -> torch.Tensor:
-    """The encoding as traceable tensor ops (Equal, Cast, Pad, Add, Greater, Concat): (N, H, W) maps -> (N, C, H, W).
-
-    Equal to :func:`encoding.encode_input` element for element; written without in-place slices so it exports
-    to plain ONNX ops that ATC and every ONNX Runtime provider take.
-    """
-    ids = label.to(torch.int64).unsqueeze(1)                                      # (N, 1, H, W)
-    classes = torch.arange(label_nc, dtype=torch.int64).view(1, label_nc, 1, 1)
-    onehot = (ids == classes).to(torch.float32)
-    if inst is None:
-        return onehot
-    t = inst.to(torch.int32).unsqueeze(1)
-    dx = (t[:, :, :, 1:] != t[:, :, :, :-1]).to(torch.float32)
-    dy = (t[:, :, 1:, :] != t[:, :, :-1, :]).to(torch.float32)
-    touched = F.pad(dx, (1, 0)) + F.pad(dx, (0, 1)) + F.pad(dy, (0, 0, 1, 0)) + F.pad(dy, (0, 0, 0, 1))
-    return torch.cat([onehot, (touched > 0).to(torch.float32)], dim=1)
-
-
-def uint8_picture_graph(y: torch.Tensor) -> torch.Tensor:
-    """upstream ``tensor2im`` as tensor ops: (N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8 (truncating cast)."""
-    a = (y + 1.0) / 2.0 * 255.0
-    return torch.clamp(a, 0.0, 255.0).to(torch.uint8).permute(0, 2, 3, 1)
-
-
 class Trunk(nn.Module):
     """A LocalEnhancer (one enhancer) after its two stem convolutions: from their outputs to the picture.
 
@@ -269,10 +247,10 @@ class DeployGraph(nn.Module):
         if self.stems:
             y = self.generator(*inputs)
         else:
-            x = (encode_maps_graph(inputs[0], inputs[1] if self.use_instance else None, self.label_nc)
+            x = (encode_input_torch(inputs[0], inputs[1] if self.use_instance else None, self.label_nc)
                  if self.maps else inputs[0])
             y = self.generator(x)
-        return uint8_picture_graph(y) if self.uint8 else y
+        return tensor2im_torch(y) if self.uint8 else y
 
 
 @dataclass
@@ -612,7 +590,7 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
             feeds = dict(zip(input_names, stems_in))
             verify_shape = tuple(labels.shape)
             with torch.inference_mode():
-                x = encode_maps_graph(torch.from_numpy(labels), torch.from_numpy(insts) if use_instance else None,
+                x = encode_input_torch(torch.from_numpy(labels), torch.from_numpy(insts) if use_instance else None,
                                       label_nc)
                 reference = reference_model(x)
         elif input_format == "maps":
@@ -620,7 +598,7 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
             feeds = dict(zip(input_names, (labels, insts)))
             verify_shape = tuple(labels.shape)
             with torch.inference_mode():
-                x = encode_maps_graph(torch.from_numpy(labels), torch.from_numpy(insts) if use_instance else None,
+                x = encode_input_torch(torch.from_numpy(labels), torch.from_numpy(insts) if use_instance else None,
                                       label_nc)
                 reference = reference_model(x)
         else:
@@ -629,7 +607,7 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
             with torch.inference_mode():
                 reference = reference_model(torch.from_numpy(x_np))
         with torch.inference_mode():
-            reference = (uint8_picture_graph(reference) if output_format == "uint8" else reference).numpy()
+            reference = (tensor2im_torch(reference) if output_format == "uint8" else reference).numpy()
         got = run_onnxruntime_cpu(data, feeds)
         if got.shape != reference.shape or got.dtype != reference.dtype:
             raise UserError(f"the exported graph gives {got.dtype} {got.shape}, PyTorch {reference.dtype} "

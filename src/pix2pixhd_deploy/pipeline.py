@@ -29,7 +29,7 @@ import platform
 import sys
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Deque, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -527,10 +527,9 @@ def _stream(todo: List[Pair], folder: RunFolder, engine, settings: RunSettings, 
                 continue
             labels = np.stack([g[1] for g in group])
             insts = np.stack([g[2] for g in group]) if use_instance else None
-            while len(computing) >= streams:  # at most `streams` batches in flight
+            if len(computing) >= streams:  # at most `streams` batches in flight: wait for the oldest
+                wait([computing[0][1]])
                 collect(block=False)
-                if len(computing) >= streams:
-                    wait_first(computing[0][1])
             computing.append((group, computers.submit(compute, labels, insts)))
             collect(block=False)
             drain(block=False)
@@ -538,12 +537,6 @@ def _stream(todo: List[Pair], folder: RunFolder, engine, settings: RunSettings, 
         drain(block=True)
     if bar is not None:
         bar.close()
-
-
-def wait_first(fut: Future) -> None:
-    from concurrent.futures import FIRST_COMPLETED, wait
-
-    wait([fut], return_when=FIRST_COMPLETED)
 
 
 def _done_future(value) -> Future:

@@ -34,9 +34,8 @@ def tensor2im_torch(nchw):
     """The same conversion in torch on the device: (N, 3, H, W) -> (N, H, W, 3) uint8."""
     import torch
 
-    a = nchw.float()
-    a = (a + 1.0) / 2.0 * 255.0
-    return a.clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    a = (nchw.float() + 1.0) / 2.0 * 255.0  # truncating cast, as tensor2im; traces into ONNX for uint8 graphs
+    return torch.clamp(a, 0.0, 255.0).to(torch.uint8).permute(0, 2, 3, 1)
 
 
 def read_output_bin(path: PathLike, hw: Optional[Tuple[int, int]] = None, channels: int = 3) -> np.ndarray:
