@@ -97,10 +97,10 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=3, help="real samples to process (default 3)")
     ap.add_argument("--samples", type=Path, default=SAMPLES, help="folder with test_label/ and test_inst/")
     ap.add_argument("--checkpoint", type=Path, help="latest_net_G.pth (default: seeded random label2city_1024p)")
-    ap.add_argument("--backends", nargs="+", default=["torch", "onnxruntime-stems", "openvino-stems"],
+    ap.add_argument("--backends", nargs="+", default=["openvino-stems-fast"],
                     help="our backends to measure: torch, onnxruntime or openvino (maps-input graph), "
-                         "onnxruntime-stems or openvino-stems (stems graph); default torch onnxruntime-stems "
-                         "openvino-stems")
+                         "onnxruntime-stems or openvino-stems (stems graph); a -fast suffix adds --fast-convs "
+                         "(run's for torch, export's for a graph); default openvino-stems-fast, the fastest")
     ap.add_argument("--streams", type=int, nargs="+", default=[1],
                     help="run's --streams values to measure for each backend (default 1)")
     ap.add_argument("--json", type=Path, help="write the figures here")
@@ -139,15 +139,16 @@ def main() -> None:
     print(f"upstream-equivalent loop: {res['seconds'] / n:.2f} s/image", flush=True)
 
     for backend in args.backends:
-        model_args = ["--checkpoint", str(ckpt)]
+        fast = ["--fast-convs"] if backend.endswith("-fast") else []
+        model_args = ["--checkpoint", str(ckpt), *fast]
         if backend.startswith(("onnxruntime", "openvino")):
             # RUNTIME: the maps-input graph; RUNTIME-stems: the stems graph (stems computed from the maps)
-            fmt = "stems" if backend.endswith("stems") else "maps"
-            graph = work / f"label2city_{fmt}_uint8.onnx"
+            fmt = "stems" if "-stems" in backend else "maps"
+            graph = work / f"label2city_{fmt}_uint8{'_fast' if fast else ''}.onnx"
             if not graph.is_file():
                 subprocess.run([python, "-m", "pix2pixhd_deploy", "-q", "export", "--checkpoint", str(ckpt),
                                 "--output", str(graph), "--input-format", fmt, "--output-format", "uint8",
-                                "--static-batch", "1"], check=True)
+                                "--static-batch", "1", *fast], check=True)
             model_args = ["--model", str(graph), "--backend", backend.split("-")[0]]
         for streams in args.streams:
             key = f"{backend} --streams {streams}"

@@ -96,7 +96,8 @@ def cmd_export(args) -> int:
                          input_name=args.input_name, output_name=args.output_name, fp16=args.fp16,
                          rewrite_avgpool=args.rewrite_avgpool, tolerance=args.tolerance, min_psnr=args.min_psnr,
                          seed=args.seed, soc_version=args.soc_version, input_format=args.input_format,
-                         output_format=args.output_format, use_instance=not args.no_instance)
+                         output_format=args.output_format, use_instance=not args.no_instance,
+                         fast_convs=args.fast_convs)
     print("\n".join(report.lines()))
     if args.report:
         atomic_write_text(args.report, json.dumps(report.to_dict(), indent=2))
@@ -122,7 +123,8 @@ def cmd_run(args) -> int:
     pairs = discover(args.dataroot, args.cityscapes, use_instance=not args.no_instance)
     settings = RunSettings(model=str(model), backend=backend, device=args.device, fp16=args.fp16,
                            batch_size=args.batch_size, image_format=args.format, save_raw=args.save_raw,
-                           label_nc=args.label_nc, use_instance=not args.no_instance, streams=args.streams)
+                           label_nc=args.label_nc, use_instance=not args.no_instance, streams=args.streams,
+                           fast_convs=args.fast_convs)
     ray_flags = [flag for flag, given in (("--address", args.address is not None),
                                           ("--num-workers", args.num_workers != 1),
                                           ("--gpus-per-worker", args.gpus_per_worker != 0),
@@ -137,7 +139,8 @@ def cmd_run(args) -> int:
                          keep_going=args.keep_going)
         print(report.summary())
         return 0
-    runner = runner_for_run(model, backend=backend, device=args.device, fp16=args.fp16, streams=args.streams)
+    runner = runner_for_run(model, backend=backend, device=args.device, fp16=args.fp16, streams=args.streams,
+                            fast_convs=args.fast_convs)
     report = run(pairs, args.output, runner, settings, keep_going=args.keep_going, workers=args.workers)
     print(report.summary())
     return 0
@@ -314,6 +317,9 @@ def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
                    help="fp16 weights and compute, InstanceNormalization and the I/O kept float32")
     p.add_argument("--rewrite-avgpool", action="store_true",
                    help="replace AveragePool(count_include_pad=0), which ATC lacks, by an exact Conv + Div")
+    p.add_argument("--fast-convs", action="store_true",
+                   help="CPU speed: the 3x3 convolutions with 256+ channels as Winograd F(2x2,3x3) and the output "
+                        "convolution as row sums, same arithmetic to float rounding (needs a static size)")
     p.add_argument("--tolerance", type=float, default=None,
                    help="max abs error allowed against PyTorch for fp32 (default 1e-4, scaled up with the pixel "
                         "count beyond 512x1024 for ONNX Runtime's float32 reductions: 4e-4 at 1024x2048)")
@@ -359,6 +365,10 @@ def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="threads decoding PNGs ahead of the compute (2)")
     p.add_argument("--streams", type=int, default=1,
                    help="batches computed at once, the CPU cores shared among them (default 1)")
+    p.add_argument("--fast-convs", action="store_true",
+                   help="torch: the 1024-channel 3x3 convolutions as Winograd F(2x2,3x3) and the output convolution "
+                        "as row sums, faster on CPUs, equal to float rounding (an ONNX graph gets them from "
+                        "export --fast-convs)")
     p.add_argument("--label-nc", type=int, default=35, help="one-hot channels (upstream --label_nc, default 35)")
     p.add_argument("--no-instance", action="store_true", help="no edge channel (upstream --no_instance)")
     eng = p.add_argument_group("engine", "where the work runs: this process (local, the default) or a Ray cluster "

@@ -67,10 +67,14 @@ class RunSettings:
     use_instance: bool = True
     size_multiple: int = 32
     streams: int = 1              # batches computed at once (each runtime then uses cores / streams threads)
+    fast_convs: bool = False      # torch: fastconv's Winograd and row-sum convolutions
 
     def identity(self) -> Dict[str, object]:
         """The settings that change the pictures (a resume with different ones would mix outputs)."""
-        return {k: getattr(self, k) for k in ("backend", "fp16", "label_nc", "use_instance", "size_multiple")}
+        keys = ["backend", "fp16", "label_nc", "use_instance", "size_multiple"]
+        if self.fast_convs:  # only when set, so folders written before the option existed still resume
+            keys.append("fast_convs")
+        return {k: getattr(self, k) for k in keys}
 
 
 @dataclass

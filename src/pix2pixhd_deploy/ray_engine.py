@@ -106,7 +106,7 @@ class GeneratorStage:
         self.out = Path(output)
         self.settings = RunSettings(**settings)
         s = self.settings
-        options = {}
+        options = {"fast_convs": s.fast_convs}
         if s.backend == "torch":  # the CPUs Ray gave this actor, whether or not torch was imported before
             import torch
 

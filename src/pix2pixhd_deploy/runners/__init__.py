@@ -21,10 +21,11 @@ from .torch_runner import TorchRunner
 SUFFIX_BACKENDS: Dict[str, str] = {".pth": "torch", ".pt": "torch", ".onnx": "onnxruntime", ".om": "ais_bench"}
 BACKENDS = ("torch", "onnxruntime", "openvino", "ais_bench")
 #: the make_runner options each backend takes, beyond model/device/fp16/height/width
-BACKEND_OPTIONS = {"torch": (), "onnxruntime": ("providers", "provider_options", "intra_op_threads"),
+BACKEND_OPTIONS = {"torch": ("fast_convs",), "onnxruntime": ("providers", "provider_options", "intra_op_threads"),
                    "openvino": ("intra_op_threads",), "ais_bench": ("dym_batch",)}
 _OPTION_FLAGS = {"providers": "--providers", "provider_options": "--provider-option",
-                 "intra_op_threads": "--intra-op-threads", "dym_batch": "--dymBatch"}
+                 "intra_op_threads": "--intra-op-threads", "dym_batch": "--dymBatch",
+                 "fast_convs": "--fast-convs (for an ONNX graph: export --fast-convs)"}
 
 
 def backend_for(model: PathLike, backend: Optional[str] = None) -> str:
@@ -46,19 +47,20 @@ def make_runner(model: PathLike, *, backend: Optional[str] = None, device: Optio
                 fp16: bool = False, height: Optional[int] = None, width: Optional[int] = None, **options) -> Runner:
     """The runner for ``model`` (not yet activated).
 
-    ``options`` (None means default): ``providers`` (short names in priority order), ``provider_options`` ({short
+    ``options`` (None means default): ``fast_convs`` for torch; ``providers`` (short names in priority order), ``provider_options`` ({short
     name: {key: value}}) and ``intra_op_threads`` for onnxruntime; ``dym_batch`` (ais_bench's ``--dymBatch``) for
     ais_bench. An option the chosen backend does not take is an error, not silently dropped.
     """
     name = backend_for(model, backend)
-    options = {k: v for k, v in options.items() if v is not None and v != {} and v != []}
+    options = {k: v for k, v in options.items() if v is not None and v is not False and v != {} and v != []}
     stray = sorted(set(options) - set(BACKEND_OPTIONS[name]))
     if stray:
         flags = ", ".join(_OPTION_FLAGS.get(k, k) for k in stray)
         raise UserError(f"{flags} does not apply to the {name} runner",
                         fix="drop it, or pick the runtime it belongs to with --model/--backend")
     if name == "torch":
-        return TorchRunner(model, device=device, fp16=fp16, height=height, width=width)
+        return TorchRunner(model, device=device, fp16=fp16, height=height, width=width,
+                           fast_convs=bool(options.get("fast_convs")))
     if name == "onnxruntime":
         providers = options.get("providers")
         provider_options = {k: dict(v) for k, v in (options.get("provider_options") or {}).items()}

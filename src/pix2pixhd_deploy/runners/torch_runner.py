@@ -43,7 +43,8 @@ class TorchRunner(Runner):
 
     def __init__(self, checkpoint: Optional[PathLike] = None, *, model=None, config=None,
                  device: Optional[str] = None, fp16: bool = False, height: Optional[int] = None,
-                 width: Optional[int] = None):
+                 width: Optional[int] = None, fast_convs: bool = False):
+        """``fast_convs``: swap in :mod:`~pix2pixhd_deploy.fastconv`'s Winograd and row-sum convolutions (CPU)."""
         super().__init__()
         if (checkpoint is None) == (model is None):
             raise ValueError("pass exactly one of checkpoint or model")
@@ -54,6 +55,7 @@ class TorchRunner(Runner):
         self.fp16 = fp16
         self._hw = (height, width)
         self.loaded = None
+        self.fast_convs = fast_convs
 
     def activate_impl(self) -> None:
         import torch
@@ -70,6 +72,15 @@ class TorchRunner(Runner):
         model = self.loaded.model.to(self.device)
         self.dtype = torch.float16 if self.fp16 else torch.float32
         self.model = model.to(self.dtype).eval()
+        if self.fast_convs:
+            from ..fastconv import rewrite_for_cpu
+
+            if self._model is not None:  # the caller's module stays as it was
+                import copy
+
+                self.model = copy.deepcopy(self.model)
+            counts = rewrite_for_cpu(self.model)
+            log.info("fast convolutions: %d Winograd, %d row-sum", counts["winograd"], counts["rowsum"])
 
     def deactivate_impl(self) -> None:
         self.model = None
@@ -112,4 +123,5 @@ class TorchRunner(Runner):
         return y.float().cpu().numpy()
 
     def describe(self) -> str:
-        return f"torch {'fp16' if self.fp16 else 'fp32'} on {getattr(self, 'device', self.device_name or 'auto')}"
+        fast = ", fast convolutions" if self.fast_convs else ""
+        return f"torch {'fp16' if self.fp16 else 'fp32'}{fast} on {getattr(self, 'device', self.device_name or 'auto')}"

@@ -1,0 +1,144 @@
+"""fastconv: the Winograd and row-sum convolutions compute what nn.Conv2d computes, as closely as it does itself."""
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import SMALL_LOCAL, run_cli
+from pix2pixhd_deploy import fastconv
+from pix2pixhd_deploy.errors import UserError
+from pix2pixhd_deploy.export import export_onnx, run_onnxruntime_cpu, seeded_input
+from pix2pixhd_deploy.fastconv import RowSumConv, WinogradConv3x3, rewrite_for_cpu
+from pix2pixhd_deploy.network import LABEL2CITY_1024P, random_generator
+
+
+def _errors(conv: nn.Module, fast: nn.Module, x: torch.Tensor):
+    """Max abs error of nn.Conv2d and of its fast form, both in float32, against nn.Conv2d in float64."""
+    with torch.inference_mode():
+        exact = copy.deepcopy(conv).double()(x.double())
+        direct, got = conv(x), fast(x)
+    assert got.shape == direct.shape
+    return float((direct.double() - exact).abs().max()), float((got.double() - exact).abs().max())
+
+
+@pytest.mark.parametrize("c,k,h,w,n,bias", [(8, 5, 6, 10, 1, True), (16, 16, 7, 9, 2, True),
+                                            (4, 3, 3, 3, 3, False), (32, 8, 12, 5, 1, True)])
+def test_winograd_equals_conv(c, k, h, w, n, bias):
+    torch.manual_seed(c + h)
+    conv = nn.Conv2d(c, k, 3, bias=bias)
+    x = torch.randn(n, c, h, w)
+    direct_err, fast_err = _errors(conv, WinogradConv3x3(conv), x)
+    assert fast_err <= max(4 * direct_err, 2e-6)
+
+
+def test_winograd_1024_channels_is_as_close_as_direct():
+    """The label2city residual-block shape (1024 channels, 32x64 plus the reflection pad)."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1024, 1024, 3)
+    direct_err, fast_err = _errors(conv, WinogradConv3x3(conv), torch.randn(1, 1024, 34, 66))
+    assert fast_err < 1e-5 and fast_err <= 3 * direct_err
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 7, 7), (1, 4, 5, 3), (2, 16, 3, 3)])
+def test_rowsum_equals_conv(shape):
+    k, c, kh, kw = shape
+    torch.manual_seed(k)
+    conv = nn.Conv2d(c, k, (kh, kw))
+    direct_err, fast_err = _errors(conv, RowSumConv(conv), torch.randn(2, c, 20, 17))
+    assert fast_err <= max(4 * direct_err, 2e-6)
+
+
+def test_only_the_right_convolutions_are_candidates():
+    assert fastconv.is_winograd_candidate(nn.Conv2d(1024, 1024, 3))
+    assert not fastconv.is_winograd_candidate(nn.Conv2d(64, 64, 3))              # too few channels
+    assert not fastconv.is_winograd_candidate(nn.Conv2d(1024, 1024, 3, stride=2))
+    assert not fastconv.is_winograd_candidate(nn.Conv2d(1024, 1024, 3, padding=1))
+    assert not fastconv.is_winograd_candidate(nn.Conv2d(1024, 1024, 3, groups=2))
+    assert not fastconv.is_winograd_candidate(nn.ConvTranspose2d(1024, 1024, 3))
+    assert fastconv.is_rowsum_candidate(nn.Conv2d(32, 3, 7))
+    assert not fastconv.is_rowsum_candidate(nn.Conv2d(32, 16, 7))
+    with pytest.raises(ValueError):
+        WinogradConv3x3(nn.Conv2d(8, 8, 3, stride=2))
+
+
+def test_label2city_rewritten_is_as_close_to_float64_as_the_original():
+    """The real architecture (seeded weights): 18 Winograd blocks and the output convolution, at 64x128."""
+    g = random_generator(LABEL2CITY_1024P, seed=0).eval()
+    x = torch.from_numpy(seeded_input(36, 1, 64, 128))
+    fast = copy.deepcopy(g)
+    assert rewrite_for_cpu(fast) == {"winograd": 18, "rowsum": 1}
+    assert sum(isinstance(m, WinogradConv3x3) for m in fast.modules()) == 18
+    with torch.inference_mode():
+        direct, got = g(x), fast(x)
+        del fast
+        exact = g.double()(x.double())
+    direct_err = float((direct.double() - exact).abs().max())
+    fast_err = float((got.double() - exact).abs().max())
+    assert fast_err < 1e-4 and fast_err <= 3 * max(direct_err, 1e-6)
+
+
+@pytest.fixture
+def small_winograd(monkeypatch):
+    """SMALL_LOCAL's global blocks have 64 channels: let them count as large so its graph has Winograd layers."""
+    monkeypatch.setattr(fastconv, "WINOGRAD_MIN_CHANNELS", 32)
+    return random_generator(SMALL_LOCAL, seed=3).eval()
+
+
+@pytest.mark.parametrize("opset", [11, 17])
+def test_fast_graph_equals_the_plain_graph(small_winograd, tmp_path, opset):
+    plain = export_onnx(small_winograd, tmp_path / "plain.onnx", opset=opset, height=64, width=128)
+    fast = export_onnx(small_winograd, tmp_path / "fast.onnx", opset=opset, height=64, width=128, fast_convs=True)
+    assert fast.verified and fast.fast_convs and fast.max_abs_error <= 1e-5
+    assert fast.ops.get("MatMul", 0) >= 2 and "MatMul" not in plain.ops
+    assert fast.ops["Conv"] == plain.ops["Conv"] - 2  # one global block: 2 convs (the row sums keep one Conv)
+    props = {p.key: p.value for p in __import__("onnx").load(str(tmp_path / "fast.onnx")).metadata_props}
+    assert json.loads(props["pix2pixhd.export"])["fast_convs"] is True
+    x = seeded_input(36, 2, 64, 128, seed=5)  # batch 2 through the dynamic batch axis
+    a = run_onnxruntime_cpu((tmp_path / "plain.onnx").read_bytes(), "input_concat", x)
+    b = run_onnxruntime_cpu((tmp_path / "fast.onnx").read_bytes(), "input_concat", x)
+    assert np.abs(a - b).max() <= 1e-5
+
+
+def test_fast_stems_uint8_graph(small_winograd, tmp_path):
+    report = export_onnx(small_winograd, tmp_path / "s.onnx", height=64, width=128, input_format="stems",
+                         output_format="uint8", fast_convs=True)
+    assert report.verified and report.max_abs_error <= 1
+
+
+def test_fast_convs_need_a_static_size(small_winograd, tmp_path):
+    with pytest.raises(UserError, match="static height and width"):
+        export_onnx(small_winograd, tmp_path / "x.onnx", height=64, width=128, dynamic_hw=True, fast_convs=True)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_run_fast_convs_torch_and_its_errors(small_checkpoint, scene_dataroot, tmp_path):
+    ckpt = small_checkpoint / "latest_net_G.pth"
+    run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", ckpt,
+             "--output", tmp_path / "plain"])
+    run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", ckpt,
+             "--output", tmp_path / "fast", "--fast-convs"])
+    manifest = json.loads((tmp_path / "fast" / "manifest.json").read_text())
+    assert manifest["settings"]["fast_convs"] is True and manifest["identity"]["fast_convs"] is True
+    from PIL import Image
+    pictures = sorted((tmp_path / "plain" / "images").glob("*_synthesized_image.png"))
+    assert len(pictures) == 3
+    for p in pictures:
+        a = np.asarray(Image.open(p), dtype=np.int16)
+        b = np.asarray(Image.open(tmp_path / "fast" / "images" / p.name), dtype=np.int16)
+        assert np.abs(a - b).max() <= 1
+    # resuming the fast folder without the flag would mix outputs: refused
+    proc = run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", ckpt,
+                    "--output", tmp_path / "fast"], check=False)
+    assert proc.returncode != 0 and "fast_convs" in proc.stderr
+    # an ONNX graph gets its fast convolutions at export
+    export_onnx(ckpt, tmp_path / "g.onnx", height=64, width=128, verify=False)
+    proc = run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--model", tmp_path / "g.onnx",
+                    "--output", tmp_path / "onnx", "--fast-convs"], check=False)
+    assert proc.returncode != 0 and "export --fast-convs" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "onnx").exists()
