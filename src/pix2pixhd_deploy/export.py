@@ -657,6 +657,9 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
         report.notes.append("the graph has AveragePool with count_include_pad=0, which ATC documents as unsupported "
                             "(ASCEND.md §3); if atc rejects it or the NPU output differs at the borders, export "
                             "again with --rewrite-avgpool (an exact equivalent made of Conv and Div)")
+    if fast_convs:
+        report.notes.append("--fast-convs is a CPU form (OpenVINO, ONNX Runtime CPU); for atc, TensorRT or CUDA "
+                            "export without it: their convolution kernels choose Winograd or not by themselves")
     if dynamic_hw:
         report.notes.append(f"height and width are dynamic; the atc commands below fix them at {height}x{width}")
     report.atc_commands = atc_commands(
