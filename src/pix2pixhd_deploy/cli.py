@@ -120,6 +120,10 @@ def cmd_run(args) -> int:
     if model is None:
         raise UserError("no model given", fix="pass --checkpoint latest_net_G.pth (or --model X.onnx|X.om)")
     backend = backend_for(model, args.backend)
+    if args.fast_convs and backend != "torch":
+        raise UserError(f"--fast-convs applies to the torch backend, not {backend}", path=model,
+                        fix="an ONNX graph gets the fast convolutions at export: pix2pixhd-deploy export "
+                            "--fast-convs")
     pairs = discover(args.dataroot, args.cityscapes, use_instance=not args.no_instance)
     settings = RunSettings(model=str(model), backend=backend, device=args.device, fp16=args.fp16,
                            batch_size=args.batch_size, image_format=args.format, save_raw=args.save_raw,

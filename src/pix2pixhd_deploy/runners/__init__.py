@@ -47,12 +47,13 @@ def make_runner(model: PathLike, *, backend: Optional[str] = None, device: Optio
                 fp16: bool = False, height: Optional[int] = None, width: Optional[int] = None, **options) -> Runner:
     """The runner for ``model`` (not yet activated).
 
-    ``options`` (None means default): ``fast_convs`` for torch; ``providers`` (short names in priority order), ``provider_options`` ({short
-    name: {key: value}}) and ``intra_op_threads`` for onnxruntime; ``dym_batch`` (ais_bench's ``--dymBatch``) for
-    ais_bench. An option the chosen backend does not take is an error, not silently dropped.
+    ``options`` (None means default): ``fast_convs`` for torch; ``providers`` (short names in priority order),
+    ``provider_options`` ({short name: {key: value}}) and ``intra_op_threads`` for onnxruntime; ``dym_batch``
+    (ais_bench's ``--dymBatch``) for ais_bench. An option the chosen backend does not take is an error, not silently dropped.
     """
     name = backend_for(model, backend)
-    options = {k: v for k, v in options.items() if v is not None and v is not False and v != {} and v != []}
+    unset = lambda v: v is None or v is False or v == {} or v == []  # noqa: E731  (0 is a value)
+    options = {k: v for k, v in options.items() if not unset(v)}
     stray = sorted(set(options) - set(BACKEND_OPTIONS[name]))
     if stray:
         flags = ", ".join(_OPTION_FLAGS.get(k, k) for k in stray)

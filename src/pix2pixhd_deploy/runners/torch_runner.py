@@ -124,4 +124,5 @@ class TorchRunner(Runner):
 
     def describe(self) -> str:
         fast = ", fast convolutions" if self.fast_convs else ""
-        return f"torch {'fp16' if self.fp16 else 'fp32'}{fast} on {getattr(self, 'device', self.device_name or 'auto')}"
+        device = getattr(self, "device", self.device_name or "auto")
+        return f"torch {'fp16' if self.fp16 else 'fp32'}{fast} on {device}"
