@@ -100,7 +100,8 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["openvino-stems-fast"],
                     help="our backends to measure: torch, onnxruntime or openvino (maps-input graph), "
                          "onnxruntime-stems or openvino-stems (stems graph); a -fast suffix adds --fast-convs "
-                         "(run's for torch, export's for a graph); default openvino-stems-fast, the fastest")
+                         "(run's for torch; export's, with --exact-norm, for a graph); default openvino-stems-fast, "
+                         "the fastest")
     ap.add_argument("--streams", type=int, nargs="+", default=[1],
                     help="run's --streams values to measure for each backend (default 1)")
     ap.add_argument("--json", type=Path, help="write the figures here")
@@ -141,6 +142,7 @@ def main() -> None:
     for backend in args.backends:
         fast = ["--fast-convs"] if backend.endswith("-fast") else []
         model_args = ["--checkpoint", str(ckpt), *fast]
+        graph_flags = fast + (["--exact-norm"] if fast else [])  # the README's CPU graph
         if backend.startswith(("onnxruntime", "openvino")):
             # RUNTIME: the maps-input graph; RUNTIME-stems: the stems graph (stems computed from the maps)
             fmt = "stems" if "-stems" in backend else "maps"
@@ -148,7 +150,7 @@ def main() -> None:
             if not graph.is_file():
                 subprocess.run([python, "-m", "pix2pixhd_deploy", "-q", "export", "--checkpoint", str(ckpt),
                                 "--output", str(graph), "--input-format", fmt, "--output-format", "uint8",
-                                "--static-batch", "1", *fast], check=True)
+                                "--static-batch", "1", *graph_flags], check=True)
             model_args = ["--model", str(graph), "--backend", backend.split("-")[0]]
         for streams in args.streams:
             key = f"{backend} --streams {streams}"

@@ -97,7 +97,7 @@ def cmd_export(args) -> int:
                          rewrite_avgpool=args.rewrite_avgpool, tolerance=args.tolerance, min_psnr=args.min_psnr,
                          seed=args.seed, soc_version=args.soc_version, input_format=args.input_format,
                          output_format=args.output_format, use_instance=not args.no_instance,
-                         fast_convs=args.fast_convs)
+                         fast_convs=args.fast_convs, exact_norm=args.exact_norm)
     print("\n".join(report.lines()))
     if args.report:
         atomic_write_text(args.report, json.dumps(report.to_dict(), indent=2))
@@ -324,6 +324,9 @@ def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
     p.add_argument("--fast-convs", action="store_true",
                    help="CPU speed: the 3x3 convolutions with 256+ channels as Winograd F(2x2,3x3) and the output "
                         "convolution as row sums, same arithmetic to float rounding (needs a static size)")
+    p.add_argument("--exact-norm", action="store_true",
+                   help="instance norms as two-stage sums, so OpenVINO and ONNX Runtime CPU match torch's accuracy "
+                        "at full size (their one-pass float32 reductions do not; about 3%% slower; static size)")
     p.add_argument("--tolerance", type=float, default=None,
                    help="max abs error allowed against PyTorch for fp32 (default 1e-4, scaled up with the pixel "
                         "count beyond 512x1024 for ONNX Runtime's float32 reductions: 4e-4 at 1024x2048)")
