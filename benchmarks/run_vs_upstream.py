@@ -146,7 +146,7 @@ def main() -> None:
         if backend.startswith(("onnxruntime", "openvino")):
             # RUNTIME: the maps-input graph; RUNTIME-stems: the stems graph (stems computed from the maps)
             fmt = "stems" if "-stems" in backend else "maps"
-            graph = work / f"label2city_{fmt}_uint8{'_fast' if fast else ''}.onnx"
+            graph = work / f"label2city_{fmt}_uint8{'_fastconvs_exactnorm' if fast else ''}.onnx"
             if not graph.is_file():
                 subprocess.run([python, "-m", "pix2pixhd_deploy", "-q", "export", "--checkpoint", str(ckpt),
                                 "--output", str(graph), "--input-format", fmt, "--output-format", "uint8",

@@ -56,6 +56,11 @@ def test_export_exact_norm_graph(tmp_path):
     assert "two-stage instance norms" in report.lines()[0]
     with pytest.raises(UserError, match="--exact-norm needs a static"):
         export_onnx(g, tmp_path / "dyn.onnx", height=64, width=128, dynamic_hw=True, exact_norm=True)
+    with pytest.raises(UserError, match="fp32 CPU graphs"):  # fp16 keeps its norms in float32 on purpose
+        export_onnx(g, tmp_path / "dyn.onnx", height=64, width=128, fp16=True, exact_norm=True)
+    with pytest.raises(UserError, match="found nothing to rewrite"):
+        export_onnx(nn.Sequential(nn.Conv2d(36, 3, 3, padding=1)), tmp_path / "dyn.onnx", height=64, width=128,
+                    exact_norm=True)
     assert not (tmp_path / "dyn.onnx").exists()
 
 

@@ -14,7 +14,8 @@ from pix2pixhd_deploy import fastconv
 from pix2pixhd_deploy.errors import UserError
 from pix2pixhd_deploy.export import export_onnx, run_onnxruntime_cpu, seeded_input
 from pix2pixhd_deploy.fastconv import RowSumConv, WinogradConv3x3, rewrite_for_cpu
-from pix2pixhd_deploy.network import LABEL2CITY_1024P, random_generator
+from pix2pixhd_deploy.network import LABEL2CITY_1024P, GeneratorConfig, random_generator
+from pix2pixhd_deploy.runners import TorchRunner
 
 
 def _errors(conv: nn.Module, fast: nn.Module, x: torch.Tensor):
@@ -104,16 +105,44 @@ def test_fast_graph_equals_the_plain_graph(small_winograd, tmp_path, opset):
     assert np.abs(a - b).max() <= 1e-5
 
 
+def test_odd_tiling_through_onnx(monkeypatch, tmp_path):
+    """96x160 with 4 global downsamplings leaves 3x5 at the residual blocks: odd, so the last Winograd tiles are
+    completed with zeros and cut off again (1056x2048 does the same to label2city_1024p)."""
+    monkeypatch.setattr(fastconv, "WINOGRAD_MIN_CHANNELS", 64)
+    config = GeneratorConfig(input_nc=36, output_nc=3, ngf=4, netG="local", n_downsample_global=4,
+                             n_blocks_global=1, n_local_enhancers=1, n_blocks_local=1)
+    g = random_generator(config, seed=6).eval()
+    report = export_onnx(g, tmp_path / "odd.onnx", height=96, width=160, fast_convs=True)
+    assert report.verified and report.max_abs_error <= 1e-5
+    assert any("2 Winograd 3x3" in n for n in report.notes)
+
+
 def test_fast_stems_uint8_graph(small_winograd, tmp_path):
     report = export_onnx(small_winograd, tmp_path / "s.onnx", height=64, width=128, input_format="stems",
                          output_format="uint8", fast_convs=True)
     assert report.verified and report.max_abs_error <= 1
 
 
-def test_fast_convs_need_a_static_size(small_winograd, tmp_path):
+def test_impossible_fast_convs_exports_write_nothing(small_winograd, tmp_path):
     with pytest.raises(UserError, match="static height and width"):
         export_onnx(small_winograd, tmp_path / "x.onnx", height=64, width=128, dynamic_hw=True, fast_convs=True)
+    with pytest.raises(UserError, match="fp32 CPU graphs"):
+        export_onnx(small_winograd, tmp_path / "x.onnx", height=64, width=128, fp16=True, fast_convs=True)
+    with pytest.raises(UserError, match="found nothing to rewrite"):  # padded convolutions only
+        export_onnx(nn.Sequential(nn.Conv2d(36, 3, 3, padding=1)), tmp_path / "x.onnx", height=64, width=128,
+                    fast_convs=True)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_torch_runner_leaves_the_callers_model_alone():
+    g = random_generator(SMALL_LOCAL, seed=2).eval()
+    x = torch.from_numpy(seeded_input(36, 1, 64, 128))
+    with TorchRunner(model=g, config=SMALL_LOCAL, device="cpu", fast_convs=True) as runner:
+        assert any(isinstance(m, RowSumConv) for m in runner.model.modules())
+        fast = runner.infer(x.numpy())
+    assert not any(isinstance(m, (RowSumConv, WinogradConv3x3)) for m in g.modules())
+    with torch.inference_mode():
+        assert np.abs(g(x).numpy() - fast).max() <= 1e-5
 
 
 def test_run_fast_convs_torch_and_its_errors(small_checkpoint, scene_dataroot, tmp_path):
@@ -134,7 +163,7 @@ def test_run_fast_convs_torch_and_its_errors(small_checkpoint, scene_dataroot, t
     # resuming the fast folder without the flag would mix outputs: refused
     proc = run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", ckpt,
                     "--output", tmp_path / "fast"], check=False)
-    assert proc.returncode != 0 and "fast_convs" in proc.stderr
+    assert proc.returncode != 0 and "fast_convs: True -> None" in proc.stderr
     # an ONNX graph gets its fast convolutions at export
     export_onnx(ckpt, tmp_path / "g.onnx", height=64, width=128, verify=False)
     proc = run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--model", tmp_path / "g.onnx",

@@ -114,16 +114,13 @@ def cmd_postprocess(args) -> int:
 
 def cmd_run(args) -> int:
     from .pipeline import RunSettings, discover, run, runner_for_run
-    from .runners import backend_for
+    from .runners import backend_for, check_options
 
     model = args.checkpoint or args.model
     if model is None:
         raise UserError("no model given", fix="pass --checkpoint latest_net_G.pth (or --model X.onnx|X.om)")
     backend = backend_for(model, args.backend)
-    if args.fast_convs and backend != "torch":
-        raise UserError(f"--fast-convs applies to the torch backend, not {backend}", path=model,
-                        fix="an ONNX graph gets the fast convolutions at export: pix2pixhd-deploy export "
-                            "--fast-convs")
+    check_options(backend, {"fast_convs": args.fast_convs})  # before any work, for the Ray engine too
     pairs = discover(args.dataroot, args.cityscapes, use_instance=not args.no_instance)
     settings = RunSettings(model=str(model), backend=backend, device=args.device, fp16=args.fp16,
                            batch_size=args.batch_size, image_format=args.format, save_raw=args.save_raw,
@@ -326,7 +323,7 @@ def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
                         "convolution as row sums, same arithmetic to float rounding (needs a static size)")
     p.add_argument("--exact-norm", action="store_true",
                    help="instance norms as two-stage sums, so OpenVINO and ONNX Runtime CPU match torch's accuracy "
-                        "at full size (their one-pass float32 reductions do not; about 3%% slower; static size)")
+                        "at full size (their one-pass float32 reductions do not; about 10%% slower; static size)")
     p.add_argument("--tolerance", type=float, default=None,
                    help="max abs error allowed against PyTorch for fp32 (default 1e-4, scaled up with the pixel "
                         "count beyond 512x1024 for ONNX Runtime's float32 reductions: 4e-4 at 1024x2048)")

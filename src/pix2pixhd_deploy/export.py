@@ -50,7 +50,7 @@ from torch import nn
 
 from .encoding import encode_input_torch
 from .errors import PathLike, UserError
-from .fastconv import rewrite_for_cpu
+from .fastconv import replace_modules, rewrite_for_cpu
 from .fileio import atomic_write_bytes, ensure_output_dir
 from .network import GeneratorConfig, LoadedGenerator, generator_input_size, load_generator
 from .postprocess import tensor2im_torch
@@ -157,9 +157,14 @@ class TwoStageInstanceNorm(nn.Module):
 
     def __init__(self, norm: nn.InstanceNorm2d):
         super().__init__()
-        if norm.affine or norm.track_running_stats:
+        if not self.replaces(norm):
             raise ValueError("TwoStageInstanceNorm replaces InstanceNorm2d(affine=False) without running stats")
         self.eps = float(norm.eps)
+
+    @staticmethod
+    def replaces(module: nn.Module) -> bool:
+        """pix2pixHD's norm: ``InstanceNorm2d`` with no affine parameters and no running statistics."""
+        return isinstance(module, nn.InstanceNorm2d) and not module.affine and not module.track_running_stats
 
     @staticmethod
     def _mean(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -183,25 +188,31 @@ def _input_channels(model: nn.Module) -> int:
 
 
 def prepare_for_export(model: nn.Module, *, rewrite_avgpool: bool = False, static_hw: bool = True,
-                       fast_convs: bool = False, exact_norm: bool = False) -> nn.Module:
+                       fast_convs: bool = False, exact_norm: bool = False,
+                       counts: Optional[Dict[str, int]] = None) -> nn.Module:
     """A float32 CPU copy of ``model`` with the export-only modules swapped in; ``model`` is not changed.
 
     ``fast_convs``: the CPU forms of :mod:`fastconv` (Winograd 3x3, row-sum output convolution) as well;
-    ``exact_norm``: :class:`TwoStageInstanceNorm` for every InstanceNorm2d without affine parameters."""
+    ``exact_norm``: :class:`TwoStageInstanceNorm` for every InstanceNorm2d without affine parameters.
+    ``counts``, when given, receives how many modules of each kind were swapped in."""
     export_model = copy.deepcopy(model).float().cpu().eval()
-    if fast_convs:
-        rewrite_for_cpu(export_model)
+    tally = counts if counts is not None else {}
+    tally.update(rewrite_for_cpu(export_model) if fast_convs else {"winograd": 0, "rowsum": 0})
+    tally["two_stage_norm"] = 0
     channels = _input_channels(export_model)
-    for parent in list(export_model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.ReflectionPad2d):
-                setattr(parent, name, OnnxReflectionPad2d(child))
-            elif (exact_norm and isinstance(child, nn.InstanceNorm2d) and not child.affine
-                  and not child.track_running_stats):
-                setattr(parent, name, TwoStageInstanceNorm(child))
-            elif rewrite_avgpool and isinstance(child, nn.AvgPool2d) and not child.count_include_pad:
-                # pix2pixHD pools only the generator input (LocalEnhancer.downsample), so C = input channels
-                setattr(parent, name, ExactAvgPool2d(child, channels, static_hw=static_hw))
+
+    def choose(child: nn.Module) -> Optional[nn.Module]:
+        if isinstance(child, nn.ReflectionPad2d):
+            return OnnxReflectionPad2d(child)
+        if exact_norm and TwoStageInstanceNorm.replaces(child):
+            tally["two_stage_norm"] += 1
+            return TwoStageInstanceNorm(child)
+        if rewrite_avgpool and isinstance(child, nn.AvgPool2d) and not child.count_include_pad:
+            # pix2pixHD pools only the generator input (LocalEnhancer.downsample), so C = input channels
+            return ExactAvgPool2d(child, channels, static_hw=static_hw)
+        return None
+
+    replace_modules(export_model, choose)
     return export_model
 
 
@@ -510,7 +521,7 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
     ``synthesized_image``). Both are checked against the same computation in PyTorch (for uint8, to within one
     level: a float difference of 1e-6 can move a value across a truncation boundary).
     ``fast_convs``: the large 3x3 convolutions as Winograd F(2x2, 3x3) and the output convolution as row sums
-    (:mod:`fastconv`), about 1.3x faster on CPUs (OpenVINO, ONNX Runtime); ``exact_norm``: instance norms as
+    (:mod:`fastconv`), about 1.4x faster on CPUs (OpenVINO, ONNX Runtime); ``exact_norm``: instance norms as
     two-stage sums (:class:`TwoStageInstanceNorm`), torch's accuracy in those runtimes. Both need a static size.
     Raises :class:`UserError` when a setting is impossible or the graph does not match PyTorch.
     """
@@ -532,6 +543,10 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
         if given and dynamic_hw:
             raise UserError(f"{flag} needs a static height and width (its tiling or sums are fixed at export)",
                             fix=f"drop --dynamic-hw and pass --height and --width, or drop {flag}")
+        if given and fp16:
+            # fp16 keeps InstanceNormalization in float32 (its sums overflow half); these are fp32 CPU forms
+            raise UserError(f"{flag} is for fp32 CPU graphs, not --fp16 ones",
+                            fix=f"drop --fp16 (for a CPU) or {flag} (for a GPU or NPU)")
     wrapped = input_format != "tensor" or output_format != "float"
     if wrapped and fp16:
         raise UserError("fp16 export is for the plain tensor graph only",
@@ -561,8 +576,19 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
         if config:
             generator_input_size(config, *trace_hw)
     trace_batch = batch
+    swapped: Dict[str, int] = {}
     export_model = prepare_for_export(model, rewrite_avgpool=rewrite_avgpool, static_hw=not dynamic_hw,
-                                      fast_convs=fast_convs, exact_norm=exact_norm)
+                                      fast_convs=fast_convs, exact_norm=exact_norm, counts=swapped)
+    for flag, given, found, wanted in (
+            ("--fast-convs", fast_convs, swapped["winograd"] + swapped["rowsum"],
+             "3x3 convolutions with 256+ channels after a reflection pad, or 7x7 ones with few outputs"),
+            ("--exact-norm", exact_norm, swapped["two_stage_norm"], "instance norms without affine parameters")):
+        if given and not found:
+            raise UserError(f"{flag} found nothing to rewrite in this generator (it rewrites {wanted})",
+                            fix=f"drop {flag}")
+    if fast_convs or exact_norm:
+        log.info("rewritten: %d Winograd, %d row-sum convolutions, %d two-stage instance norms",
+                 swapped["winograd"], swapped["rowsum"], swapped["two_stage_norm"])
     label_nc = channels - 1 if use_instance else channels
     if wrapped:
         export_model = DeployGraph(export_model, input_format=input_format, output_format=output_format,
@@ -629,6 +655,9 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
                           input_shape=in_shape, output_shape=out_shape, fp16=fp16, rewrite_avgpool=rewrite_avgpool,
                           ops=ops, size_bytes=len(data), seconds=0.0, min_psnr=min_psnr if fp16 else None,
                           fast_convs=fast_convs, exact_norm=exact_norm)
+    if fast_convs or exact_norm:
+        report.notes.append(f"rewritten: {swapped['winograd']} Winograd 3x3 and {swapped['rowsum']} row-sum "
+                            f"convolutions, {swapped['two_stage_norm']} two-stage instance norms")
     if verify:
         vb = batch if not dynamic_batch else 1
         vhw = trace_hw

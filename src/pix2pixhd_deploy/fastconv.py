@@ -20,7 +20,7 @@ a static size); they work on any batch. Used by ``export --fast-convs`` and ``ru
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -118,6 +118,18 @@ def is_rowsum_candidate(conv: nn.Module) -> bool:
             and conv.in_channels > conv.out_channels)
 
 
+def replace_modules(model: nn.Module, choose: Callable[[nn.Module], Optional[nn.Module]]) -> int:
+    """Swap ``choose(child)`` for every submodule it returns a module for (in place); returns how many."""
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            replacement = choose(child)
+            if replacement is not None:
+                setattr(parent, name, replacement)
+                swapped += 1
+    return swapped
+
+
 def rewrite_for_cpu(model: nn.Module, *, min_channels: Optional[int] = None) -> Dict[str, int]:
     """Swap :class:`WinogradConv3x3` and :class:`RowSumConv` into ``model`` (in place); returns how many of each.
 
@@ -125,14 +137,14 @@ def rewrite_for_cpu(model: nn.Module, *, min_channels: Optional[int] = None) -> 
     ``WINOGRAD_MIN_CHANNELS``: in label2city_1024p, the global generator's 18 residual-block convolutions)."""
     min_channels = WINOGRAD_MIN_CHANNELS if min_channels is None else min_channels
     counts = {"winograd": 0, "rowsum": 0}
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            replacement: Optional[nn.Module] = None
-            if is_winograd_candidate(child, min_channels):
-                replacement, kind = WinogradConv3x3(child), "winograd"
-            elif is_rowsum_candidate(child):
-                replacement, kind = RowSumConv(child), "rowsum"
-            if replacement is not None:
-                setattr(parent, name, replacement.to(child.weight.device))
+
+    def choose(child: nn.Module) -> Optional[nn.Module]:
+        for kind, fits, make in (("winograd", lambda c: is_winograd_candidate(c, min_channels), WinogradConv3x3),
+                                 ("rowsum", is_rowsum_candidate, RowSumConv)):
+            if fits(child):
                 counts[kind] += 1
+                return make(child).to(child.weight.device)
+        return None
+
+    replace_modules(model, choose)
     return counts

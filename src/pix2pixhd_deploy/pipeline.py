@@ -352,7 +352,8 @@ class RunFolder:
             previous = _load_manifest(self.out)
             if previous is not None and previous.get("identity") != identity:
                 old = previous.get("identity", {})
-                diffs = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in identity.items() if old.get(k) != v]
+                diffs = [f"{k}: {old.get(k)!r} -> {identity.get(k)!r}" for k in sorted(set(old) | set(identity))
+                         if old.get(k) != identity.get(k)]
                 raise UserError("this output folder holds pictures made with other settings (" + "; ".join(diffs)
                                 + ")", path=self.out, fix="choose a new --output, or delete the folder to start again")
             self.images: Dict[str, Dict[str, object]] = dict(previous.get("images", {})) if previous else {}

@@ -8,7 +8,7 @@ imported only when their runner is activated, so a missing one costs nothing unt
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Mapping, Optional
 
 from ..errors import PathLike, UserError
 from .ais_bench_runner import AisBenchRunner
@@ -43,22 +43,30 @@ def backend_for(model: PathLike, backend: Optional[str] = None) -> str:
     return found
 
 
+def check_options(name: str, options: Mapping[str, object]) -> Dict[str, object]:
+    """The options given (None, False and empty mean not given), or a UserError naming those the ``name``
+    backend does not take; ``run`` calls it before any work so the Ray engine refuses them as early."""
+    unset = lambda v: v is None or v is False or v == {} or v == []  # noqa: E731  (0 is a value)
+    given = {k: v for k, v in options.items() if not unset(v)}
+    stray = sorted(set(given) - set(BACKEND_OPTIONS[name]))
+    if stray:
+        flags = ", ".join(_OPTION_FLAGS.get(k, k) for k in stray)
+        raise UserError(f"{flags} does not apply to the {name} runner",
+                        fix="drop it, or pick the runtime it belongs to with --model/--backend")
+    return given
+
+
 def make_runner(model: PathLike, *, backend: Optional[str] = None, device: Optional[str] = None,
                 fp16: bool = False, height: Optional[int] = None, width: Optional[int] = None, **options) -> Runner:
     """The runner for ``model`` (not yet activated).
 
     ``options`` (None means default): ``fast_convs`` for torch; ``providers`` (short names in priority order),
     ``provider_options`` ({short name: {key: value}}) and ``intra_op_threads`` for onnxruntime; ``dym_batch``
-    (ais_bench's ``--dymBatch``) for ais_bench. An option the chosen backend does not take is an error, not silently dropped.
+    (ais_bench's ``--dymBatch``) for ais_bench. An option the chosen backend does not take is an error, not
+    silently dropped.
     """
     name = backend_for(model, backend)
-    unset = lambda v: v is None or v is False or v == {} or v == []  # noqa: E731  (0 is a value)
-    options = {k: v for k, v in options.items() if not unset(v)}
-    stray = sorted(set(options) - set(BACKEND_OPTIONS[name]))
-    if stray:
-        flags = ", ".join(_OPTION_FLAGS.get(k, k) for k in stray)
-        raise UserError(f"{flags} does not apply to the {name} runner",
-                        fix="drop it, or pick the runtime it belongs to with --model/--backend")
+    options = check_options(name, options)
     if name == "torch":
         return TorchRunner(model, device=device, fp16=fp16, height=height, width=width,
                            fast_convs=bool(options.get("fast_convs")))
@@ -89,5 +97,5 @@ def make_runner(model: PathLike, *, backend: Optional[str] = None, device: Optio
 
 
 __all__ = ["Runner", "TensorSpec", "TorchRunner", "OnnxRuntimeRunner", "OpenVinoRunner", "AisBenchRunner",
-           "make_runner",
+           "make_runner", "check_options",
            "backend_for", "BACKENDS", "SUFFIX_BACKENDS"]

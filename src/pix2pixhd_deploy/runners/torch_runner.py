@@ -69,18 +69,21 @@ class TorchRunner(Runner):
             self.loaded = LoadedGenerator(self._model, self._config)
         else:
             self.loaded = load_generator(self.checkpoint)
-        model = self.loaded.model.to(self.device)
-        self.dtype = torch.float16 if self.fp16 else torch.float32
-        self.model = model.to(self.dtype).eval()
+        model = self.loaded.model
         if self.fast_convs:
             from ..fastconv import rewrite_for_cpu
 
-            if self._model is not None:  # the caller's module stays as it was
+            if self.device != "cpu" or self.fp16:
+                log.warning("--fast-convs is a CPU fp32 form: cuDNN picks Winograd by itself, and in fp16 the "
+                            "Winograd transforms lose more than a direct convolution")
+            if self._model is not None:  # the caller's convolutions stay as they were
                 import copy
 
-                self.model = copy.deepcopy(self.model)
-            counts = rewrite_for_cpu(self.model)
+                model = copy.deepcopy(model)
+            counts = rewrite_for_cpu(model)
             log.info("fast convolutions: %d Winograd, %d row-sum", counts["winograd"], counts["rowsum"])
+        self.dtype = torch.float16 if self.fp16 else torch.float32
+        self.model = model.to(self.device).to(self.dtype).eval()
 
     def deactivate_impl(self) -> None:
         self.model = None
