@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -118,6 +117,7 @@ def main() -> None:
 
     sys.path.insert(0, str(REPO / "src"))
     from pix2pixhd_deploy.network import LABEL2CITY_1024P, random_generator, save_checkpoint
+    from pix2pixhd_deploy.pipeline import machine
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-run-"))
     data = work / "data"
@@ -174,9 +174,7 @@ def main() -> None:
         if name != "upstream":
             print(f"run {name}: bytes besides the picture = 1/{seed_bytes / max(r['bytes_per_image'], 1):.0f} "
                   f"of the seed path")
-    summary = {"images": n, "machine": {"platform": platform.platform(), "cpu": platform.processor(),
-                                        "cores": os.cpu_count()}, "results": results,
-               "seed_bytes_per_image": seed_bytes}
+    summary = {"images": n, "machine": machine(), "results": results, "seed_bytes_per_image": seed_bytes}
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
     if not args.keep:

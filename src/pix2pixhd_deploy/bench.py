@@ -167,9 +167,9 @@ def bench_device_only(runner, x: np.ndarray, *, loops: int, warmup: int) -> Dict
 
 def bench_end_to_end(runner, pairs, *, batch_size: int, batches: int, out_dir: Path, base: int, label_nc: int,
                      use_instance: bool) -> Dict[str, object]:
-    """Files in, pictures out, for ``batches`` batches of ``batch_size`` pairs (cycled through ``pairs``)."""
-    from .dataset import load_pair
-    from .encoding import encode_input
+    """Files in, pictures out, for ``batches`` batches of ``batch_size`` pairs (cycled through ``pairs``, which
+    were found with or without instance maps as ``use_instance`` says)."""
+    from .encoding import encode_pair
     from .fileio import atomic_save_image
     from .postprocess import tensor2im
 
@@ -178,11 +178,7 @@ def bench_end_to_end(runner, pairs, *, batch_size: int, batches: int, out_dir: P
     for b in range(batches):
         chosen = [pairs[(b * batch_size + i) % len(pairs)] for i in range(batch_size)]
         start = time.perf_counter()
-        items = []
-        for pair in chosen:
-            label, inst = load_pair(pair, base=base)
-            items.append(encode_input(label, inst if use_instance else None, label_nc, path=pair.label))
-        y = runner.infer(np.stack(items))
+        y = runner.infer(np.stack([encode_pair(pair, label_nc=label_nc, base=base) for pair in chosen]))
         for pair, out in zip(chosen, y):
             atomic_save_image(out_dir / f"{pair.name}_{b}generated.png", tensor2im(out))
         batch_ms.append((time.perf_counter() - start) * 1000.0)

@@ -44,7 +44,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import PathLike, UserError
-from .fileio import natural_key, stem_of
+from .fileio import load_npy, natural_key, stem_of
 
 log = logging.getLogger(__name__)
 
@@ -333,26 +333,19 @@ def list_outputs(folder: PathLike, *, side: str) -> Dict[str, Path]:
 
 def read_output(path: Path, hw: Optional[Tuple[int, int]] = None) -> Tuple[str, np.ndarray]:
     """(units, array): ``raw`` float32 (3, H, W) for .bin/.npy, ``levels`` uint8 (H, W, 3) for pictures."""
-    from .postprocess import read_output_bin
+    from .postprocess import check_finite, read_output_bin
 
     suffix = path.suffix.lower()
     if suffix == ".bin":
         return "raw", read_output_bin(path, hw)
     if suffix == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise UserError(f"not a readable .npy array ({exc})", path=path, fix="use infer's --outfmt NPY "
-                                                                                "outputs") from exc
+        arr = load_npy(path)
         if arr.ndim == 4 and arr.shape[0] == 1:
             arr = arr[0]
         if arr.ndim != 3 or arr.shape[0] != 3:
             raise UserError(f"the .npy holds shape {arr.shape}, not a (3, H, W) output", path=path,
                             fix="use the outputs infer writes with --outfmt NPY")
-        if not np.isfinite(arr).all():
-            raise UserError(f"the output holds {int((~np.isfinite(arr)).sum())} NaN or infinite values", path=path,
-                            fix="the runtime produced invalid numbers: check the model and its precision settings")
-        return "raw", arr.astype(np.float32, copy=False)
+        return "raw", check_finite(arr, path).astype(np.float32, copy=False)
     from PIL import Image, UnidentifiedImageError
 
     try:

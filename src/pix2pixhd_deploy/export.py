@@ -586,14 +586,19 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
         if given and not found:
             raise UserError(f"{flag} found nothing to rewrite in this generator (it rewrites {wanted})",
                             fix=f"drop {flag}")
+    rewritten = (f"rewritten: {swapped['winograd']} Winograd 3x3 and {swapped['rowsum']} row-sum convolutions, "
+                 f"{swapped['two_stage_norm']} two-stage instance norms")
     if fast_convs or exact_norm:
-        log.info("rewritten: %d Winograd, %d row-sum convolutions, %d two-stage instance norms",
-                 swapped["winograd"], swapped["rowsum"], swapped["two_stage_norm"])
+        log.info(rewritten)
     label_nc = channels - 1 if use_instance else channels
     if wrapped:
         export_model = DeployGraph(export_model, input_format=input_format, output_format=output_format,
                                    label_nc=label_nc, use_instance=use_instance).eval()
     if input_format == "stems":
+        from .stems import StemWeights
+
+        # once, for the check and the sidecar file (it copies each tensor to float32 on the CPU itself)
+        stem_weights = StemWeights.from_generator(model, label_nc, use_instance)
         input_names = list(STEMS_INPUT_NAMES)
         ngf = config.ngf if config else model.model1_1[1].out_channels
         hh, hw = (trace_hw[0] - 1) // 2 + 1, (trace_hw[1] - 1) // 2 + 1
@@ -656,8 +661,7 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
                           ops=ops, size_bytes=len(data), seconds=0.0, min_psnr=min_psnr if fp16 else None,
                           fast_convs=fast_convs, exact_norm=exact_norm)
     if fast_convs or exact_norm:
-        report.notes.append(f"rewritten: {swapped['winograd']} Winograd 3x3 and {swapped['rowsum']} row-sum "
-                            f"convolutions, {swapped['two_stage_norm']} two-stage instance norms")
+        report.notes.append(rewritten)
     if verify:
         vb = batch if not dynamic_batch else 1
         vhw = trace_hw
@@ -665,21 +669,14 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
             tolerance = default_tolerance(*vhw)
         report.tolerance = None if fp16 else tolerance
         reference_model = _fp32_cpu(model)
-        if input_format == "stems":
-            from .stems import StemComputer, StemWeights
+        if input_format in ("stems", "maps"):
+            labels, insts = seeded_maps(vb, *vhw, seed=seed, label_nc=label_nc)
+            if input_format == "stems":
+                from .stems import StemComputer
 
-            labels, insts = seeded_maps(vb, *vhw, seed=seed, label_nc=label_nc)
-            stems_in = StemComputer(StemWeights.from_generator(reference_model, label_nc, use_instance))(
-                labels, insts if use_instance else None)
-            feeds = dict(zip(input_names, stems_in))
-            verify_shape = tuple(labels.shape)
-            with torch.inference_mode():
-                x = encode_input_torch(torch.from_numpy(labels), torch.from_numpy(insts) if use_instance else None,
-                                      label_nc)
-                reference = reference_model(x)
-        elif input_format == "maps":
-            labels, insts = seeded_maps(vb, *vhw, seed=seed, label_nc=label_nc)
-            feeds = dict(zip(input_names, (labels, insts)))
+                feeds = dict(zip(input_names, StemComputer(stem_weights)(labels, insts if use_instance else None)))
+            else:
+                feeds = dict(zip(input_names, (labels, insts)))
             verify_shape = tuple(labels.shape)
             with torch.inference_mode():
                 x = encode_input_torch(torch.from_numpy(labels), torch.from_numpy(insts) if use_instance else None,
@@ -736,9 +733,9 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
         inputs=_atc_inputs(input_format, input_names, config, model, height, width),
         layout="NCHW" if input_format != "maps" else "ND")
     if input_format == "stems":
-        from .stems import StemWeights, sidecar_path
+        from .stems import sidecar_path
 
-        StemWeights.from_generator(_fp32_cpu(model), label_nc, use_instance).save(sidecar_path(out_path))
+        stem_weights.save(sidecar_path(out_path))
         report.notes.append(f"the stem weights are in {sidecar_path(out_path).name} beside the graph: keep the two "
                             "files together; `run` computes the stems from the maps and feeds the graph")
     atomic_write_bytes(out_path, data)

@@ -201,3 +201,13 @@ def format_bytes(n: int) -> str:
         if n >= size:
             return f"{n / size:.{2 if unit in ('TiB', 'GiB') else 1}f} {unit}"
     return f"{n} bytes"
+
+
+def load_npy(path: Path, mmap_mode: Optional[str] = None) -> np.ndarray:
+    """``np.load`` of a plain array (never a pickle); anything unreadable is one UserError naming the file."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"cannot read this .npy file ({first})", path=path,
+                        fix="make it again with numpy.save (plain float32, no pickled objects)") from exc

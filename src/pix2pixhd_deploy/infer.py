@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import PathLike, UserError, failed_inputs_error
 from .fileio import atomic_open, atomic_write_text, check_free_space, ensure_output_dir, natural_sorted, progress, \
-    remove_stale_temporaries, stem_of
+    load_npy, remove_stale_temporaries, stem_of
 from .runners import Runner
 
 log = logging.getLogger(__name__)
@@ -83,19 +83,10 @@ def infer_hw(n_bytes: int, channels: int, *, path: Optional[PathLike] = None,
     return h, 2 * h
 
 
-def _load_npy(path: Path, mmap_mode: Optional[str] = None) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-        raise UserError(f"cannot read this .npy file ({first})", path=path,
-                        fix="make it again with numpy.save (plain float32, no pickled objects)") from exc
-
-
 def input_nbytes(path: Path) -> int:
     """Bytes of an input's data: a .bin's size, a .npy's element count x 4 (without its header)."""
     if path.suffix.lower() == ".npy":
-        return _load_npy(path, mmap_mode="r").size * 4
+        return load_npy(path, mmap_mode="r").size * 4
     try:
         return path.stat().st_size
     except OSError as exc:
@@ -111,7 +102,7 @@ def read_input(path: Path, shape: Tuple[int, int, int]) -> np.ndarray:
     """One float32 (C, H, W) input from a raw .bin or a .npy; a wrong size, NaN or infinity is a UserError."""
     expected = int(np.prod(shape)) * 4
     if path.suffix.lower() == ".npy":
-        arr = _load_npy(path)
+        arr = load_npy(path)
         if arr.dtype != np.float32 or arr.size * 4 != expected:
             raise UserError(f"the .npy holds {arr.dtype} {arr.shape}, expected float32 {shape}", path=path,
                             fix="use inputs made for this model")

@@ -195,8 +195,9 @@ class StemsGraphEngine:
 
 
 def runner_for_run(model: PathLike, *, backend: Optional[str] = None, device: Optional[str] = None,
-                   fp16: bool = False, streams: int = 1, **options):
-    """The runner ``run`` uses, with the CPU's cores shared among ``streams`` concurrent batches.
+                   fp16: bool = False, streams: int = 1, threads: Optional[int] = None, **options):
+    """The runner ``run`` uses, with the CPU's cores shared among ``streams`` concurrent batches, or limited to
+    ``threads`` (a Ray actor's CPUs).
 
     In-process, two single-threaded ONNX Runtime streams ran 8% faster than one two-threaded one on a 2-core CPU;
     end to end (benchmarks/run_vs_upstream.py) they did not help there, so the default is one stream.
@@ -204,10 +205,11 @@ def runner_for_run(model: PathLike, *, backend: Optional[str] = None, device: Op
     from .runners import backend_for, make_runner
 
     name = backend_for(model, backend)
-    threads = max(1, (os.cpu_count() or 1) // max(1, streams))
-    if name in ("onnxruntime", "openvino") and streams > 1 and not options.get("intra_op_threads"):
+    if threads is None and streams > 1:
+        threads = max(1, (os.cpu_count() or 1) // streams)
+    if name in ("onnxruntime", "openvino") and threads and not options.get("intra_op_threads"):
         options["intra_op_threads"] = threads
-    if name == "torch" and streams > 1:
+    if name == "torch" and threads:
         import torch
 
         torch.set_num_threads(threads)

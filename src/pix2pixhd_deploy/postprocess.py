@@ -43,7 +43,11 @@ def read_output_bin(path: PathLike, hw: Optional[Tuple[int, int]] = None, channe
     path = Path(path)
     size = path.stat().st_size
     h, w = infer_hw(size, channels, path=path, hw=hw, size_flag="--size")
-    arr = np.fromfile(path, dtype=np.float32).reshape(channels, h, w)
+    return check_finite(np.fromfile(path, dtype=np.float32).reshape(channels, h, w), path)
+
+
+def check_finite(arr: np.ndarray, path: PathLike) -> np.ndarray:
+    """``arr`` itself, or a UserError when the runtime wrote NaN or infinite values into it."""
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).sum())
         raise UserError(f"the output holds {bad} NaN or infinite values", path=path,

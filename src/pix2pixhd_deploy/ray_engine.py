@@ -46,12 +46,11 @@ from .dataset import Pair, load_pair
 from .encoding import check_label_ids
 from .errors import PathLike, UserError
 from .fileio import ensure_output_dir, progress
-from .pipeline import RunFolder, RunReport, RunSettings, make_engine, write_outputs
+from .pipeline import RunFolder, RunReport, RunSettings, make_engine, runner_for_run, write_outputs
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'pix2pixhd-deploy[ray]' (or pip install 'ray[data]>=2.9') on every node"
-#: seconds between two saves of manifest.json while records stream in (and once at the end)
 
 
 def import_ray():
@@ -101,19 +100,12 @@ class GeneratorStage:
     """
 
     def __init__(self, output: str, model: str, settings: Dict[str, object], threads: int = 1):
-        from .runners import make_runner
-
         self.out = Path(output)
         self.settings = RunSettings(**settings)
         s = self.settings
-        options = {"fast_convs": s.fast_convs}
-        if s.backend == "torch":  # the CPUs Ray gave this actor, whether or not torch was imported before
-            import torch
-
-            torch.set_num_threads(threads)
-        elif s.backend == "onnxruntime":
-            options["intra_op_threads"] = threads
-        self.runner = make_runner(model, backend=s.backend, device=s.device, fp16=s.fp16, **options)
+        # the CPUs Ray gave this actor, whether or not torch was imported before
+        self.runner = runner_for_run(model, backend=s.backend, device=s.device, fp16=s.fp16, threads=threads,
+                                     fast_convs=s.fast_convs)
         self.runner.activate()
         self.engine = make_engine(self.runner, s.label_nc, s.use_instance)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"

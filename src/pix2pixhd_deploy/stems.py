@@ -31,6 +31,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from .encoding import check_label_ids
 from .errors import PathLike, UserError
 
 log = logging.getLogger(__name__)
@@ -184,10 +185,7 @@ class StemComputer:
 
     def __call__(self, labels: np.ndarray, insts: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
         n, h, w = labels.shape
-        if np.any(labels >= self.weights.label_nc):
-            from .encoding import check_label_ids
-
-            check_label_ids(labels, self.weights.label_nc)
+        check_label_ids(labels, self.weights.label_nc)  # a max() pass; raises only on an id out of range
         if self.lib is None:
             return self._torch(labels, insts)
         lo, go = self.local[0].shape[1], self.glob[0].shape[1]
