@@ -306,6 +306,7 @@ CHECKPOINT_CASES = {  # how to make it, the command that meets it, what the line
     "another network": ("infer", ["not a pix2pixHD generator", "latest_net_G.pth saved by pix2pixHD"]),
     "truncated": ("run", ["truncated or not a torch file", "download or copy the checkpoint again"]),
     "folder without latest_net_G.pth": ("infer", ["has no latest_net_G.pth", "put pix2pixHD's"]),
+    "missing file": ("run", ["does not exist", "check the --checkpoint or --model path"]),
 }
 
 
@@ -315,7 +316,7 @@ def test_untrusted_checkpoints(case, tmp_path, scene_dataroot, small_checkpoint)
     folder.mkdir()
     path = {"malicious pickle": lambda: _malicious(folder), "another network": lambda: _other_network(folder),
             "truncated": lambda: _truncated_checkpoint(folder, small_checkpoint),
-            "folder without latest_net_G.pth": lambda: folder}[case]()
+            "folder without latest_net_G.pth": lambda: folder, "missing file": lambda: folder / "nope.pth"}[case]()
     command, says = CHECKPOINT_CASES[case]
     out = tmp_path / "out"
     cmd = {"export": ["pix2pixhd_pth2onnx.py", "--load_pretrain", path, "--output_file", out / "g.onnx",

@@ -276,6 +276,9 @@ def model_hash(model: PathLike) -> str:
     path = Path(model)
     if path.is_dir():
         path = resolve_checkpoint(path)
+    if not path.is_file():
+        raise UserError("the model file does not exist", path=path,
+                        fix="check the --checkpoint or --model path (latest_net_G.pth, or its folder; .onnx; .om)")
     return file_sha256(path)
 
 
@@ -365,7 +368,7 @@ class RunFolder:
             if self.engine:
                 self.manifest["engine"] = self.engine
         except BaseException:
-            self._lock.__exit__(None, None, None)
+            self.__exit__(*sys.exc_info())  # releases the lock and removes what this run made
             raise
         return self
 
