@@ -32,14 +32,16 @@ def test_run_equals_the_seed_chain(tmp_path, scene_dataroot, small_checkpoint):
     run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", small_checkpoint,
              "--output", tmp_path / "run2", "--streams", "2", "--device", "cpu"])
     assert pictures(tmp_path / "run2").keys() == pictures(tmp_path / "run").keys()
-    assert all(np.array_equal(a, b) for a, b in zip(pictures(tmp_path / "run2").values(),
-                                                    pictures(tmp_path / "run").values()))
     got = pictures(tmp_path / "run")
     assert len(got) == 3
-    for name, pic in got.items():
+    for (name, pic), one in zip(got.items(), pictures(tmp_path / "run2").values()):
         stem = name.replace("_synthesized_image.png", "")
         chain = np.asarray(Image.open(tmp_path / "chain" / f"{stem}_0generated.png"))
-        assert np.array_equal(pic, chain), name
+        assert np.array_equal(one, chain), name  # batch 1, like the chain: the same pixels
+        # batch 2: torch's convolutions may sum in another order for two images (5e-6 seen on an AVX-512 CPU),
+        # which can move a value across a level boundary
+        diff = np.abs(pic.astype(int) - chain)
+        assert diff.max() <= 1 and np.mean(diff > 0) <= 1e-3, name
         raw = np.fromfile(tmp_path / "run" / "raw" / f"{stem}_0.bin", np.float32)
         assert np.abs(raw - np.fromfile(tmp_path / "result" / "bs1" / f"{stem}_0.bin", np.float32)).max() <= 1e-5
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
@@ -146,9 +148,9 @@ def test_maps_and_uint8_graphs_equal_the_36_channel_graph(onnx_graphs):
         want = r.infer(x)
     with make_runner(onnx_graphs[("maps", "float")]) as r:
         assert r.input_format == "maps" and r.output_format == "float"
-        assert np.array_equal(r.infer_maps(labels, insts), want)
+        assert np.array_equal(r.infer({"label": labels, "inst": insts}), want)
     with make_runner(onnx_graphs[("maps", "uint8")]) as r:
-        pics = r.infer_maps(labels, insts)
+        pics = r.infer({"label": labels, "inst": insts})
         assert pics.dtype == np.uint8 and pics.shape == (2, 96, 160, 3)
         assert np.array_equal(pics, np.stack([tensor2im(y) for y in want]))
     with make_runner(onnx_graphs[("tensor", "uint8")]) as r:

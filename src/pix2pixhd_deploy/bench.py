@@ -108,17 +108,23 @@ def _hardware(runner, machine: Dict[str, object]) -> str:
 
 # -------------------------------------------------------------------------------------------- inputs
 
+def realistic_maps(batch: int, height: int, width: int, *, seed: int = 0
+                   ) -> Tuple[np.ndarray, np.ndarray]:
+    """(labels (N, H, W) uint8, instance maps (N, H, W) int32): synthetic street scenes, one per slot."""
+    from .synthetic import make_scene
+
+    scenes = [make_scene(height, width, seed=seed + i) for i in range(batch)]
+    return (np.stack([label for label, _ in scenes]).astype(np.uint8),
+            np.stack([inst for _, inst in scenes]).astype(np.int32))
+
+
 def realistic_batch(batch: int, height: int, width: int, *, label_nc: int, use_instance: bool,
                     seed: int = 0) -> np.ndarray:
     """(batch, C, H, W) float32: encoded synthetic street scenes (one-hot + edges), one distinct scene per slot."""
     from .encoding import encode_input
-    from .synthetic import make_scene
 
-    items = []
-    for i in range(batch):
-        label, inst = make_scene(height, width, seed=seed + i)
-        items.append(encode_input(label, inst.astype(np.int32) if use_instance else None, label_nc))
-    return np.stack(items)
+    labels, insts = realistic_maps(batch, height, width, seed=seed)
+    return np.stack([encode_input(lab, ins if use_instance else None, label_nc) for lab, ins in zip(labels, insts)])
 
 
 def _synthetic_dataroot(folder: Path, count: int, height: int, width: int, seed: int) -> Path:
@@ -149,44 +155,48 @@ def peak_host_mib() -> float:
     return round(peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10), 1)
 
 
-def bench_device_only(runner, x: np.ndarray, *, loops: int, warmup: int) -> Dict[str, object]:
-    """ais_bench's pure-inference figure for one input batch ``x`` (see the module docstring)."""
+def bench_device_only(runner, feeds, *, loops: int, warmup: int) -> Dict[str, object]:
+    """ais_bench's pure-inference figure for one batch of the model's inputs ``feeds`` (a dict of named arrays,
+    or one array for a one-input model; see the module docstring)."""
     for _ in range(warmup):
-        runner.infer(x)
+        runner.infer(feeds)
     compute_ms, call_ms = [], []
     for _ in range(loops):
         start = time.perf_counter()
-        runner.infer(x)
+        runner.infer(feeds)
         call_ms.append((time.perf_counter() - start) * 1000.0)
         compute_ms.append(runner.inference_time * 1000.0)
     stats = latency_stats(compute_ms)
-    return {"images_per_s": 1000.0 * x.shape[0] / stats["mean_ms"], **stats, "loops": loops, "warmup": warmup,
+    batch = next(iter(feeds.values())).shape[0] if isinstance(feeds, dict) else feeds.shape[0]
+    return {"images_per_s": 1000.0 * batch / stats["mean_ms"], **stats, "loops": loops, "warmup": warmup,
             "times_ms": compute_ms, "call_mean_ms": float(np.mean(call_ms)),
             "call_note": "wall time of runner.infer, with the host<->device copies and output conversion"}
 
 
-def bench_end_to_end(runner, pairs, *, batch_size: int, batches: int, out_dir: Path, base: int, label_nc: int,
-                     use_instance: bool) -> Dict[str, object]:
-    """Files in, pictures out, for ``batches`` batches of ``batch_size`` pairs (cycled through ``pairs``, which
-    were found with or without instance maps as ``use_instance`` says)."""
-    from .encoding import encode_pair
+def bench_end_to_end(engine, pairs, *, batch_size: int, batches: int, out_dir: Path, base: int
+                     ) -> Dict[str, object]:
+    """Files in, pictures out, for ``batches`` batches of ``batch_size`` pairs (cycled through ``pairs``), through
+    the same adapter as ``run`` (:mod:`adapters`): read the maps, make the model's feeds, run, save the pictures."""
+    from .dataset import load_pair
     from .fileio import atomic_save_image
-    from .postprocess import tensor2im
 
     batch_ms = []
     n = 0
     for b in range(batches):
         chosen = [pairs[(b * batch_size + i) % len(pairs)] for i in range(batch_size)]
         start = time.perf_counter()
-        y = runner.infer(np.stack([encode_pair(pair, label_nc=label_nc, base=base) for pair in chosen]))
-        for pair, out in zip(chosen, y):
-            atomic_save_image(out_dir / f"{pair.name}_{b}generated.png", tensor2im(out))
+        maps = [load_pair(pair, base=base) for pair in chosen]
+        labels = np.stack([label for label, _ in maps])
+        insts = np.stack([inst for _, inst in maps]) if engine.use_instance else None
+        pictures, _ = engine(labels, insts)
+        for pair, picture in zip(chosen, pictures):
+            atomic_save_image(out_dir / f"{pair.name}_{b}generated.png", picture)
         batch_ms.append((time.perf_counter() - start) * 1000.0)
         n += len(chosen)
     stats = latency_stats(batch_ms)
     total_s = sum(batch_ms) / 1000.0
     return {"images_per_s": n / total_s, "images": n, "batches": batches, "seconds": total_s, **stats,
-            "times_ms": batch_ms, "height": int(y.shape[2]), "width": int(y.shape[3])}
+            "times_ms": batch_ms, "height": int(pictures.shape[1]), "width": int(pictures.shape[2])}
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -212,7 +222,7 @@ def run_bench(model: PathLike, *, backend: Optional[str] = None, device: Optiona
     ``runner_options`` go to :func:`~pix2pixhd_deploy.runners.make_runner` (providers, ...). ``e2e_batches=0``
     skips the end-to-end part. A batch size that a static-batch model cannot take is recorded as skipped.
     """
-    from .labels import LABEL_NC
+    from .adapters import encoding_of, make_engine
     from .runners import backend_for
 
     batch_sizes = [int(b) for b in batch_sizes]
@@ -247,42 +257,42 @@ def run_bench(model: PathLike, *, backend: Optional[str] = None, device: Optiona
                         runner.deactivate()
                     runner = _activate(model, name, bs, device=device, fp16=fp16, height=height, width=width,
                                        **runner_options)
+                label_nc, use_instance = encoding_of(runner)
+                engine = make_engine(runner, label_nc, use_instance)
                 spec = runner.input_spec()
-                channels = spec.channels or LABEL_NC + 1
-                use_instance = channels == LABEL_NC + 1
-                label_nc = channels - 1 if use_instance else channels
                 config = getattr(runner, "config", None)
                 base = config.size_multiple if config is not None else 32
                 run: Dict[str, object] = {"backend": name, "runtime": runner.describe(),
-                                          "hardware": _hardware(runner, machine), "batch_size": bs}
+                                          "hardware": _hardware(runner, machine), "batch_size": bs,
+                                          "model_form": engine.describe()}
                 run["device"] = f"{run['hardware']}, {run['runtime']}"
                 if spec.batch is not None and spec.batch != bs:
                     run["skipped"] = f"the model has a static batch of {spec.batch}"
                     report["runs"].append(run)
                     log.warning("batch %d skipped: %s", bs, run["skipped"])
                     continue
-                hw = spec.spatial or ((height, width) if height else None)
+                hw = engine.size or ((height, width) if height else None)
                 if pairs is None and (e2e_batches or dataroot is not None):
                     pairs, data_hw = _e2e_pairs(dataroot, hw, tmp, max(batch_sizes) * max(e2e_batches, 1), seed,
                                                 base, use_instance)
                 hw = hw or data_hw or DEFAULT_HW
                 log.info("bench %s, batch %d, %dx%d: %d warm-up + %d timed executions", runner.describe(), bs,
                          hw[1], hw[0], warmup, loops)
-                x = realistic_batch(bs, hw[0], hw[1], label_nc=label_nc, use_instance=use_instance, seed=seed)
+                feeds = engine.feeds(*realistic_maps(bs, hw[0], hw[1], seed=seed))
                 cuda = _torch_cuda_device(runner)
                 if cuda:
                     import torch
 
                     torch.cuda.reset_peak_memory_stats(cuda)
-                run["input_shape"] = list(x.shape)
-                run["device_only"] = bench_device_only(runner, x, loops=loops, warmup=warmup)
-                del x
+                run["input_shape"] = list(feeds[spec.name].shape)
+                run["input_shapes"] = {k: list(v.shape) for k, v in feeds.items()}
+                run["device_only"] = bench_device_only(runner, feeds, loops=loops, warmup=warmup)
+                del feeds
                 if e2e_batches:
                     out_dir = tmp / f"e2e_bs{bs}"
                     out_dir.mkdir()
-                    run["end_to_end"] = bench_end_to_end(runner, pairs, batch_size=bs, batches=e2e_batches,
-                                                         out_dir=out_dir, base=base, label_nc=label_nc,
-                                                         use_instance=use_instance)
+                    run["end_to_end"] = bench_end_to_end(engine, pairs, batch_size=bs, batches=e2e_batches,
+                                                         out_dir=out_dir, base=base)
                 else:
                     run["end_to_end"] = None
                 run["peak_host_mib"] = peak_host_mib()
@@ -305,6 +315,8 @@ def _activate(model: PathLike, name: str, batch_size: int, **options):
     a gear, so it is then opened as it is, and a batch it cannot take is skipped by the caller."""
     from .runners import make_runner
 
+    if name == "torch":  # the form run uses: maps in, encoding and tensor2im on the device, pictures out
+        options = dict(options, input_format="maps", output_format="uint8")
     if name != "ais_bench":
         return make_runner(model, backend=name, **options).activate()
     try:

@@ -113,7 +113,7 @@ def cmd_postprocess(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .pipeline import RunSettings, discover, run, runner_for_run
+    from .pipeline import RunSettings, discover, run, runner_for_settings
     from .runners import backend_for, check_options
 
     model = args.checkpoint or args.model
@@ -140,8 +140,7 @@ def cmd_run(args) -> int:
                          keep_going=args.keep_going)
         print(report.summary())
         return 0
-    runner = runner_for_run(model, backend=backend, device=args.device, fp16=args.fp16, streams=args.streams,
-                            fast_convs=args.fast_convs)
+    runner = runner_for_settings(settings)
     report = run(pairs, args.output, runner, settings, keep_going=args.keep_going, workers=args.workers)
     print(report.summary())
     return 0

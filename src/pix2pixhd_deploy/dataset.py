@@ -146,13 +146,29 @@ def _open_image(path: Path, what: str):
 _RESIZES_TOLD: Set[Tuple[int, int, int, int]] = set()
 
 
+def snapped_size(height: int, width: int, base: int) -> Tuple[int, int]:
+    """Upstream's ``__make_power_2`` size: (round(H/base)*base, round(W/base)*base)."""
+    return int(round(height / base) * base), int(round(width / base) * base)
+
+
+def planned_size(pair: Pair, base: int = 32) -> Tuple[int, int]:
+    """(H, W) of the pair's maps as the network will see them, from the label PNG's header alone."""
+    from PIL import Image
+
+    try:
+        with Image.open(pair.label) as img:
+            w, h = img.size
+    except (OSError, SyntaxError, ValueError):
+        w, h = _open_image(Path(pair.label), "label map").size  # raises the one-line error for this file
+    return snapped_size(h, w, base)
+
+
 def _snap(img, base: int, path: Path):
     """Upstream's ``__make_power_2``: nearest resize to round(size/base)*base, only when that changes the size."""
     from PIL import Image
 
     ow, oh = img.size
-    h = int(round(oh / base) * base)
-    w = int(round(ow / base) * base)
+    h, w = snapped_size(oh, ow, base)
     if (h, w) == (oh, ow):
         return img
     if h == 0 or w == 0:

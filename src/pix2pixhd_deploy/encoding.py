@@ -67,6 +67,14 @@ def encode_input(label: np.ndarray, inst: Optional[np.ndarray], label_nc: int = 
     return out
 
 
+def encoding_for_channels(channels: int) -> Tuple[int, bool]:
+    """(label_nc, use_instance) of a generator with ``channels`` input channels: label2city's 35 classes with or
+    without the edge channel, else ``channels - 1`` classes and the edge channel (upstream's default)."""
+    if channels == LABEL_NC:
+        return LABEL_NC, False
+    return channels - 1, True
+
+
 def input_channels(label_nc: int = LABEL_NC, use_instance: bool = True) -> int:
     return label_nc + (1 if use_instance else 0)
 

@@ -298,7 +298,8 @@ class DeployGraph(nn.Module):
         if self.stems:
             y = self.generator(*inputs)
         else:
-            x = (encode_input_torch(inputs[0], inputs[1] if self.use_instance else None, self.label_nc)
+            dtype = next(self.generator.parameters()).dtype  # fp16 weights take an fp16 encoding
+            x = (encode_input_torch(inputs[0], inputs[1] if self.use_instance else None, self.label_nc, dtype=dtype)
                  if self.maps else inputs[0])
             y = self.generator(x)
         return tensor2im_torch(y) if self.uint8 else y

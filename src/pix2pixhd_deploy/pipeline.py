@@ -38,12 +38,13 @@ import numpy as np
 
 from . import __version__
 from .dataset import Pair, cityscapes_pairs, find_pairs, load_pair
-from .encoding import check_label_ids, encode_input
+from .adapters import make_engine
+from .dataset import planned_size
+from .encoding import check_label_ids
 from .errors import PathLike, UserError, failed_inputs_error
 from .fileio import (atomic_save_image, atomic_write_array, atomic_write_text, check_free_space, ensure_output_dir,
                      progress, remove_stale_temporaries)
 from .labels import LABEL_NC, colorize
-from .postprocess import tensor2im
 from .report import IndexRow, write_index_html
 
 log = logging.getLogger(__name__)
@@ -99,105 +100,14 @@ class RunReport:
         return text
 
 
-# ----------------------------------------------------------------------------------------------- engines
-
-class TorchEngine:
-    """The torch generator with encoding and uint8 conversion on its device."""
-
-    def __init__(self, runner, label_nc: int, use_instance: bool):
-        self.runner = runner
-        self.label_nc = label_nc
-        self.use_instance = use_instance
-
-    def __call__(self, labels: np.ndarray, insts: Optional[np.ndarray], want_raw: bool):
-        import torch
-
-        from .encoding import encode_input_torch
-        from .network import generator_input_size
-        from .postprocess import tensor2im_torch
-
-        generator_input_size(self.runner.config, labels.shape[1], labels.shape[2])
-        dev = self.runner.device
-        cuda = dev.startswith("cuda")
-        label_t = torch.from_numpy(labels).to(dev, non_blocking=True)
-        inst_t = torch.from_numpy(insts).to(dev, non_blocking=True) if insts is not None else None
-        with torch.inference_mode():
-            x = encode_input_torch(label_t, inst_t, self.label_nc, dtype=self.runner.dtype)
-            y = self.runner.run_tensor(x)
-            pictures = tensor2im_torch(y).cpu().numpy()
-            raw = y.float().cpu().numpy() if want_raw else None
-        if cuda:
-            torch.cuda.synchronize(dev)
-        return pictures, raw
-
-
-def _pictures(out: np.ndarray, output_format: str, want_raw: bool):
-    """(pictures uint8 (N, H, W, 3), raw float output or None) from a runtime's output."""
-    if output_format == "uint8":  # a graph that ends with tensor2im: the pictures themselves
-        if want_raw:
-            raise UserError("this graph outputs uint8 pictures, so there are no raw outputs to save",
-                            fix="drop --save-raw, or use a graph exported with --output-format float")
-        return out.astype(np.uint8, copy=False), None
-    return np.stack([tensor2im(y) for y in out]), (out if want_raw else None)
-
-
-class RunnerEngine:
-    """Any runner that takes the float32 (N, C, H, W) input: encoded on the host, in memory."""
-
-    def __init__(self, runner, label_nc: int, use_instance: bool):
-        self.runner = runner
-        self.label_nc = label_nc
-        self.use_instance = use_instance
-        spec = runner.input_spec()
-        self.static_batch = spec.batch
-
-    def __call__(self, labels: np.ndarray, insts: Optional[np.ndarray], want_raw: bool):
-        x = np.stack([encode_input(labels[i], insts[i] if insts is not None else None, self.label_nc)
-                      for i in range(labels.shape[0])])
-        n = x.shape[0]
-        if self.static_batch and n < self.static_batch:  # pad a short last batch, as ais_bench does
-            x = np.concatenate([x, np.repeat(x[:1], self.static_batch - n, axis=0)])
-        y = self.runner.infer(x)[:n]
-        return _pictures(y, getattr(self.runner, "output_format", "float"), want_raw)
-
-
-class MapsGraphEngine:
-    """An ONNX graph exported with ``--input-format maps``: the maps go in as they are, the encoding runs inside
-    the graph; with ``--output-format uint8`` the picture comes out ready to save."""
-
-    def __init__(self, runner, label_nc: int, use_instance: bool):
-        self.runner = runner
-
-    def __call__(self, labels: np.ndarray, insts: Optional[np.ndarray], want_raw: bool):
-        out = self.runner.infer_maps(labels, insts)
-        return _pictures(out, self.runner.output_format, want_raw)
-
-
-class StemsGraphEngine:
-    """An ONNX graph exported with ``--input-format stems``: the two stem convolutions are computed here from the
-    maps (:mod:`stems`, exact, a fraction of their convolution cost) and the graph runs the rest."""
-
-    def __init__(self, runner, label_nc: int, use_instance: bool, threads: Optional[int] = None):
-        from .stems import StemComputer, StemWeights, sidecar_path
-
-        self.runner = runner
-        weights = StemWeights.load(sidecar_path(runner.model))
-        if (weights.label_nc, weights.use_instance) != (label_nc, use_instance):
-            raise UserError(f"the graph was exported for label_nc={weights.label_nc}, instance maps "
-                            f"{'on' if weights.use_instance else 'off'}, not the settings of this run",
-                            path=runner.model, fix="pass the matching --label-nc / --no-instance")
-        self.stems = StemComputer(weights, threads=threads)
-
-    def __call__(self, labels: np.ndarray, insts: Optional[np.ndarray], want_raw: bool):
-        local, glob = self.stems(labels, insts)
-        out = self.runner.infer_feeds({"local_stem": local, "global_stem": glob})
-        return _pictures(out, self.runner.output_format, want_raw)
-
+# ----------------------------------------------------------------------------------------------- runners
 
 def runner_for_run(model: PathLike, *, backend: Optional[str] = None, device: Optional[str] = None,
-                   fp16: bool = False, streams: int = 1, threads: Optional[int] = None, **options):
+                   fp16: bool = False, streams: int = 1, threads: Optional[int] = None, label_nc: int = LABEL_NC,
+                   use_instance: bool = True, save_raw: bool = False, **options):
     """The runner ``run`` uses, with the CPU's cores shared among ``streams`` concurrent batches, or limited to
-    ``threads`` (a Ray actor's CPUs).
+    ``threads`` (a Ray actor's CPUs). A torch checkpoint runs in the maps form with uint8 output (encoding and
+    ``tensor2im`` on the device; float output with ``save_raw``), like the graphs export makes for ``run``.
 
     In-process, two single-threaded ONNX Runtime streams ran 8% faster than one two-threaded one on a 2-core CPU;
     end to end (benchmarks/run_vs_upstream.py) they did not help there, so the default is one stream.
@@ -209,22 +119,22 @@ def runner_for_run(model: PathLike, *, backend: Optional[str] = None, device: Op
         threads = max(1, (os.cpu_count() or 1) // streams)
     if name in ("onnxruntime", "openvino") and threads and not options.get("intra_op_threads"):
         options["intra_op_threads"] = threads
-    if name == "torch" and threads:
-        import torch
+    if name == "torch":
+        if threads:
+            import torch
 
-        torch.set_num_threads(threads)
+            torch.set_num_threads(threads)
+        options.update(input_format="maps", output_format="float" if save_raw else "uint8", label_nc=label_nc,
+                       use_instance=use_instance)
     return make_runner(model, backend=name, device=device, fp16=fp16, **options)
 
 
-def make_engine(runner, label_nc: int, use_instance: bool):
-    if runner.name == "torch":
-        return TorchEngine(runner, label_nc, use_instance)
-    if getattr(runner, "input_format", "tensor") == "maps":
-        return MapsGraphEngine(runner, label_nc, use_instance)
-    if getattr(runner, "input_format", "tensor") == "stems":
-        threads = getattr(runner, "intra_op_threads", None) or os.cpu_count()
-        return StemsGraphEngine(runner, label_nc, use_instance, threads=threads)
-    return RunnerEngine(runner, label_nc, use_instance)
+def runner_for_settings(settings: "RunSettings", *, threads: Optional[int] = None):
+    """:func:`runner_for_run` for a run's settings (the local engine and each Ray actor build theirs here)."""
+    return runner_for_run(settings.model, backend=settings.backend, device=settings.device, fp16=settings.fp16,
+                          streams=settings.streams, threads=threads, label_nc=settings.label_nc,
+                          use_instance=settings.use_instance, save_raw=settings.save_raw,
+                          fast_convs=settings.fast_convs)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -441,8 +351,13 @@ def run(pairs: Sequence[Pair], output: PathLike, runner, settings: RunSettings, 
         start = time.perf_counter()
         if todo:
             with runner:  # a model that does not load fails here, before anything is written
-                engine = make_engine(runner, settings.label_nc, settings.use_instance)
+                engine = make_engine(runner, settings.label_nc, settings.use_instance,
+                                     threads=getattr(runner, "intra_op_threads", None))
+                first = planned_size(todo[0], settings.size_multiple)
+                if min(first) > 0:  # a map too small gets its own error when it is read
+                    engine.check_size(*first, path=todo[0].label)
                 folder.manifest["runner"] = runner.describe()
+                folder.manifest["model_form"] = engine.describe()
                 folder.prepare(todo)
                 try:
                     _stream(todo, folder, engine, settings, report, keep_going, workers, show_progress)

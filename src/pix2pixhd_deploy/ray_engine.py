@@ -46,7 +46,8 @@ from .dataset import Pair, load_pair
 from .encoding import check_label_ids
 from .errors import PathLike, UserError
 from .fileio import ensure_output_dir, progress
-from .pipeline import RunFolder, RunReport, RunSettings, make_engine, runner_for_run, write_outputs
+from .adapters import make_engine
+from .pipeline import RunFolder, RunReport, RunSettings, runner_for_settings, write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +105,9 @@ class GeneratorStage:
         self.settings = RunSettings(**settings)
         s = self.settings
         # the CPUs Ray gave this actor, whether or not torch was imported before
-        self.runner = runner_for_run(model, backend=s.backend, device=s.device, fp16=s.fp16, threads=threads,
-                                     fast_convs=s.fast_convs)
+        self.runner = runner_for_settings(dataclasses.replace(s, model=model), threads=threads)
         self.runner.activate()
-        self.engine = make_engine(self.runner, s.label_nc, s.use_instance)
+        self.engine = make_engine(self.runner, s.label_nc, s.use_instance, threads=threads)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.runner_text = self.runner.describe()
 

@@ -163,6 +163,14 @@ def load_library() -> Optional[ctypes.CDLL]:
     return lib
 
 
+def stem_shapes(generator, height: Optional[int], width: Optional[int]):
+    """Per-sample shapes ((C, H, W), (C, H/2, W/2)) of a LocalEnhancer's local and global stem outputs (None where
+    the size is not known): the global stem runs after AvgPool2d(3, 2, 1), which halves rounding up."""
+    half = lambda d: None if d is None else (d - 1) // 2 + 1  # noqa: E731
+    return ((generator.model1_1[1].out_channels, height, width),
+            (generator.model[1].out_channels, half(height), half(width)))
+
+
 def codes_from_maps(label: np.ndarray, inst: Optional[np.ndarray]) -> np.ndarray:
     """(H, W) int32 codes: label * 2 + edge (upstream's 4-neighbour edges), or the label alone."""
     from .encoding import edges_from_instances

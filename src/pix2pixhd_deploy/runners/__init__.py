@@ -21,7 +21,7 @@ from .torch_runner import TorchRunner
 SUFFIX_BACKENDS: Dict[str, str] = {".pth": "torch", ".pt": "torch", ".onnx": "onnxruntime", ".om": "ais_bench"}
 BACKENDS = ("torch", "onnxruntime", "openvino", "ais_bench")
 #: the make_runner options each backend takes, beyond model/device/fp16/height/width
-BACKEND_OPTIONS = {"torch": ("fast_convs",), "onnxruntime": ("providers", "provider_options", "intra_op_threads"),
+BACKEND_OPTIONS = {"torch": ("fast_convs", "input_format", "output_format", "label_nc", "use_instance"), "onnxruntime": ("providers", "provider_options", "intra_op_threads"),
                    "openvino": ("intra_op_threads",), "ais_bench": ("dym_batch",)}
 _OPTION_FLAGS = {"providers": "--providers", "provider_options": "--provider-option",
                  "intra_op_threads": "--intra-op-threads", "dym_batch": "--dymBatch",
@@ -60,16 +60,18 @@ def make_runner(model: PathLike, *, backend: Optional[str] = None, device: Optio
                 fp16: bool = False, height: Optional[int] = None, width: Optional[int] = None, **options) -> Runner:
     """The runner for ``model`` (not yet activated).
 
-    ``options`` (None means default): ``fast_convs`` for torch; ``providers`` (short names in priority order),
+    ``options`` (None means default): ``fast_convs`` and the model form (``input_format``, ``output_format``,
+    ``label_nc``, ``use_instance``; see :class:`TorchRunner`) for torch; ``providers`` (short names in priority order),
     ``provider_options`` ({short name: {key: value}}) and ``intra_op_threads`` for onnxruntime; ``dym_batch``
     (ais_bench's ``--dymBatch``) for ais_bench. An option the chosen backend does not take is an error, not
     silently dropped.
     """
     name = backend_for(model, backend)
-    options = check_options(name, options)
+    check_options(name, options)
+    options = {k: v for k, v in options.items() if k in BACKEND_OPTIONS[name] and v is not None}
     if name == "torch":
         return TorchRunner(model, device=device, fp16=fp16, height=height, width=width,
-                           fast_convs=bool(options.get("fast_convs")))
+                           fast_convs=bool(options.pop("fast_convs", False)), **options)
     if name == "onnxruntime":
         providers = options.get("providers")
         provider_options = {k: dict(v) for k, v in (options.get("provider_options") or {}).items()}

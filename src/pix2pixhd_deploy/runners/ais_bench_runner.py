@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -123,10 +123,14 @@ class AisBenchRunner(Runner):
         if session is not None and hasattr(session, "finalize"):
             session.finalize()
 
-    def input_spec_impl(self) -> TensorSpec:
-        return TensorSpec(self._input.name, self._shape)
+    def input_specs_impl(self) -> List[TensorSpec]:
+        return [TensorSpec(self._input.name, self._shape)]
 
-    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+    def output_spec_impl(self) -> TensorSpec:
+        return TensorSpec(self._output.name, (self._batch, 3, *self._shape[2:]))
+
+    def infer_impl(self, feeds: Dict[str, np.ndarray]) -> np.ndarray:
+        batch = feeds[self._input.name]
         outputs = self.session.infer([batch])
         times = self.session.sumary().exec_time_list
         if times:

@@ -50,6 +50,13 @@ _INSTALL_HINT = {
 }
 
 ProviderOptions = Mapping[str, Mapping[str, object]]
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
+               "tensor(int32)": "int32", "tensor(int64)": "int64"}
+
+
+def _dims(shape) -> Tuple[Optional[int], ...]:
+    """ONNX Runtime's shape with symbolic or unknown dimensions as None."""
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
 
 
 def provider_name(short: str) -> str:
@@ -172,61 +179,28 @@ class OnnxRuntimeRunner(Runner):
             raise UserError(f"ONNX Runtime did not start {wanted[0]} (it runs on {', '.join(used)})", path=path,
                             fix="check the device and its driver/toolkit install, or run with --providers cpu")
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        self.input_format = graph_input_format(
-            [i.name for i in inputs], [i.type in ("tensor(uint8)", "tensor(int32)", "tensor(int64)") for i in inputs])
-        if (self.input_format == "tensor" and len(inputs) != 1) or len(outputs) < 1:
-            raise UserError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs; a pix2pixHD generator "
-                            "has one of each (or label and inst maps in)", path=path,
-                            fix="export it with pix2pixhd-deploy export")
-        self._inputs = inputs
-        self._input = inputs[0]
-        self._output_name = outputs[0].name
-        self.output_format = "uint8" if outputs[0].type == "tensor(uint8)" else "float"
+        if not outputs:
+            raise UserError("the model has no outputs", path=path, fix="export it with pix2pixhd-deploy export")
+        self._inputs = [TensorSpec(i.name, _dims(i.shape), _ORT_DTYPES.get(i.type, i.type)) for i in inputs]
+        out = outputs[0]
+        self._output = TensorSpec(out.name, _dims(out.shape), _ORT_DTYPES.get(out.type, out.type))
+        graph_input_format(self._inputs)  # one clear error for a model of no known form
         log.info("onnxruntime %s: %s", ort.__version__, ", ".join(used))
 
     def deactivate_impl(self) -> None:
         self.session = None
 
-    def input_spec_impl(self) -> TensorSpec:
-        shape = tuple(d if isinstance(d, int) and d > 0 else None for d in self._input.shape)
-        dtype = {"tensor(float)": "float32", "tensor(float16)": "float16"}.get(self._input.type, self._input.type)
-        return TensorSpec(self._input.name, shape, dtype)
+    def input_specs_impl(self) -> List[TensorSpec]:
+        return self._inputs
 
-    def infer_maps(self, labels: np.ndarray, insts: Optional[np.ndarray]) -> np.ndarray:
-        """Run a maps-input graph (``export --input-format maps``): (N, H, W) uint8 labels and int32 instance ids.
+    def output_spec_impl(self) -> TensorSpec:
+        return self._output
 
-        Returns the graph's output as it is: float32 (N, 3, H, W), or uint8 (N, H, W, 3) for a uint8-output graph.
-        Sets ``inference_time`` as :meth:`infer` does.
-        """
-        self._require_active()
-        if self.input_format != "maps":
-            raise ValueError("infer_maps needs a graph exported with --input-format maps")
-        arrays = [labels, insts][:len(self._inputs)]
-        if len(self._inputs) == 2 and insts is None:
-            raise UserError("this graph takes instance maps, but none were given",
-                            fix="pass the *_instanceIds.png files, or export with --no-instance")
-        feeds = {}
-        for spec, arr in zip(self._inputs, arrays):
-            dtype = {"tensor(uint8)": np.uint8, "tensor(int32)": np.int32, "tensor(int64)": np.int64}[spec.type]
-            feeds[spec.name] = np.ascontiguousarray(arr, dtype=dtype)
-        return self.infer_feeds(feeds)
-
-    def infer_feeds(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Run the graph on named inputs as they are; returns its (first) output. Sets ``inference_time``."""
-        self._require_active()
+    def infer_impl(self, feeds: Dict[str, np.ndarray]) -> np.ndarray:
         start = time.perf_counter()
-        out = self.session.run([self._output_name], dict(feeds))[0]
-        self.inference_time = time.perf_counter() - start
-        return out
-
-    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        if self.input_format != "tensor":
-            raise ValueError("this graph takes label and instance maps: use infer_maps (or run, which does)")
-        feed = batch if self._input.type == "tensor(float)" else batch.astype(np.float16)
-        start = time.perf_counter()
-        out = self.session.run([self._output_name], {self._input.name: feed})[0]
+        out = self.session.run([self._output.name], feeds)[0]
         self._compute_time = time.perf_counter() - start
-        return np.asarray(out, dtype=np.float32)
+        return out
 
     def describe(self) -> str:
         used = self.session.get_providers() if self.session is not None else [provider_name(p) for p in

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -23,7 +23,14 @@ from .base import Runner, TensorSpec, graph_input_format
 log = logging.getLogger(__name__)
 
 INSTALL_FIX = "pip install openvino (or pip install 'pix2pixhd-deploy[openvino]')"
-_DTYPES = {"u8": np.uint8, "i32": np.int32, "i64": np.int64, "f32": np.float32, "f16": np.float16}
+_DTYPES = {"u8": "uint8", "i32": "int32", "i64": "int64", "f32": "float32", "f16": "float16"}
+
+
+def _spec(port) -> TensorSpec:
+    """An OpenVINO model port as a TensorSpec (dynamic dimensions as None)."""
+    dims = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+    type_name = port.get_element_type().get_type_name()
+    return TensorSpec(port.get_any_name(), dims, _DTYPES.get(type_name, type_name))
 
 
 class OpenVinoRunner(Runner):
@@ -65,43 +72,34 @@ class OpenVinoRunner(Runner):
         # there at once (seen with run --streams 2): the first call is made alone
         self._first = threading.Lock()
         self._warm = False
-        self._inputs = [(p.get_any_name(), p.get_element_type().get_type_name(), p.get_partial_shape())
-                        for p in self.compiled.inputs]
-        self.input_format = graph_input_format([n for n, _t, _s in self._inputs],
-                                               [t in ("u8", "i32", "i64") for _n, t, _s in self._inputs])
-        if self.input_format == "tensor" and len(self._inputs) != 1:
-            raise UserError(f"the model has {len(self._inputs)} inputs; a pix2pixHD generator has one (or label "
-                            "and inst maps, or the two stems)", path=self.model, fix="export it with pix2pixhd-deploy export")
-        out = self.compiled.outputs[0]
-        self.output_format = "uint8" if out.get_element_type().get_type_name() == "u8" else "float"
+        self._inputs = [_spec(p) for p in self.compiled.inputs]
+        self._output = _spec(self.compiled.outputs[0])
+        graph_input_format(self._inputs)  # one clear error for a model of no known form
         log.info("openvino %s on %s", ov.__version__, self.ov_device)
 
     def deactivate_impl(self) -> None:
         self._local = None
         self.compiled = None
 
-    def input_spec_impl(self) -> TensorSpec:
-        name, type_name, shape = self._inputs[0]
-        dims = tuple(d.get_length() if d.is_static else None for d in shape)
-        return TensorSpec(name, dims, {"f32": "float32", "f16": "float16"}.get(type_name, type_name))
+    def input_specs_impl(self) -> List[TensorSpec]:
+        return self._inputs
 
-    def infer_feeds(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Run the graph on named inputs; returns its (first) output. Sets ``inference_time``."""
-        self._require_active()
-        typed = {n: np.ascontiguousarray(feeds[n], dtype=_DTYPES.get(t, np.float32)) for n, t, _s in self._inputs
-                 if n in feeds}
+    def output_spec_impl(self) -> TensorSpec:
+        return self._output
+
+    def infer_impl(self, feeds: Dict[str, np.ndarray]) -> np.ndarray:
         if self._warm:
-            return self._run(typed)
+            return self._run(feeds)
         with self._first:
-            out = self._run(typed)
+            out = self._run(feeds)
             self._warm = True
         return out
 
-    def _run(self, typed: Mapping[str, np.ndarray]) -> np.ndarray:
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         request = self._request()
         start = time.perf_counter()
-        result = request.infer(typed)
-        self.inference_time = time.perf_counter() - start
+        result = request.infer(feeds)
+        self._compute_time = time.perf_counter() - start
         return np.asarray(result[self.compiled.outputs[0]])
 
     def _request(self):
@@ -109,19 +107,6 @@ class OpenVinoRunner(Runner):
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
         return request
-
-    def infer_maps(self, labels: np.ndarray, insts: Optional[np.ndarray]) -> np.ndarray:
-        if self.input_format != "maps":
-            raise ValueError("infer_maps needs a graph exported with --input-format maps")
-        arrays = [labels, insts][:len(self._inputs)]
-        return self.infer_feeds({n: a for (n, _t, _s), a in zip(self._inputs, arrays)})
-
-    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        if self.input_format != "tensor":
-            raise ValueError("this graph takes maps or stems: use run, which feeds them")
-        out = self.infer_feeds({self._inputs[0][0]: batch})
-        self._compute_time = self.inference_time
-        return np.asarray(out, dtype=np.float32)
 
     def describe(self) -> str:
         return f"openvino {self.ov_device.lower()}"

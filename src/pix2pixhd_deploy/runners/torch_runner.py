@@ -1,14 +1,20 @@
-"""PyTorch runner: our generator (``network.py``) on CPU or CUDA, fp32 or fp16, under ``torch.inference_mode()``."""
+"""PyTorch runner: our generator (``network.py``) on CPU or CUDA, fp32 or fp16, under ``torch.inference_mode()``.
+
+It takes any of the model forms an export makes (:mod:`.base`), by wrapping the generator in the same
+``DeployGraph`` module the export traces: ``tensor`` (the 36-channel input), ``maps`` (the one-hot + edge encoding
+runs on the device) or ``stems``, with ``float`` or ``uint8`` output (``tensor2im`` on the device). ``run`` uses
+maps in and uint8 out, so only the small maps and the finished pictures cross between host and device.
+"""
 from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
 from ..errors import PathLike, UserError
-from .base import Runner, TensorSpec
+from .base import INPUT_FORMATS, MAPS_INPUT_NAMES, OUTPUT_FORMATS, STEMS_INPUT_NAMES, Runner, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +49,19 @@ class TorchRunner(Runner):
 
     def __init__(self, checkpoint: Optional[PathLike] = None, *, model=None, config=None,
                  device: Optional[str] = None, fp16: bool = False, height: Optional[int] = None,
-                 width: Optional[int] = None, fast_convs: bool = False):
-        """``fast_convs``: swap in :mod:`~pix2pixhd_deploy.fastconv`'s Winograd and row-sum convolutions (CPU)."""
+                 width: Optional[int] = None, fast_convs: bool = False, input_format: str = "tensor",
+                 output_format: str = "float", label_nc: Optional[int] = None,
+                 use_instance: Optional[bool] = None):
+        """``fast_convs``: swap in :mod:`~pix2pixhd_deploy.fastconv`'s Winograd and row-sum convolutions (CPU).
+        ``input_format``/``output_format``: the model form (see the module docstring); ``label_nc`` and
+        ``use_instance`` say how the ``maps`` form encodes (None: read from the checkpoint's input channels,
+        :func:`~pix2pixhd_deploy.encoding.encoding_for_channels`). ``height``/``width``: a static size to declare."""
         super().__init__()
         if (checkpoint is None) == (model is None):
             raise ValueError("pass exactly one of checkpoint or model")
-        self.checkpoint = checkpoint
+        if input_format not in INPUT_FORMATS or output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"unknown model form {input_format!r}/{output_format!r}")
+        self.model = checkpoint
         self._model = model
         self._config = config
         self.device_name = device
@@ -56,6 +69,12 @@ class TorchRunner(Runner):
         self._hw = (height, width)
         self.loaded = None
         self.fast_convs = fast_convs
+        self.form = (input_format, output_format)
+        self.label_nc, self.use_instance = label_nc, use_instance
+
+    @property
+    def checkpoint(self):
+        return self.model
 
     def activate_impl(self) -> None:
         import torch
@@ -68,7 +87,8 @@ class TorchRunner(Runner):
         if self._model is not None:
             self.loaded = LoadedGenerator(self._model, self._config)
         else:
-            self.loaded = load_generator(self.checkpoint)
+            self.loaded = load_generator(self.model)
+        self._check_form()
         model = self.loaded.model
         if self.fast_convs:
             from ..fastconv import rewrite_for_cpu
@@ -83,47 +103,86 @@ class TorchRunner(Runner):
             counts = rewrite_for_cpu(model)
             log.info("fast convolutions: %d Winograd, %d row-sum", counts["winograd"], counts["rowsum"])
         self.dtype = torch.float16 if self.fp16 else torch.float32
-        self.model = model.to(self.device).to(self.dtype).eval()
+        self.generator = model.to(self.device).to(self.dtype).eval()
+        self.module = self.generator
+        if self.form != ("tensor", "float"):
+            from ..export import DeployGraph
+
+            self.module = DeployGraph(self.generator, input_format=self.form[0], output_format=self.form[1],
+                                      label_nc=self.label_nc, use_instance=self.use_instance).eval()
+
+    def _check_form(self) -> None:
+        from ..encoding import encoding_for_channels
+
+        config = self.loaded.config
+        if config is not None and (self.label_nc is None or self.use_instance is None):
+            label_nc, use_instance = encoding_for_channels(config.input_nc)
+            self.label_nc = label_nc if self.label_nc is None else self.label_nc
+            self.use_instance = use_instance if self.use_instance is None else self.use_instance
+        if self.form[0] == "tensor" or config is None:
+            return
+        channels = self.label_nc + (1 if self.use_instance else 0)
+        if config.input_nc != channels:
+            raise UserError(f"the generator takes {config.input_nc} input channels, not the {channels} of "
+                            f"label_nc={self.label_nc} with instance maps {'on' if self.use_instance else 'off'}",
+                            path=self.model, fix="pass the matching --label-nc / --instances for this checkpoint")
 
     def deactivate_impl(self) -> None:
-        self.model = None
+        self.generator = self.module = None
         if str(getattr(self, "device", "")).startswith("cuda"):
             import torch
 
             torch.cuda.empty_cache()
 
-    def input_spec_impl(self) -> TensorSpec:
-        channels = self.loaded.config.input_nc if self.loaded.config else None
-        return TensorSpec("input_concat", (None, channels, *self._hw))
+    def input_specs_impl(self) -> List[TensorSpec]:
+        h, w = self._hw
+        if self.form[0] == "maps":
+            names = MAPS_INPUT_NAMES if self.use_instance else MAPS_INPUT_NAMES[:1]
+            return [TensorSpec(n, (None, h, w), dt) for n, dt in zip(names, ("uint8", "int32"))]
+        if self.form[0] == "stems":
+            from ..stems import stem_shapes
+
+            local, glob = stem_shapes(self.generator, h, w)
+            return [TensorSpec(STEMS_INPUT_NAMES[0], (None, *local)), TensorSpec(STEMS_INPUT_NAMES[1], (None, *glob))]
+        channels = self.config.input_nc if self.config else None
+        return [TensorSpec("input_concat", (None, channels, h, w))]
+
+    def output_spec_impl(self) -> TensorSpec:
+        h, w = self._hw
+        if self.form[1] == "uint8":
+            return TensorSpec("synthesized_image", (None, h, w, 3), "uint8")
+        return TensorSpec("fake_image", (None, self.config.output_nc if self.config else 3, h, w))
 
     @property
     def config(self):
         return self.loaded.config if self.loaded else self._config
 
-    def run_tensor(self, x):
-        """Forward a torch tensor already on the device; returns the device tensor (for the streaming path)."""
+    def stem_weights(self):
+        from ..stems import StemWeights
+
+        return StemWeights.from_generator(self.loaded.model, self.label_nc, self.use_instance)
+
+    def infer_impl(self, feeds: Dict[str, np.ndarray]) -> np.ndarray:
         import torch
 
-        with torch.inference_mode():
-            return self.model(x.to(self.dtype))
-
-    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
-        if self.config is not None:
+        arrays = [feeds[s.name] for s in self.input_specs_impl()]
+        if self.config is not None and self.form[0] != "stems":
             from ..network import generator_input_size
 
-            generator_input_size(self.config, batch.shape[2], batch.shape[3])
-        x = torch.from_numpy(batch).to(self.device)
+            generator_input_size(self.config, *arrays[0].shape[-2:])
         cuda = self.device.startswith("cuda")
+        tensors = [torch.from_numpy(a).to(self.device, non_blocking=True) for a in arrays]
+        if self.form[0] != "maps":
+            tensors = [t.to(self.dtype) for t in tensors]
         if cuda:
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
-        y = self.run_tensor(x)
+        with torch.inference_mode():
+            y = self.module(*tensors)
         if cuda:
             torch.cuda.synchronize(self.device)
         self._compute_time = time.perf_counter() - start
-        return y.float().cpu().numpy()
+        return (y if y.dtype == torch.uint8 else y.float()).cpu().numpy()
 
     def describe(self) -> str:
         fast = ", fast convolutions" if self.fast_convs else ""
