@@ -10,6 +10,12 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The model cache of run --checkpoint: one for the whole test session (and the CLI processes it starts), never the
+# user's ~/.cache
+if "PIX2PIXHD_TEST_KEEP_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pix2pixhd-test-cache-")
 SAMPLES = Path(os.environ.get("PIX2PIXHD_SAMPLES", REPO.parent / "shared" / "data" / "cityscapes_samples"))
 REFERENCE = REPO.parent / "shared" / "reference"
 

@@ -27,9 +27,9 @@ def test_run_equals_the_seed_chain(tmp_path, scene_dataroot, small_checkpoint):
     run_cli(["pix2pixhd-deploy", "infer", "--model", small_checkpoint, "--input", tmp_path / "prep", "--output",
              tmp_path / "result", "--output_dirname", "bs1", "--device", "cpu"])
     run_cli(["pix2pixhd_postprocess.py", tmp_path / "result" / "bs1", tmp_path / "chain"])
-    run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", small_checkpoint,
+    run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", small_checkpoint, "--backend", "torch",
              "--output", tmp_path / "run", "--batch-size", "2", "--save-raw", "--device", "cpu"])
-    run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", small_checkpoint,
+    run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", small_checkpoint, "--backend", "torch",
              "--output", tmp_path / "run2", "--streams", "2", "--device", "cpu"])
     assert pictures(tmp_path / "run2").keys() == pictures(tmp_path / "run").keys()
     got = pictures(tmp_path / "run")
@@ -54,7 +54,7 @@ def test_run_equals_the_seed_chain(tmp_path, scene_dataroot, small_checkpoint):
 def test_run_on_a_cityscapes_split_and_resume_skips(tmp_path, small_checkpoint):
     split = tmp_path / "gtFine" / "val"
     write_cityscapes_split(split, 3, height=64, width=128, city="ulm")
-    cmd = ["pix2pixhd-deploy", "run", "--cityscapes", split, "--checkpoint", small_checkpoint, "--output",
+    cmd = ["pix2pixhd-deploy", "run", "--cityscapes", split, "--checkpoint", small_checkpoint, "--backend", "torch", "--output",
            tmp_path / "out", "--device", "cpu"]
     run_cli(cmd)
     first = pictures(tmp_path / "out")
@@ -73,7 +73,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path, small_check
     split = tmp_path / "val"
     write_cityscapes_split(split, 8, height=256, width=512, city="kiel")
     args = [sys.executable, "-m", "pix2pixhd_deploy", "run", "--cityscapes", str(split), "--checkpoint",
-            str(small_checkpoint), "--device", "cpu", "--output"]
+            str(small_checkpoint), "--backend", "torch", "--device", "cpu", "--output"]
     subprocess.run(args + [str(tmp_path / "whole")], check=True, capture_output=True)
     proc = subprocess.Popen(args + [str(tmp_path / "killed")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     images = tmp_path / "killed" / "images"
@@ -97,7 +97,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path, small_check
 def test_keep_going_reports_bad_images_and_exits_nonzero(tmp_path, scene_dataroot, small_checkpoint):
     bad = scene_dataroot / "test_label" / "city_000000_000001_gtFine_labelIds.png"
     Image.fromarray(np.full((64, 128), 40, np.uint8)).save(bad)  # id 40 >= label_nc
-    cmd = ["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", small_checkpoint,
+    cmd = ["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", small_checkpoint, "--backend", "torch",
            "--device", "cpu", "--output"]
     proc = run_cli(cmd + [tmp_path / "stop"], check=False)
     assert proc.returncode == 2 and "label ids 40 are outside 0..34" in proc.stderr
@@ -115,7 +115,7 @@ def test_two_runs_into_one_folder(tmp_path, scene_dataroot, small_checkpoint):
         fcntl.flock(fh, fcntl.LOCK_EX)
         fh.write("pid 12345")
         fh.flush()
-        proc = run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", small_checkpoint,
+        proc = run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", small_checkpoint, "--backend", "torch",
                         "--output", out], check=False)
     assert proc.returncode == 2 and "another run is writing to this output folder (pid 12345)" in proc.stderr
     assert not (out / "images").exists() or not list((out / "images").iterdir())

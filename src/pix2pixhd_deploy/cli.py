@@ -113,25 +113,29 @@ def cmd_postprocess(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .pipeline import RunSettings, discover, run, runner_for_settings
-    from .runners import backend_for, check_options
+    from .choose import choose
+    from .dataset import map_sizes
+    from .pipeline import RunSettings, discover, open_runner, run
 
     model = args.checkpoint or args.model
     if model is None:
         raise UserError("no model given", fix="pass --checkpoint latest_net_G.pth (or --model X.onnx|X.om)")
-    backend = backend_for(model, args.backend)
-    check_options(backend, {"fast_convs": args.fast_convs})  # before any work, for the Ray engine too
-    pairs = discover(args.dataroot, args.cityscapes, use_instance=not args.no_instance)
-    settings = RunSettings(model=str(model), backend=backend, device=args.device, fp16=args.fp16,
-                           batch_size=args.batch_size, image_format=args.format, save_raw=args.save_raw,
-                           label_nc=args.label_nc, use_instance=not args.no_instance, streams=args.streams,
-                           fast_convs=args.fast_convs)
     ray_flags = [flag for flag, given in (("--address", args.address is not None),
                                           ("--num-workers", args.num_workers != 1),
                                           ("--gpus-per-worker", args.gpus_per_worker != 0),
                                           ("--cpus-per-worker", args.cpus_per_worker != 1)) if given]
     if args.engine == "local" and ray_flags:
         raise UserError(f"{', '.join(ray_flags)} apply only to --engine ray", fix="add --engine ray, or drop them")
+    pairs = discover(args.dataroot, args.cityscapes, use_instance=not args.no_instance)
+    choice = choose(model, backend=args.backend, device=args.device, fp16=args.fp16, fast_convs=args.fast_convs,
+                    save_raw=args.save_raw, label_nc=args.label_nc, use_instance=not args.no_instance,
+                    sizes=map_sizes(pairs), cache_dir=args.cache_dir)
+    log.info("%s", choice.reason)
+    settings = RunSettings(model=choice.model, backend=choice.backend, device=args.device, fp16=args.fp16,
+                           batch_size=args.batch_size, image_format=args.format, save_raw=args.save_raw,
+                           label_nc=args.label_nc, use_instance=not args.no_instance, streams=args.streams,
+                           fast_convs=args.fast_convs, checkpoint=choice.checkpoint, cache_dir=args.cache_dir,
+                           compiled_dir=choice.compiled_dir, graph_key=choice.cache and choice.cache["key"])
     if args.engine == "ray":
         from .ray_engine import run_ray
 
@@ -140,9 +144,27 @@ def cmd_run(args) -> int:
                          keep_going=args.keep_going)
         print(report.summary())
         return 0
-    runner = runner_for_settings(settings)
-    report = run(pairs, args.output, runner, settings, keep_going=args.keep_going, workers=args.workers)
+    report = run(pairs, args.output, lambda: open_runner(settings, choice), settings, keep_going=args.keep_going,
+                 workers=args.workers, choice=choice.describe())
     print(report.summary())
+    return 0
+
+
+def cmd_cache(args) -> int:
+    from .cache import cache_root, clear, list_entries
+    from .fileio import format_bytes
+
+    root = cache_root(args.cache_dir)
+    if args.action == "clear":
+        print(f"cache: {format_bytes(clear(root))} freed in {root}")
+        return 0
+    entries = list_entries(root)
+    for e in entries:
+        key = e["key"]
+        what = (f"{key.get('runtime')} {key.get('width')}x{key.get('height')} {key.get('output_format')}, checkpoint "
+                f"{str(key.get('checkpoint_sha256'))[:12]}" if key else "incomplete entry")
+        print(f"{e['folder']}  {format_bytes(e['bytes'])}  {what}{'' if e['usable'] else '  (unusable: rebuilt on use)'}")
+    print(f"cache: {len(entries)} graphs, {format_bytes(sum(e['bytes'] for e in entries))} in {root}")
     return 0
 
 
@@ -357,7 +379,12 @@ def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="latest_net_G.pth or the folder that holds it")
     p.add_argument("--model", help="a model file: .pth, .onnx or .om (instead of --checkpoint)")
     p.add_argument("--output", "-o", required=True, help="folder for the pictures, manifest.json and index.html")
-    p.add_argument("--backend", default=None, help="torch, onnxruntime or ais_bench (default: from the model file)")
+    p.add_argument("--backend", default=None, choices=("torch", "onnxruntime", "openvino", "ais_bench"),
+                   help="the runtime (default: the fastest exact path here: for a checkpoint on a CPU, a graph built "
+                        "once into the model cache, run with OpenVINO, else ONNX Runtime; torch on a GPU; for a "
+                        ".onnx or .om file, from its suffix)")
+    p.add_argument("--cache-dir", default=None,
+                   help="the model cache (default $XDG_CACHE_HOME/pix2pixhd-deploy, else ~/.cache/pix2pixhd-deploy)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or a device number (default: GPU if any)")
     p.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA)")
@@ -386,6 +413,11 @@ def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
     eng.add_argument("--cpus-per-worker", type=float, default=1.0,
                      help="ray: CPUs per model actor, also its torch threads (default 1)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("cache", help="the model cache run --checkpoint fills: list its graphs, or clear it")
+    p.add_argument("action", choices=("list", "clear"), help="list: each graph, its size and key; clear: remove all")
+    p.add_argument("--cache-dir", default=None, help="the cache folder (default: run's default)")
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("demo", help="the whole chain on generated (or your) data, with an index.html")
     p.add_argument("--output", default="demo_out", help="folder for everything the demo makes (default demo_out)")

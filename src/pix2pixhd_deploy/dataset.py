@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import logging
 import os
@@ -161,6 +162,16 @@ def planned_size(pair: Pair, base: int = 32) -> Tuple[int, int]:
     except (OSError, SyntaxError, ValueError):
         w, h = _open_image(Path(pair.label), "label map").size  # raises the one-line error for this file
     return snapped_size(h, w, base)
+
+
+def map_sizes(pairs, base: int = 32) -> Set[Tuple[int, int]]:
+    """The (H, W) sizes the network will see for ``pairs`` (label headers only; unreadable maps are left to the
+    reading stage, which names them)."""
+    sizes = set()
+    for pair in pairs:
+        with contextlib.suppress(UserError):
+            sizes.add(planned_size(pair, base))
+    return sizes
 
 
 def _snap(img, base: int, path: Path):

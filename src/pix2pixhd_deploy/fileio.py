@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import tempfile
@@ -211,3 +212,33 @@ def load_npy(path: Path, mmap_mode: Optional[str] = None) -> np.ndarray:
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
         raise UserError(f"cannot read this .npy file ({first})", path=path,
                         fix="make it again with numpy.save (plain float32, no pickled objects)") from exc
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+
+CHECKPOINT_NAME = "latest_net_G.pth"
+
+
+def resolve_checkpoint(path: PathLike) -> Path:
+    """A checkpoint file, or a folder holding ``latest_net_G.pth`` (the seed's ``--load_pretrain DIR/``)."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / CHECKPOINT_NAME
+        if not candidate.is_file():
+            found = sorted(p.name for p in path.glob("*_net_G.pth"))
+            fix = (f"pass one of {', '.join(found)} directly" if found
+                   else f"put pix2pixHD's {CHECKPOINT_NAME} there (e.g. ./pix2pixHD/checkpoints/label2city_1024p/)")
+            raise UserError(f"the folder has no {CHECKPOINT_NAME}", path=path, fix=fix)
+        return candidate
+    if not path.exists():
+        raise UserError("the checkpoint does not exist", path=path,
+                        fix=f"pass the path of {CHECKPOINT_NAME} or of the folder that holds it")
+    return path
+
+
+def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -19,7 +19,6 @@ would run code is refused, never executed.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import pickle
@@ -34,11 +33,11 @@ import torch
 from torch import nn
 
 from .errors import PathLike, UserError
+from .fileio import CHECKPOINT_NAME, file_sha256, resolve_checkpoint  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 #: the file name upstream saves and the seed's ``--load_pretrain DIR`` looks for
-CHECKPOINT_NAME = "latest_net_G.pth"
 
 
 # --------------------------------------------------------------------------------------------- settings
@@ -244,23 +243,6 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], *, path: Optional[PathL
                            n_blocks_local=0)
 
 
-def resolve_checkpoint(path: PathLike) -> Path:
-    """A checkpoint file, or a folder holding ``latest_net_G.pth`` (the seed's ``--load_pretrain DIR/``)."""
-    path = Path(path)
-    if path.is_dir():
-        candidate = path / CHECKPOINT_NAME
-        if not candidate.is_file():
-            found = sorted(p.name for p in path.glob("*_net_G.pth"))
-            fix = (f"pass one of {', '.join(found)} directly" if found
-                   else f"put pix2pixHD's {CHECKPOINT_NAME} there (e.g. ./pix2pixHD/checkpoints/label2city_1024p/)")
-            raise UserError(f"the folder has no {CHECKPOINT_NAME}", path=path, fix=fix)
-        return candidate
-    if not path.exists():
-        raise UserError("the checkpoint does not exist", path=path,
-                        fix=f"pass the path of {CHECKPOINT_NAME} or of the folder that holds it")
-    return path
-
-
 def _refusal_reason(exc: Exception) -> str:
     """What torch's weights-only unpickler refused (e.g. ``unsupported GLOBAL posix.system``), without its essay."""
     for line in str(exc).splitlines():
@@ -342,14 +324,6 @@ class LoadedGenerator:
 
     def sha256(self) -> Optional[str]:
         return file_sha256(self.path) if self.path else None
-
-
-def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_checkpoint(model: nn.Module, path: PathLike) -> Path:

@@ -46,6 +46,7 @@ from .fileio import (atomic_save_image, atomic_write_array, atomic_write_text, c
                      progress, remove_stale_temporaries)
 from .labels import LABEL_NC, colorize
 from .report import IndexRow, write_index_html
+from .runners.base import Runner
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,10 @@ class RunSettings:
     size_multiple: int = 32
     streams: int = 1              # batches computed at once (each runtime then uses cores / streams threads)
     fast_convs: bool = False      # torch: fastconv's Winograd and row-sum convolutions
+    checkpoint: Optional[str] = None    # the checkpoint a cached graph was built from (:mod:`choose`)
+    cache_dir: Optional[str] = None     # --cache-dir (None: the default model cache)
+    compiled_dir: Optional[str] = None  # where the runtime keeps its compiled form of the graph
+    graph_key: Optional[Dict[str, object]] = None  # the cache key of that graph (a Ray node builds its own)
 
     def identity(self) -> Dict[str, object]:
         """The settings that change the pictures (a resume with different ones would mix outputs)."""
@@ -119,6 +124,8 @@ def runner_for_run(model: PathLike, *, backend: Optional[str] = None, device: Op
         threads = max(1, (os.cpu_count() or 1) // streams)
     if name in ("onnxruntime", "openvino") and threads and not options.get("intra_op_threads"):
         options["intra_op_threads"] = threads
+    if name != "openvino":
+        options.pop("compiled_dir", None)
     if name == "torch":
         if threads:
             import torch
@@ -134,7 +141,24 @@ def runner_for_settings(settings: "RunSettings", *, threads: Optional[int] = Non
     return runner_for_run(settings.model, backend=settings.backend, device=settings.device, fp16=settings.fp16,
                           streams=settings.streams, threads=threads, label_nc=settings.label_nc,
                           use_instance=settings.use_instance, save_raw=settings.save_raw,
-                          fast_convs=settings.fast_convs)
+                          fast_convs=settings.fast_convs, compiled_dir=settings.compiled_dir)
+
+
+def open_runner(settings: "RunSettings", choice=None, *, threads: Optional[int] = None):
+    """The run's runner, activated. A graph from the model cache that does not load (damaged where its size did
+    not show it) is rebuilt once, with one line saying so; ``settings`` then names the new graph."""
+    runner = runner_for_settings(settings, threads=threads)
+    try:
+        return runner.activate()
+    except UserError as exc:
+        if choice is None or not choice.cache:
+            raise
+        from .choose import graph_for_key
+
+        new = graph_for_key(choice.checkpoint, choice.cache["key"], cache_dir=settings.cache_dir,
+                            rebuild_reason=f"it did not load ({exc.problem})")
+        settings.model, settings.compiled_dir = new.model, new.compiled_dir
+        return runner_for_settings(settings, threads=threads).activate()
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -181,7 +205,8 @@ def machine() -> Dict[str, object]:
 
 
 def model_hash(model: PathLike) -> str:
-    from .network import file_sha256, resolve_checkpoint
+    from .cache import cached_sha256
+    from .network import resolve_checkpoint
 
     path = Path(model)
     if path.is_dir():
@@ -189,7 +214,7 @@ def model_hash(model: PathLike) -> str:
     if not path.is_file():
         raise UserError("the model file does not exist", path=path,
                         fix="check the --checkpoint or --model path (latest_net_G.pth, or its folder; .onnx; .om)")
-    return file_sha256(path)
+    return cached_sha256(path)
 
 
 def image_paths(out: Path, name: str, fmt: str) -> Tuple[Path, Path]:
@@ -263,7 +288,8 @@ class RunFolder:
         self._lock = output_lock(self.out)
         self._lock.__enter__()
         try:
-            identity = {**self.settings.identity(), "model_sha256": model_hash(self.settings.model)}
+            identity = {**self.settings.identity(),
+                        "model_sha256": model_hash(self.settings.checkpoint or self.settings.model)}
             previous = _load_manifest(self.out)
             if previous is not None and previous.get("identity") != identity:
                 old = previous.get("identity", {})
@@ -342,14 +368,21 @@ class RunFolder:
 
 
 def run(pairs: Sequence[Pair], output: PathLike, runner, settings: RunSettings, *, keep_going: bool = False,
-        workers: int = 2, show_progress: bool = True, write_index: bool = True) -> RunReport:
-    """Stream ``pairs`` through ``runner`` (activated here) into ``output``; see the module docstring."""
+        workers: int = 2, show_progress: bool = True, write_index: bool = True,
+        choice: Optional[Dict[str, object]] = None) -> RunReport:
+    """Stream ``pairs`` through ``runner`` into ``output``; see the module docstring. ``runner``: a runner
+    (activated here), or a function that returns one activated (:func:`open_runner`), called only when there is
+    work. ``choice``: what :mod:`choose` decided, for the manifest."""
     with RunFolder(output, settings) as folder:
         report = RunReport(output=folder.out)
         todo = folder.todo(pairs)
         report.skipped = len(pairs) - len(todo)
         start = time.perf_counter()
+        if choice:
+            folder.manifest["choice"] = choice
         if todo:
+            if callable(runner) and not isinstance(runner, Runner):
+                runner = runner()
             with runner:  # a model that does not load fails here, before anything is written
                 engine = make_engine(runner, settings.label_nc, settings.use_instance,
                                      threads=getattr(runner, "intra_op_threads", None))

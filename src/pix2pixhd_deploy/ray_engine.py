@@ -105,6 +105,11 @@ class GeneratorStage:
         self.settings = RunSettings(**settings)
         s = self.settings
         # the CPUs Ray gave this actor, whether or not torch was imported before
+        if s.graph_key and not Path(model).is_file():  # a node without the driver's cache builds its own once
+            from .choose import graph_for_key
+
+            chosen = graph_for_key(s.checkpoint, s.graph_key, cache_dir=s.cache_dir)
+            model, s.compiled_dir = chosen.model, chosen.compiled_dir
         self.runner = runner_for_settings(dataclasses.replace(s, model=model), threads=threads)
         self.runner.activate()
         self.engine = make_engine(self.runner, s.label_nc, s.use_instance, threads=threads)

@@ -22,7 +22,7 @@ SUFFIX_BACKENDS: Dict[str, str] = {".pth": "torch", ".pt": "torch", ".onnx": "on
 BACKENDS = ("torch", "onnxruntime", "openvino", "ais_bench")
 #: the make_runner options each backend takes, beyond model/device/fp16/height/width
 BACKEND_OPTIONS = {"torch": ("fast_convs", "input_format", "output_format", "label_nc", "use_instance"), "onnxruntime": ("providers", "provider_options", "intra_op_threads"),
-                   "openvino": ("intra_op_threads",), "ais_bench": ("dym_batch",)}
+                   "openvino": ("intra_op_threads", "compiled_dir"), "ais_bench": ("dym_batch",)}
 _OPTION_FLAGS = {"providers": "--providers", "provider_options": "--provider-option",
                  "intra_op_threads": "--intra-op-threads", "dym_batch": "--dymBatch",
                  "fast_convs": "--fast-convs (for an ONNX graph: export --fast-convs)"}
@@ -89,7 +89,8 @@ def make_runner(model: PathLike, *, backend: Optional[str] = None, device: Optio
         if fp16:
             raise UserError("--fp16 does not apply to the openvino runner (it runs fp32)",
                             fix="drop --fp16, or export with --fp16 for a half-precision graph")
-        return OpenVinoRunner(model, device=device, threads=options.get("intra_op_threads"))
+        return OpenVinoRunner(model, device=device, threads=options.get("intra_op_threads"),
+                              compiled_dir=options.get("compiled_dir"))
     if name == "ais_bench":
         if fp16:
             raise UserError("--fp16 does not apply to an OM: ATC fixed its precision (--precision_mode, by default "

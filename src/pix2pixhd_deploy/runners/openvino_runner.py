@@ -36,11 +36,15 @@ def _spec(port) -> TensorSpec:
 class OpenVinoRunner(Runner):
     name = "openvino"
 
-    def __init__(self, model: PathLike, *, device: Optional[str] = None, threads: Optional[int] = None):
+    def __init__(self, model: PathLike, *, device: Optional[str] = None, threads: Optional[int] = None,
+                 compiled_dir: Optional[PathLike] = None):
         """``device``: ``cpu`` (default; a bare device number also means the CPU) or ``gpu``/``gpu.N`` (Intel
-        GPUs); ``threads``: OpenVINO's inference threads (default: all cores)."""
+        GPUs); ``threads``: OpenVINO's inference threads (default: all cores); ``compiled_dir``: OpenVINO's
+        ``CACHE_DIR``, where it keeps the compiled model, so that the next start loads it instead of reading and
+        compiling the ONNX file again (``run`` gives its model cache entry's folder)."""
         super().__init__()
         self.model = Path(model)
+        self.compiled_dir = compiled_dir
         text = (device or "cpu").strip().lower()
         self.ov_device = "CPU" if text in ("cpu", "auto") or text.isdigit() else text.upper()
         self.intra_op_threads = threads
@@ -57,16 +61,18 @@ class OpenVinoRunner(Runner):
         if self.ov_device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
             raise UserError(f"OpenVINO has no {self.ov_device} device here (it has "
                             f"{', '.join(core.available_devices)})", fix="use --device cpu")
-        try:
-            graph = core.read_model(str(self.model))
-        except RuntimeError as exc:
-            first = (str(exc).strip().splitlines() or ["?"])[0][:200]
-            raise UserError(f"OpenVINO cannot read this file as an ONNX model ({first})", path=self.model,
-                            fix="export it again with pix2pixhd-deploy export") from exc
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         if self.intra_op_threads:
             config["INFERENCE_NUM_THREADS"] = int(self.intra_op_threads)
-        self.compiled = core.compile_model(graph, self.ov_device, config)
+        if self.compiled_dir:
+            config["CACHE_DIR"] = str(self.compiled_dir)
+        try:
+            # from the path, so that with CACHE_DIR a compiled blob is loaded without reading the ONNX file
+            self.compiled = core.compile_model(str(self.model), self.ov_device, config)
+        except RuntimeError as exc:
+            first = (str(exc).strip().splitlines() or ["?"])[0][:200]
+            raise UserError(f"OpenVINO cannot read or compile this file as an ONNX model ({first})", path=self.model,
+                            fix="export it again with pix2pixhd-deploy export") from exc
         self._local = threading.local()  # an infer request is not thread-safe: one per thread (run --streams)
         # the bindings' first infer runs static initialisers that deadlock with the GIL when two threads get
         # there at once (seen with run --streams 2): the first call is made alone
