@@ -41,6 +41,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -308,13 +309,17 @@ def _execute(ray, todo: List[Pair], out: Path, settings: RunSettings, report: Ra
         ds = ds.map(decode_row, fn_kwargs={"base": settings.size_multiple, "label_nc": settings.label_nc},
                     num_cpus=1)
         stage_settings = dataclasses.asdict(settings)
-        ds = ds.map_batches(
-            stage_cls, batch_size=None, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=num_workers),
-            fn_constructor_kwargs={"output": str(out), "model": str(Path(settings.model).resolve()),
-                                   "settings": stage_settings, "threads": max(1, int(cpus_per_worker))},
-            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None,
-            max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
+        with warnings.catch_warnings():
+            # Ray 2.60 calls any extra keyword "deprecated" but has no named parameter for restarts yet, and its own
+            # actor pool reads them from there (actor_pool_map_operator: "map_batches(..., max_restarts=0)")
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+            ds = ds.map_batches(
+                stage_cls, batch_size=None, batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=num_workers),
+                fn_constructor_kwargs={"output": str(out), "model": str(Path(settings.model).resolve()),
+                                       "settings": stage_settings, "threads": max(1, int(cpus_per_worker))},
+                num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None,
+                max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
         rows = ds.iter_rows()
         try:
             _collect(rows, len(todo), report, folder, keep_going, show_progress)
