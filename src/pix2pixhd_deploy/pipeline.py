@@ -583,8 +583,9 @@ class Stream:
     * **write** (one thread): each picture's files, atomically, and its manifest entry.
 
     Every queue is bounded, so a device faster than the writer waits instead of piling pictures up in memory
-    (:meth:`StreamLimits.max_pictures`). The first error stops every stage at its next item; Ctrl-C lets the writer
-    finish the picture it is writing, then returns at once (a batch still computing is dropped, not awaited).
+    (:meth:`StreamLimits.max_pictures`). The first error stops every stage at its next item; on Ctrl-C the writer
+    finishes the picture it is writing and the queued backlog is dropped (a batch still computing finishes first, as
+    a thread cannot leave torch midway: one forward pass at most).
     ``--keep-going`` records an input that fails to decode or to compute (a :class:`UserError`) and goes on.
     """
 
@@ -629,15 +630,22 @@ class Stream:
             self._put(self.to_write, None)
             self._join(writer)
         except _Stopped:
-            writer.join()
+            self._stop_all(decoders + computers + [writer])
             raise self.failure from None
         except BaseException:  # Ctrl-C or an error of the batcher: the writer finishes its picture, then stops
-            self.stopping.set()
-            writer.join()
+            self._stop_all(decoders + computers + [writer])
             raise
         finally:
             if self._bar is not None:
                 self._bar.close()
+
+    def _stop_all(self, threads: Sequence[threading.Thread]) -> None:
+        """Every stage ends at its next item: the writer after the picture it is writing, a compute thread after
+        its batch (its result is dropped), a decoder after its pair. Waited for, as a thread still inside torch at
+        interpreter exit aborts the process."""
+        self.stopping.set()
+        for thread in threads:
+            thread.join()
 
     def _batches(self, count: int) -> Iterator[Batch]:
         """The decoded pairs in input order, consecutive pairs of one size grouped up to ``batch_size``."""
@@ -741,8 +749,7 @@ class Stream:
                     self.failure = exc
                 self.stopping.set()
 
-        # daemon: Ctrl-C never waits for a batch still computing (nothing but the writer writes files)
-        thread = threading.Thread(target=body, name=f"run-{name}", daemon=True)
+        thread = threading.Thread(target=body, name=f"run-{name}")
         thread.start()
         return thread
 
