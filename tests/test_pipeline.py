@@ -91,6 +91,8 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path, small_check
     assert not [p for p in images.iterdir() if p.name.startswith(TMP_PREFIX)]
     whole, resumed = pictures(tmp_path / "whole"), pictures(tmp_path / "killed")
     assert whole.keys() == resumed.keys() and len(whole) == 8
+    # the killed run's entries came back from its journal: every picture has one
+    assert len(json.loads((tmp_path / "killed" / "manifest.json").read_text())["images"]) == 8
     assert all(np.array_equal(whole[k], resumed[k]) for k in whole)
 
 
