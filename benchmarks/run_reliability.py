@@ -54,7 +54,7 @@ def child(split: Path, count: int, model: Path, out: Path) -> None:
     from pix2pixhd_deploy import pipeline
     from pix2pixhd_deploy.dataset import cityscapes_pairs
 
-    pipeline.make_engine = lambda runner, label_nc, use_instance: fake_engine
+    pipeline.make_engine = lambda runner, *args, **kwargs: fake_engine
     pairs = cityscapes_pairs(split)[:count]
     settings = pipeline.RunSettings(model=str(model), backend="onnxruntime", batch_size=1)  # no torch import
     start = time.perf_counter()
