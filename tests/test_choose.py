@@ -37,7 +37,7 @@ def test_default_run_builds_the_cpu_graph_once_and_matches_torch(tmp_path, scene
     assert manifest["choice"]["backend"] == RUNTIME and manifest["settings"]["backend"] == RUNTIME
     assert manifest["choice"]["cache"]["key"]["height"] == 64 and manifest["model_form"].startswith("stems form")
     # the checkpoint's hash, not the graph's, says which weights made the pictures
-    assert manifest["identity"]["model_sha256"] == manifest["choice"]["cache"]["key"]["checkpoint_sha256"]
+    assert manifest["identity"]["checkpoint_sha256"] == manifest["choice"]["cache"]["key"]["checkpoint_sha256"]
     second = run(scene_dataroot, small_checkpoint, tmp_path / "b", cache)
     assert "from the model cache" in second.stderr and "building" not in second.stderr
     run(scene_dataroot, small_checkpoint, tmp_path / "torch", cache, "--backend", "torch")

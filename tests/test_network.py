@@ -150,3 +150,18 @@ def test_truncated_checkpoint(tmp_path):
 def test_folder_without_checkpoint(tmp_path):
     with pytest.raises(UserError, match="has no latest_net_G.pth"):
         nw.load_generator(tmp_path)
+
+
+def test_an_old_torch_refuses_to_unpickle_checkpoints(tmp_path, monkeypatch):
+    """weights_only=True had a bypass before torch 2.6 (CVE-2025-32434): an older torch loads nothing."""
+    import torch
+
+    from pix2pixhd_deploy import network
+    from pix2pixhd_deploy.errors import UserError
+
+    ckpt = network.save_checkpoint(network.random_generator(SMALL_LOCAL), tmp_path / "latest_net_G.pth")
+    network.check_safe_torch(version="2.6.0+cpu")
+    network.check_safe_torch(version="2.10.1")
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cu121")
+    with pytest.raises(UserError, match=r"torch 2.5.1\+cu121 is too old to load a checkpoint safely.*torch>=2.6"):
+        network.read_state_dict(ckpt)

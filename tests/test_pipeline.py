@@ -91,6 +91,8 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path, small_check
     assert not [p for p in images.iterdir() if p.name.startswith(TMP_PREFIX)]
     whole, resumed = pictures(tmp_path / "whole"), pictures(tmp_path / "killed")
     assert whole.keys() == resumed.keys() and len(whole) == 8
+    # the killed run's entries came back from its journal: every picture has one
+    assert len(json.loads((tmp_path / "killed" / "manifest.json").read_text())["images"]) == 8
     assert all(np.array_equal(whole[k], resumed[k]) for k in whole)
 
 
@@ -205,3 +207,241 @@ def test_run_with_the_stems_graph(tmp_path, scene_dataroot, small_checkpoint):
     proc = run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--model", graph, "--output",
                     tmp_path / "run3"], check=False)
     assert proc.returncode == 2 and "stem weights file of this graph is missing" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------ reliability (issue 13)
+
+def fake_engine(calls=None, refuse=None):
+    """An engine far faster than PNG writing: a grey picture per map, no model. ``refuse``: a label id whose
+    batches raise a UserError, as a device that rejects an input."""
+    from pix2pixhd_deploy.errors import UserError
+
+    def engine(labels, insts, want_raw):
+        if refuse is not None and (labels[:, 0, 0] == refuse).any():
+            raise UserError("the device refused this batch", fix="try again")
+        if calls is not None:
+            calls()
+        return np.full((*labels.shape, 3), 128, np.uint8), None
+    return engine
+
+
+def stream_run(pairs, out, engine, *, keep_going=False, batch_size=1, streams=1, model):
+    """What pipeline.run does around its stages, with ``engine`` in place of a runner's."""
+    from pix2pixhd_deploy import pipeline
+
+    settings = pipeline.RunSettings(model=str(model), backend="torch", device="cpu", batch_size=batch_size,
+                                    streams=streams)
+    with pipeline.RunFolder(out, settings) as folder:
+        report = pipeline.RunReport(output=folder.out)
+        todo = folder.todo(pairs)
+        folder.prepare(todo)
+        stream = pipeline.Stream(folder, engine, settings, report, keep_going=keep_going, show_progress=False)
+        try:
+            stream.run(todo)
+        finally:
+            folder.save()
+        folder.finish(pairs, report, write_index=False)
+    return stream, report
+
+
+@pytest.mark.parametrize("batch_size,streams", [(1, 1), (3, 2)])
+def test_a_device_faster_than_the_writer_waits_instead_of_piling_up_pictures(tmp_path, small_checkpoint,
+                                                                             monkeypatch, batch_size, streams):
+    from pix2pixhd_deploy import pipeline
+    from pix2pixhd_deploy.dataset import cityscapes_pairs
+
+    write_cityscapes_split(tmp_path / "val", 60, height=32, width=64, city="ulm")
+    pairs = cityscapes_pairs(tmp_path / "val")
+    counts = {"made": 0, "written": 0, "peak": 0}
+    real_write = pipeline.write_outputs
+
+    def slow_write(*args):
+        time.sleep(0.01)  # a slow disk: the engine would run far ahead without back-pressure
+        real_write(*args)
+        counts["written"] += 1
+
+    def made():
+        counts["peak"] = max(counts["peak"], counts["made"] - counts["written"])
+        counts["made"] += batch_size
+
+    monkeypatch.setattr(pipeline, "write_outputs", slow_write)
+    stream, report = stream_run(pairs, tmp_path / "out", fake_engine(made), batch_size=batch_size, streams=streams,
+                                model=small_checkpoint)
+    assert report.done == counts["written"] == 60
+    bound = stream.limits.max_pictures(batch_size, streams)
+    assert counts["peak"] <= bound < 30, (counts, bound)  # pictures made and not yet written: bounded
+    assert stream.peak_unwritten <= bound
+
+
+def test_the_manifest_exists_before_the_first_picture(tmp_path, scene_dataroot, small_checkpoint, monkeypatch):
+    from pix2pixhd_deploy import pipeline
+    from pix2pixhd_deploy.dataset import find_pairs
+
+    seen = []
+    real_write = pipeline.write_outputs
+
+    def write(out, *args):
+        manifest = json.loads((out / "manifest.json").read_text())  # a SIGKILL now leaves it naming the weights
+        seen.append(manifest["identity"]["model_sha256"])
+        real_write(out, *args)
+
+    monkeypatch.setattr(pipeline, "write_outputs", write)
+    stream_run(find_pairs(scene_dataroot), tmp_path / "out", fake_engine(), model=small_checkpoint)
+    assert len(seen) == 3 and len(set(seen)) == 1 and len(seen[0]) == 64
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert len(manifest["images"]) == 3 and not (tmp_path / "out" / pipeline.JOURNAL).exists()
+
+
+def test_keep_going_records_compute_errors_and_stops_without_it(tmp_path, scene_dataroot, small_checkpoint):
+    from pix2pixhd_deploy.dataset import find_pairs, load_pair
+    from pix2pixhd_deploy.errors import UserError
+
+    from pix2pixhd_deploy.fileio import atomic_save_image
+
+    pairs = find_pairs(scene_dataroot)
+    victim = 1
+    for i, pair in enumerate(pairs):  # the victim's map alone starts with id 34
+        label = load_pair(pair)[0].copy()
+        label[0, 0] = 34 if i == victim else 7
+        atomic_save_image(pair.label, label)
+    engine = fake_engine(refuse=34)
+    with pytest.raises(UserError, match="the device refused this batch"):
+        stream_run(pairs, tmp_path / "stop", engine, model=small_checkpoint)
+    with pytest.raises(UserError, match="1 image"):
+        stream_run(pairs, tmp_path / "go", engine, keep_going=True, model=small_checkpoint)
+    manifest = json.loads((tmp_path / "go" / "manifest.json").read_text())
+    # the record the Ray engine writes too (tests/test_ray_engine.py)
+    assert manifest["failed"] == {pairs[victim].name: {"error": "the device refused this batch", "path": "",
+                                                       "fix": "try again"}}
+    assert len(pictures(tmp_path / "go")) == 2 and len(manifest["images"]) == 2
+
+
+SLOW_RUN = """
+import sys, time
+import numpy as np
+from pix2pixhd_deploy import pipeline
+from pix2pixhd_deploy.dataset import cityscapes_pairs
+real_write = pipeline.write_outputs
+def slow_write(*args):
+    time.sleep(0.2)
+    real_write(*args)
+pipeline.write_outputs = slow_write
+engine = lambda labels, insts, raw: (np.full((*labels.shape, 3), 128, np.uint8), None)
+settings = pipeline.RunSettings(model=sys.argv[2], backend="torch", device="cpu", batch_size=2)
+with pipeline.RunFolder(sys.argv[3], settings) as folder:
+    todo = folder.todo(cityscapes_pairs(sys.argv[1]))
+    folder.prepare(todo)
+    try:
+        pipeline.Stream(folder, engine, settings, pipeline.RunReport(output=folder.out), show_progress=False).run(todo)
+    finally:
+        folder.save()
+"""
+
+
+def test_ctrl_c_finishes_the_picture_being_written_and_drops_the_backlog(tmp_path, small_checkpoint):
+    """With a backlog of computed pictures waiting for a slow writer, Ctrl-C ends the run after the picture being
+    written: no more pictures appear after the signal than the one in hand, none is partial."""
+    write_cityscapes_split(tmp_path / "val", 40, height=32, width=64, city="ulm")
+    out = tmp_path / "out"
+    (tmp_path / "slow_run.py").write_text(SLOW_RUN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "slow_run.py"), str(tmp_path / "val"),
+                             str(small_checkpoint), str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    images = out / "images"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(list(images.glob("*_synthesized_image.png"))) < 3:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGSTOP)
+    before = len(list(images.glob("*_synthesized_image.png")))
+    os.kill(proc.pid, signal.SIGINT)
+    os.kill(proc.pid, signal.SIGCONT)
+    _, err = proc.communicate(timeout=60)
+    after = sorted(images.glob("*_synthesized_image.png"))
+    assert "KeyboardInterrupt" in err and proc.returncode != 0
+    assert before <= len(after) <= before + 1 < 40  # the picture in hand, not the backlog
+    assert not list(images.glob(TMP_PREFIX + "*"))
+    for p in after:
+        Image.open(p).load()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["images"]) == sorted(p.name.replace("_synthesized_image.png", "") for p in after)
+
+
+def test_a_planted_lock_link_is_refused_and_its_target_untouched(tmp_path, scene_dataroot, small_checkpoint):
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    (out / ".pix2pixhd-deploy.lock").symlink_to(victim)
+    proc = run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", small_checkpoint,
+                    "--device", "cpu", "--output", out], check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "lock file of this output folder is a symbolic link" in proc.stderr
+    assert victim.read_text() == "keep me" and (out / ".pix2pixhd-deploy.lock").is_symlink()
+    assert not (out / "images").exists()
+
+
+def test_settings_that_do_not_change_pictures_do_not_block_a_resume():
+    from pix2pixhd_deploy.pipeline import RunSettings
+
+    base = RunSettings(model="m", backend="onnxruntime")
+    assert base.identity() == RunSettings(model="m", backend="onnxruntime", batch_size=4, streams=2,
+                                          image_format="jpg", save_raw=True).identity()
+    assert base.identity() != RunSettings(model="m", backend="onnxruntime", fp16=True).identity()
+    assert RunSettings(model="m", backend="onnxruntime", device="cuda:1").identity()["device"] == "cuda"
+
+
+def fake_graph(path, props):
+    """A tiny ONNX file with the provenance ``export`` writes."""
+    onnx = pytest.importorskip("onnx", reason="onnx is not installed")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor("w", TensorProto.FLOAT, [4096], np.ones(4096).tolist())])
+    model = helper.make_model(graph)
+    helper.set_model_props(model, props)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_the_identity_of_a_stems_graph_covers_its_npz_and_refuses_a_foreign_one(tmp_path):
+    from pix2pixhd_deploy.errors import UserError
+    from pix2pixhd_deploy.network import random_generator
+    from pix2pixhd_deploy.pipeline import graph_properties, model_identity
+    from pix2pixhd_deploy.stems import StemWeights, sidecar_path
+
+    ckpt = "a" * 64
+    graph = fake_graph(tmp_path / "g.onnx", {"pix2pixhd.export": json.dumps({"input_format": "stems"}),
+                                             "pix2pixhd.checkpoint_sha256": ckpt})
+    assert graph_properties(graph)["pix2pixhd.checkpoint_sha256"] == ckpt
+    weights = StemWeights.from_generator(random_generator(SMALL_LOCAL, seed=1))
+    with pytest.raises(UserError, match="stem weights file of this graph is missing"):
+        model_identity(graph)
+    weights.save(sidecar_path(graph), checkpoint_sha256=ckpt)
+    first = model_identity(graph)
+    assert first["checkpoint_sha256"] == ckpt and len(first["stems_sha256"]) == 64
+    StemWeights.from_generator(random_generator(SMALL_LOCAL, seed=2)).save(sidecar_path(graph),
+                                                                          checkpoint_sha256=ckpt)
+    assert model_identity(graph)["stems_sha256"] != first["stems_sha256"]  # other stems: another identity
+    weights.save(sidecar_path(graph), checkpoint_sha256="b" * 64)  # the .npz of another export
+    with pytest.raises(UserError, match="stem weights beside this graph come from another checkpoint"):
+        model_identity(graph)
+    (tmp_path / "junk.onnx").write_bytes(b"\xff" * 10)
+    assert graph_properties(tmp_path / "junk.onnx") == {}
+
+
+def test_a_resume_with_other_stems_is_refused(tmp_path, scene_dataroot):
+    from pix2pixhd_deploy.dataset import find_pairs
+    from pix2pixhd_deploy.errors import UserError
+    from pix2pixhd_deploy.network import random_generator
+    from pix2pixhd_deploy.stems import StemWeights, sidecar_path
+
+    graph = fake_graph(tmp_path / "g.onnx", {"pix2pixhd.export": json.dumps({"input_format": "stems"})})
+    StemWeights.from_generator(random_generator(SMALL_LOCAL, seed=1)).save(sidecar_path(graph))
+    pairs = find_pairs(scene_dataroot)
+    stream_run(pairs[:2], tmp_path / "out", fake_engine(), model=graph)
+    StemWeights.from_generator(random_generator(SMALL_LOCAL, seed=2)).save(sidecar_path(graph))
+    with pytest.raises(UserError, match="made with other settings.*stems_sha256"):
+        stream_run(pairs, tmp_path / "out", fake_engine(), model=graph)

@@ -191,3 +191,68 @@ def test_a_url_output_is_refused_with_the_way_round_it(reference):
 
     with pytest.raises(UserError, match="the output is a URL.*mount the bucket"):
         run_ray(reference["pairs"], "s3://bucket/results", reference["settings"]())
+
+
+def test_a_crash_that_repeats_ends_the_run_with_one_line(tmp_path, ray_cluster, reference):
+    """A worker that dies on the same batch every time (SIGILL, a segfault, out of memory): a bounded number of
+    restarts, then one error naming the inputs, every complete picture kept, and no actor left writing."""
+    from pix2pixhd_deploy.errors import UserError
+    from pix2pixhd_deploy.ray_engine import GeneratorStage, _alive_model_actors, run_ray
+
+    victim = reference["pairs"][5].name
+
+    class AlwaysDying(GeneratorStage):
+        def write(self, name, picture, label, raw):
+            if name == victim:
+                os._exit(1)
+            super().write(name, picture, label, raw)
+
+    settings = reference["settings"]()
+    settings.batch_size = 1
+    out = tmp_path / "ray"
+    with pytest.raises(UserError, match="a model worker died 3 times, on a batch among") as err:
+        run_ray(reference["pairs"], out, settings, show_progress=False, stage_cls=AlwaysDying, **POOL)
+    assert victim in str(err.value)
+    import ray
+
+    assert not _alive_model_actors(ray)  # run_ray returned only once its actors were gone
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert victim not in manifest["images"]
+    assert not list((out / "images").glob(TMP_PREFIX + "*"))
+
+
+def test_keep_going_records_compute_errors_alike_under_both_engines(tmp_path, ray_cluster, reference):
+    """A batch whose compute raises a UserError: recorded and skipped with --keep-going, in the manifest record the
+    local engine writes too (tests/test_pipeline.py)."""
+    from pix2pixhd_deploy.dataset import cityscapes_pairs, load_pair
+    from pix2pixhd_deploy.errors import UserError
+    from pix2pixhd_deploy.fileio import atomic_save_image
+    from pix2pixhd_deploy.ray_engine import GeneratorStage, run_ray
+
+    data = tmp_path / "val"
+    shutil.copytree(reference["root"] / "val", data)
+    pairs = cityscapes_pairs(data)
+    for i, pair in enumerate(pairs):  # the victim's map alone starts with id 34
+        label = load_pair(pair)[0].copy()
+        label[0, 0] = 34 if i == 2 else 7
+        atomic_save_image(pair.label, label)
+
+    class Refusing(GeneratorStage):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            engine = self.engine
+
+            def refuse(labels, insts, want_raw):
+                if (labels[:, 0, 0] == 34).any():
+                    raise UserError("the device refused this batch", fix="try again")
+                return engine(labels, insts, want_raw)
+            self.engine = refuse
+
+    settings = reference["settings"]()
+    settings.batch_size = 1
+    with pytest.raises(UserError, match="1 image"):
+        run_ray(pairs, tmp_path / "ray", settings, keep_going=True, show_progress=False, stage_cls=Refusing, **POOL)
+    manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    assert manifest["failed"] == {pairs[2].name: {"error": "the device refused this batch", "path": "",
+                                                  "fix": "try again"}}
+    assert len(manifest["images"]) == 7

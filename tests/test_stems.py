@@ -1,6 +1,8 @@
 """The stems fast path: the two stem convolutions computed from the maps equal torch's convolutions."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -69,3 +71,123 @@ def test_weights_file_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"junk")
     with pytest.raises(UserError, match="cannot read the stem weights"):
         st.StemWeights.load(tmp_path / "bad.npz")
+
+
+# ------------------------------------------------------------------------------- bounds and the C library
+
+@pytest.fixture
+def fresh_library(monkeypatch, tmp_path):
+    """load_library as on first use, with its cache in a folder of the test."""
+    monkeypatch.setattr(st, "_LIB", None)
+    monkeypatch.setattr(st, "_TRIED", False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    if st.compiler() is None:
+        pytest.skip("no C compiler here")
+    return tmp_path / "cache" / "pix2pixhd-deploy"
+
+
+def test_the_c_functions_return_an_error_code_on_bad_input(fresh_library):
+    lib = st.load_library()
+    assert lib is not None
+    w = st.StemWeights.from_generator(random_generator(SMALL_LOCAL))
+    table, wsum, bias = w.tables("local")
+    o = table.shape[1]
+    out = np.empty((o, 16, 16), np.float32)
+    p = lambda a: a.ctypes.data  # noqa: E731
+
+    def call(fn, code, ncodes=w.n_codes):
+        code = np.ascontiguousarray(code, np.int32)
+        return fn(p(code), code.shape[0], code.shape[1], p(table), p(wsum), p(bias), ncodes, o, p(out), 1)
+
+    good = np.zeros((16, 16), np.int32)
+    for fn in (lib.local_stem, lib.global_stem):
+        assert call(fn, good) == 0
+        for bad in (-1, w.n_codes, 2 ** 31 - 1):  # below 0, just beyond the table, far beyond
+            code = good.copy()
+            code[9, 3] = bad
+            assert call(fn, code) == 2, bad
+        assert call(fn, np.zeros((6, 16))) == 3  # too small for the reflection padding at half size
+        assert call(fn, good, ncodes=0) == 3
+
+
+def test_the_python_side_refuses_what_the_c_side_would(computer_kind):
+    from pix2pixhd_deploy.errors import UserError
+
+    gen = random_generator(SMALL_LOCAL)
+    comp = st.StemComputer(st.StemWeights.from_generator(gen))
+    labels, insts = seeded_maps(1, 32, 32, seed=1)
+    with pytest.raises(UserError, match="label ids 35 are outside"):
+        comp(np.full_like(labels, 35), insts)
+    with pytest.raises(UserError, match="label id -3 is negative"):
+        comp(np.full((1, 32, 32), -3, np.int32), insts)
+    with pytest.raises(UserError, match="instance maps were not given to stem weights exported with them"):
+        comp(labels, None)
+    with pytest.raises(UserError, match="do not match the label maps"):
+        comp(labels, insts[:, :16])
+    with pytest.raises(UserError, match="at least 7x7"):
+        comp(labels[:, :6], insts[:, :6])
+    weights = st.StemWeights.from_generator(gen)
+    weights.use_instance = False  # a table built without the edge channel
+    weights.local_weight, weights.global_weight = weights.local_weight[:, :35], weights.global_weight[:, :35]
+    no_inst = st.StemComputer(weights)
+    with pytest.raises(UserError, match="instance maps were given to stem weights exported without them"):
+        no_inst(labels, insts)
+
+
+def test_a_stems_file_with_bad_shapes_is_refused(tmp_path):
+    from pix2pixhd_deploy.errors import UserError
+
+    w = st.StemWeights.from_generator(random_generator(SMALL_LOCAL))
+    w.local_weight = w.local_weight[:, :20]  # fewer channels than label_nc + 1: the tables would be read beyond
+    w.save(tmp_path / "g.onnx.stems.npz")
+    with pytest.raises(UserError, match="unexpected shapes"):
+        st.StemWeights.load(tmp_path / "g.onnx.stems.npz")
+
+
+def test_the_cache_is_private_and_keyed_by_cpu_and_compiler(fresh_library, monkeypatch, tmp_path):
+    assert st.load_library() is not None
+    built = list(fresh_library.glob("stems-*.so"))
+    assert len(built) == 1 and (fresh_library.stat().st_mode & 0o777) == 0o700
+    cc, flags = st.compiler(), st.compiler_flags()
+    key = st.build_key(cc, flags)
+    assert built[0].name == f"stems-{key}.so"
+    monkeypatch.setattr(st, "cpu_flags", lambda: "fpu sse2")  # another CPU sharing this home folder
+    assert st.build_key(cc, flags) != key
+    monkeypatch.undo()
+    assert st.build_key(cc, [*flags, "-g"]) != key
+    assert st.build_key(["env", *cc], flags) != key
+
+
+def test_a_cache_others_can_write_is_not_used(fresh_library, monkeypatch, caplog):
+    import logging
+
+    fresh_library.mkdir(parents=True)
+    os.chmod(fresh_library, 0o777)  # e.g. planted by another user in a shared XDG_CACHE_HOME
+    with caplog.at_level(logging.WARNING, logger="pix2pixhd_deploy.stems"):
+        assert st.load_library() is not None  # built in a private temporary folder instead
+    assert "not a private folder" in caplog.text
+    assert not list(fresh_library.iterdir())
+    assert st.cache_dir() is None
+
+
+def test_a_cache_folder_that_is_a_link_is_not_used(fresh_library, tmp_path):
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    fresh_library.parent.mkdir(parents=True)
+    fresh_library.symlink_to(tmp_path / "elsewhere")
+    assert st.cache_dir() is None
+
+
+def test_cc_with_arguments_and_a_broken_compiler(fresh_library, monkeypatch, caplog):
+    import logging
+    import shutil
+
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    monkeypatch.setenv("CC", f"env {gcc}")  # as `ccache gcc`: a command with arguments
+    assert st.load_library() is not None
+    monkeypatch.setattr(st, "_LIB", None)
+    monkeypatch.setattr(st, "_TRIED", False)
+    monkeypatch.setenv("CC", "false --no-such-compiler")
+    with caplog.at_level(logging.WARNING, logger="pix2pixhd_deploy.stems"):
+        assert st.load_library() is None  # one line, and the torch convolutions take over
+    assert "could not compile stems.c with false --no-such-compiler" in caplog.text
+    assert not [p for p in fresh_library.iterdir() if p.name.startswith(".tmp-")]

@@ -736,7 +736,7 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
     if input_format == "stems":
         from .stems import sidecar_path
 
-        stem_weights.save(sidecar_path(out_path))
+        stem_weights.save(sidecar_path(out_path), checkpoint_sha256=props.get("pix2pixhd.checkpoint_sha256"))
         report.notes.append(f"the stem weights are in {sidecar_path(out_path).name} beside the graph: keep the two "
                             "files together; `run` computes the stems from the maps and feeds the graph")
     atomic_write_bytes(out_path, data)

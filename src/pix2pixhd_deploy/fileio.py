@@ -2,7 +2,8 @@
 
 Every file this package writes goes to a temporary name in the destination folder and is renamed into place, so an
 interrupted run (Ctrl-C, SIGKILL, a full disk) never leaves a truncated file under a final name, and a re-run can
-trust that a file that exists is complete.
+trust that a file that exists is complete. The file is fsynced before its rename and the folder after it, so a
+power cut too leaves either the old state or the new one (docs/reliability.md gives the measured cost).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import errno
 import hashlib
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, List, Optional, TypeVar
@@ -70,13 +72,55 @@ def atomic_open(path: PathLike, mode: str = "wb") -> Iterator[IO]:
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
+            os.fsync(fh.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, path)
+        fsync_dir(path.parent)  # and the rename itself survives a power cut
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise _write_error(exc, path) from exc
         raise
+
+
+def fsync_dir(folder: PathLike) -> None:
+    """Make a rename or a new file in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems (and every Windows one) refuse to fsync a folder
+        pass
+    finally:
+        os.close(fd)
+
+
+def open_own_file(path: PathLike, flags: int = os.O_RDWR, *, what: str = "file") -> int:
+    """Open (creating it 0644) a bookkeeping file of ours, such as a lock or a journal, as a raw descriptor.
+
+    It never follows a symbolic link (``O_NOFOLLOW``) and refuses anything but a plain file of this user with one
+    name, so a link or a hard link planted in a shared output folder is one clear error and the file it points at
+    is left untouched.
+    """
+    path = Path(path)
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags | os.O_CREAT | nofollow | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK) or path.is_symlink():
+            raise UserError(f"the {what} is a symbolic link, which this program never follows", path=path,
+                            fix="remove the link (someone else may have planted it) and run again") from exc
+        if exc.errno in _WRITE_ERRNOS:
+            raise _write_error(exc, path) from exc
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.getuid():
+        os.close(fd)
+        raise UserError(f"the {what} is not a plain file of yours (a device, a pipe, a hard link or another "
+                        "user's file)", path=path, fix="remove it and run again")
+    return fd
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:

@@ -251,9 +251,24 @@ def _refusal_reason(exc: Exception) -> str:
     return "it is not a plain tensor pickle"
 
 
+#: the first torch whose weights-only unpickler has no known way round it (CVE-2025-32434 affects <= 2.5.1)
+SAFE_TORCH = (2, 6)
+
+
+def check_safe_torch(path: Optional[PathLike] = None, version: Optional[str] = None) -> None:
+    """Refuse to unpickle an untrusted checkpoint with a torch whose ``weights_only=True`` can be bypassed."""
+    version = version or torch.__version__
+    found = tuple(int(p) for p in re.findall(r"\d+", version.split("+")[0])[:2])
+    if found < SAFE_TORCH:
+        raise UserError(f"torch {version} is too old to load a checkpoint safely (its weights_only loading can be "
+                        "made to run code before torch 2.6)", path=path,
+                        fix="pip install 'torch>=2.6' (see the Makefile for the CPU wheel)")
+
+
 def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
     """``torch.load(weights_only=True)`` with every failure turned into one clear :class:`UserError`."""
     path = resolve_checkpoint(path)
+    check_safe_torch(path)
     if path.is_file() and path.stat().st_size == 0:
         raise UserError("the checkpoint file is empty", path=path, fix="download or copy the checkpoint again")
     try:

@@ -26,13 +26,13 @@ import json
 import logging
 import os
 import platform
+import queue
 import sys
+import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Deque, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -42,8 +42,8 @@ from .adapters import make_engine
 from .dataset import planned_size
 from .encoding import check_label_ids
 from .errors import PathLike, UserError, failed_inputs_error
-from .fileio import (atomic_save_image, atomic_write_array, atomic_write_text, check_free_space, ensure_output_dir,
-                     progress, remove_stale_temporaries)
+from .fileio import (TMP_PREFIX, atomic_save_image, atomic_write_array, atomic_write_text, check_free_space,
+                     ensure_output_dir, open_own_file, progress, remove_stale_temporaries)
 from .labels import LABEL_NC, colorize
 from .report import IndexRow, write_index_html
 from .runners.base import Runner
@@ -51,6 +51,7 @@ from .runners.base import Runner
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+JOURNAL = ".manifest-journal.jsonl"
 LOCK = ".pix2pixhd-deploy.lock"
 
 
@@ -76,11 +77,28 @@ class RunSettings:
     graph_key: Optional[Dict[str, object]] = None  # the cache key of that graph (a Ray node builds its own)
 
     def identity(self) -> Dict[str, object]:
-        """The settings that change the pictures (a resume with different ones would mix outputs)."""
+        """The settings that change the pictures (a resume with different ones would mix outputs).
+
+        Not in it: what only changes speed or which files are written (batch size, streams, workers, format,
+        --save-raw). The model's own identity is :func:`model_identity`.
+        """
         keys = ["backend", "fp16", "label_nc", "use_instance", "size_multiple"]
         if self.fast_convs:  # only when set, so folders written before the option existed still resume
             keys.append("fast_convs")
-        return {k: getattr(self, k) for k in keys}
+        identity = {k: getattr(self, k) for k in keys}
+        kind = self.device_kind()
+        if kind != "cpu":  # a GPU rounds differently; only off the CPU, so older CPU folders still resume
+            identity["device"] = kind
+        return identity
+
+    def device_kind(self) -> str:
+        """``cpu``, ``cuda``, ``npu``...: the kind of device the pictures are computed on."""
+        if self.backend == "torch":
+            from .runners.torch_runner import resolve_device
+
+            return resolve_device(self.device).split(":")[0]
+        text = str(self.device or "cpu").strip().lower()
+        return "cpu" if text.isdigit() and self.backend != "ais_bench" else text.split(":")[0]
 
 
 @dataclass
@@ -165,24 +183,25 @@ def open_runner(settings: "RunSettings", choice=None, *, threads: Optional[int] 
 
 @contextlib.contextmanager
 def output_lock(folder: Path) -> Iterator[None]:
-    """An exclusive lock on the output folder for the whole run (released by the OS if the process dies)."""
-    path = folder / LOCK
-    fh = open(path, "a+")
+    """An exclusive lock on the output folder for the whole run (released by the OS if the process dies).
+
+    The lock file is opened without following links (:func:`fileio.open_own_file`): a link planted in its place is
+    one clear error, and the file it points at is never written.
+    """
+    fd = open_own_file(folder / LOCK, what="lock file of this output folder")
     try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            fh.seek(0)
-            owner = fh.read().strip() or "another process"
+            owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             raise UserError(f"another run is writing to this output folder ({owner})", path=folder,
                             fix="wait for it to finish or choose another --output") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
+        text = f"pid {os.getpid()}".encode()
+        os.pwrite(fd, text, 0)
+        os.ftruncate(fd, len(text))  # ours: open_own_file checked it is a plain file of this user with one name
         yield
     finally:
-        fh.close()
+        os.close(fd)
 
 
 def versions() -> Dict[str, str]:
@@ -206,6 +225,12 @@ def machine() -> Dict[str, object]:
 
 def model_hash(model: PathLike) -> str:
     from .cache import cached_sha256
+
+    return cached_sha256(model_file(model))
+
+
+def model_file(model: PathLike) -> Path:
+    """The file behind ``--checkpoint``/``--model`` (a checkpoint folder resolves to its latest_net_G.pth)."""
     from .network import resolve_checkpoint
 
     path = Path(model)
@@ -214,7 +239,86 @@ def model_hash(model: PathLike) -> str:
     if not path.is_file():
         raise UserError("the model file does not exist", path=path,
                         fix="check the --checkpoint or --model path (latest_net_G.pth, or its folder; .onnx; .om)")
-    return cached_sha256(path)
+    return path
+
+
+def model_identity(model: PathLike) -> Dict[str, object]:
+    """What of the model decides the pictures: the file's hash and, for an exported graph, the checkpoint hash it
+    records and the hash of the stem weights beside it (a stems graph's ``.stems.npz``).
+
+    A stems graph whose ``.npz`` records another checkpoint than the graph is refused here, before anything runs.
+    """
+    from .cache import cached_sha256
+
+    path = model_file(model)
+    identity: Dict[str, object] = {"model_sha256": cached_sha256(path)}
+    if path.suffix.lower() != ".onnx":
+        return identity
+    props = graph_properties(path)
+    graph_checkpoint = props.get("pix2pixhd.checkpoint_sha256")
+    if graph_checkpoint:
+        identity["checkpoint_sha256"] = graph_checkpoint
+    try:
+        input_format = json.loads(props.get("pix2pixhd.export", "{}")).get("input_format")
+    except ValueError:
+        input_format = None
+    from .stems import StemWeights, sidecar_path
+
+    sidecar = sidecar_path(path)
+    if input_format == "stems" or sidecar.is_file():
+        stems_checkpoint = StemWeights.recorded_checkpoint(sidecar)  # a missing or unreadable file: one line
+        if graph_checkpoint and stems_checkpoint and stems_checkpoint != graph_checkpoint:
+            raise UserError(f"the stem weights beside this graph come from another checkpoint (sha256 "
+                            f"{stems_checkpoint[:12]}..., the graph's is {graph_checkpoint[:12]}...)", path=sidecar,
+                            fix=f"keep {path.name} with the {sidecar.name} exported with it, or export the graph "
+                                "again with --input-format stems")
+        identity["stems_sha256"] = cached_sha256(sidecar)
+    return identity
+
+
+def graph_properties(path: PathLike) -> Dict[str, str]:
+    """An ONNX file's ``metadata_props`` (where :mod:`export` records provenance), read by skipping over the graph
+    and its weights instead of parsing them; {} when the file is not a well-formed ONNX model."""
+    import mmap
+
+    def varint(pos: int) -> Tuple[int, int]:
+        value = shift = 0
+        while True:
+            byte = buf[pos]
+            value |= (byte & 0x7F) << shift
+            pos, shift = pos + 1, shift + 7
+            if not byte & 0x80:
+                return value, pos
+
+    def fields(start: int, end: int) -> Iterator[Tuple[int, int, int]]:
+        """(field number, start, end) of each length-delimited field between start and end."""
+        pos = start
+        while pos < end:
+            tag, pos = varint(pos)
+            kind = tag & 7
+            if kind == 0:
+                _, pos = varint(pos)
+            elif kind == 1:
+                pos += 8
+            elif kind == 5:
+                pos += 4
+            elif kind == 2:
+                n, pos = varint(pos)
+                yield tag >> 3, pos, pos + n
+                pos += n
+            else:
+                raise ValueError(f"wire type {kind}")
+
+    props: Dict[str, str] = {}
+    try:
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            for number, start, end in fields(0, len(buf)):
+                if number == 14:  # ModelProto.metadata_props: StringStringEntryProto {key = 1, value = 2}
+                    entry = {n: buf[a:b].decode("utf-8", "replace") for n, a, b in fields(start, end)}
+                    props[entry.get(1, "")] = entry.get(2, "")
+    except (OSError, ValueError, IndexError):
+        return {}
+    return props
 
 
 def image_paths(out: Path, name: str, fmt: str) -> Tuple[Path, Path]:
@@ -264,13 +368,15 @@ def discover(dataroot: Optional[PathLike], cityscapes: Optional[PathLike], *, us
 
 class RunFolder:
     """An output folder of ``run``, shared by every engine: locked for the run, checked against the settings and
-    weights it was made with, its manifest kept (saved at most every few seconds, and at the end), and
-    ``index.html`` and the failed-images summary at the end.
+    weights it was made with, its manifest kept, and ``index.html`` and the failed-images summary at the end.
+
+    The manifest (``manifest.json``: identity, settings, versions, one entry per picture) is written by
+    :meth:`prepare`, before the first picture, so that no picture ever exists without a manifest naming its weights.
+    Entries are then appended to a journal (``.manifest-journal.jsonl``, one JSON line each) and merged into the
+    manifest when the run ends, or by the next run after a SIGKILL: saving is linear in the number of pictures.
 
     Use as a context manager; :meth:`todo` lists the pairs whose outputs are not complete yet.
     """
-
-    SAVE_EVERY_S = 2.0
 
     def __init__(self, output: PathLike, settings: RunSettings, *, engine: Optional[Dict[str, object]] = None):
         settings.image_format = settings.image_format.lower().replace("jpeg", "jpg")
@@ -282,25 +388,30 @@ class RunFolder:
         self.subfolders = ("images", "raw") if settings.save_raw else ("images",)
         self.engine = engine
         self._lock = None
-        self._last_save = 0.0
+        self._journal: Optional[int] = None
+        self._journal_lock = threading.Lock()
+        self._manifest_ours = False  # this run wrote the first manifest of the folder
 
     def __enter__(self) -> "RunFolder":
         self._lock = output_lock(self.out)
         self._lock.__enter__()
         try:
-            identity = {**self.settings.identity(),
-                        "model_sha256": model_hash(self.settings.checkpoint or self.settings.model)}
+            identity = {**self.settings.identity(), **self._model_identity()}
             previous = _load_manifest(self.out)
-            if previous is not None and previous.get("identity") != identity:
+            if previous is not None and previous.get("identity") != identity and self.has_outputs():
                 old = previous.get("identity", {})
                 diffs = [f"{k}: {old.get(k)!r} -> {identity.get(k)!r}" for k in sorted(set(old) | set(identity))
                          if old.get(k) != identity.get(k)]
                 raise UserError("this output folder holds pictures made with other settings (" + "; ".join(diffs)
                                 + ")", path=self.out, fix="choose a new --output, or delete the folder to start again")
-            self.images: Dict[str, Dict[str, object]] = dict(previous.get("images", {})) if previous else {}
+            same = previous is not None and previous.get("identity") == identity
+            self.images: Dict[str, Dict[str, object]] = dict(previous.get("images", {})) if same else {}
+            if same:
+                self.images.update(_read_journal(self.out / JOURNAL))  # what a killed run had not merged yet
+            self.failed: Dict[str, Dict[str, str]] = {}
             self.manifest: Dict[str, object] = {
                 "tool": "pix2pixhd-deploy run", "identity": identity, "settings": dataclasses.asdict(self.settings),
-                "versions": versions(), "machine": machine(), "images": self.images}
+                "versions": versions(), "machine": machine(), "images": self.images, "failed": self.failed}
             if self.engine:
                 self.manifest["engine"] = self.engine
         except BaseException:
@@ -308,10 +419,26 @@ class RunFolder:
             raise
         return self
 
+    def _model_identity(self) -> Dict[str, object]:
+        """A graph from the model cache is known by its key (the checkpoint's hash, the size, the recipe and the
+        versions), which stays the same when the entry is rebuilt; any other model by its files."""
+        key = self.settings.graph_key
+        if key:
+            from .cache import key_digest
+
+            return {"checkpoint_sha256": key["checkpoint_sha256"], "graph_key": key_digest(key)}
+        return model_identity(self.settings.model)
+
     def __exit__(self, *exc) -> None:
-        if not (self.out / MANIFEST).exists():  # nothing was made (e.g. the model did not load): leave no trace
+        if self._journal is not None:
+            os.close(self._journal)
+            self._journal = None
+        if not (self.out / MANIFEST).exists() or (self._manifest_ours and not self.has_outputs()):
+            # nothing was made (the model did not load, the first input was bad): leave no trace
             with contextlib.suppress(OSError):
-                (self.out / LOCK).unlink()
+                for name in (MANIFEST, JOURNAL, LOCK):
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.out / name).unlink()
                 for sub in self.subfolders:
                     if (self.out / sub).is_dir() and not any((self.out / sub).iterdir()):
                         (self.out / sub).rmdir()
@@ -319,8 +446,14 @@ class RunFolder:
                     self.out.rmdir()
         self._lock.__exit__(*exc)
 
+    def has_outputs(self) -> bool:
+        """Whether any file under images/ or raw/ is a finished output (not a temporary one)."""
+        return any(not p.name.startswith(TMP_PREFIX) for sub in ("images", "raw") if (self.out / sub).is_dir()
+                   for p in (self.out / sub).iterdir())
+
     def prepare(self, todo: Sequence[Pair]) -> None:
-        """Before the first write: the subfolders, leftovers of an interrupted run removed, free disk checked."""
+        """Before the first write: the subfolders, leftovers of an interrupted run removed, free disk checked, and
+        the manifest written, so that every picture has one naming its weights."""
         self.clean()
         if todo and self.settings.save_raw:
             from PIL import Image
@@ -329,6 +462,8 @@ class RunFolder:
                 w, h = img.size
             check_free_space(self.out, len(todo) * 3 * h * w * 4,
                              what=f"{len(todo)} raw outputs of {3 * h * w * 4 / 2**20:.0f} MiB (--save-raw)")
+        self._manifest_ours = not (self.out / MANIFEST).exists()
+        self.save()
 
     def clean(self) -> None:
         """Remove temporary files an interrupted run (or a dead worker) left."""
@@ -343,14 +478,32 @@ class RunFolder:
         return todo
 
     def record(self, name: str, entry: Dict[str, object]) -> None:
+        """One finished picture's manifest entry: kept, and appended to the journal (thread-safe)."""
+        self._append({"name": name, "entry": entry})
         self.images[name] = entry
-        if time.monotonic() - self._last_save >= self.SAVE_EVERY_S:
-            self.save()
+
+    def record_failure(self, name: str, exc: UserError) -> None:
+        """One input that failed under ``--keep-going``: the same record under every engine."""
+        self.failed[name] = {"error": exc.problem, "path": exc.path or "", "fix": exc.fix or ""}
+
+    def _append(self, record: Dict[str, object]) -> None:
+        line = (json.dumps(record, sort_keys=True) + "\n").encode()
+        with self._journal_lock:
+            if self._journal is None:
+                self._journal = open_own_file(self.out / JOURNAL, os.O_WRONLY | os.O_APPEND,
+                                              what="manifest journal")
+            os.write(self._journal, line)
 
     def save(self) -> None:
-        self.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        atomic_write_text(self.out / MANIFEST, json.dumps(self.manifest, indent=1, sort_keys=True))
-        self._last_save = time.monotonic()
+        """Write the whole manifest (atomically, fsynced), then empty the journal it now holds."""
+        with self._journal_lock:
+            self.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            atomic_write_text(self.out / MANIFEST, json.dumps(self.manifest, indent=1, sort_keys=True))
+            if self._journal is not None:
+                os.close(self._journal)
+                self._journal = None
+            with contextlib.suppress(FileNotFoundError):
+                (self.out / JOURNAL).unlink()
 
     def finish(self, pairs: Sequence[Pair], report: "RunReport", *, write_index: bool = True) -> None:
         """Save the manifest, write index.html; raise the failed-images summary if any failed."""
@@ -365,6 +518,18 @@ class RunFolder:
                                             title=f"pix2pixhd-deploy run: {self.out.name}")
         if report.failed:
             raise failed_inputs_error(report.failed, report.done, what="image", path=self.out)
+
+
+def _read_journal(path: Path) -> Dict[str, Dict[str, object]]:
+    """The entries of a journal a killed run left; a torn last line (killed mid-write) is skipped."""
+    entries: Dict[str, Dict[str, object]] = {}
+    if path.is_symlink() or not path.is_file():
+        return entries
+    for line in path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            record = json.loads(line)
+            entries[str(record["name"])] = dict(record["entry"])
+    return entries
 
 
 def run(pairs: Sequence[Pair], output: PathLike, runner, settings: RunSettings, *, keep_going: bool = False,
@@ -393,7 +558,8 @@ def run(pairs: Sequence[Pair], output: PathLike, runner, settings: RunSettings, 
                 folder.manifest["model_form"] = engine.describe()
                 folder.prepare(todo)
                 try:
-                    _stream(todo, folder, engine, settings, report, keep_going, workers, show_progress)
+                    Stream(folder, engine, settings, report, keep_going=keep_going, workers=workers,
+                           show_progress=show_progress).run(todo)
                 finally:
                     report.seconds = time.perf_counter() - start
                     folder.save()
@@ -401,103 +567,266 @@ def run(pairs: Sequence[Pair], output: PathLike, runner, settings: RunSettings, 
     return report
 
 
-def _stream(todo: List[Pair], folder: RunFolder, engine, settings: RunSettings, report: RunReport,
-            keep_going: bool, workers: int, show_progress: bool) -> None:
-    out, base = folder.out, settings.size_multiple
-    batch = max(1, settings.batch_size)
-    streams = max(1, settings.streams)
-    use_instance = settings.use_instance
+# ------------------------------------------------------------------------------------------- streaming
 
-    def decode(pair: Pair):
-        t = time.perf_counter()
-        label, inst = load_pair(pair, base=base)
-        check_label_ids(label, settings.label_nc, path=pair.label)
-        return label, inst, time.perf_counter() - t
+@dataclass
+class Decoded:
+    """One pair read from disk: its maps and how long reading took, or the error that stopped it."""
 
-    def compute(labels: np.ndarray, insts: Optional[np.ndarray]):
-        t = time.perf_counter()
-        pictures, raw = engine(labels, insts, settings.save_raw)
-        return pictures, raw, time.perf_counter() - t
+    index: int
+    pair: Pair
+    label: Optional[np.ndarray] = None
+    inst: Optional[np.ndarray] = None
+    seconds: float = 0.0
+    error: Optional[UserError] = None
 
-    def write(pair: Pair, picture: np.ndarray, label: np.ndarray, raw: Optional[np.ndarray]) -> float:
-        t = time.perf_counter()
-        write_outputs(out, pair.name, settings, picture, label, raw)
-        return time.perf_counter() - t
 
-    bar = progress(range(len(todo)), desc="run", unit="img") if show_progress else None
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as decoders, \
-            ThreadPoolExecutor(max_workers=streams, thread_name_prefix="compute") as computers, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writers:
-        ahead: Deque[Tuple[Pair, Future]] = deque()
-        computing: Deque[Tuple[list, Future]] = deque()
-        pending_writes: Deque[Tuple[Pair, Future, Dict[str, object]]] = deque()
-        queue = iter(todo)
-        prefetch = batch * (streams + 1) + 1
+@dataclass
+class Batch:
+    """Consecutive decoded pairs of one size (one forward pass); after the compute stage, their pictures."""
 
-        def refill() -> None:
-            while len(ahead) < prefetch:
-                pair = next(queue, None)
-                if pair is None:
-                    return
-                ahead.append((pair, decoders.submit(decode, pair)))
+    items: List[Decoded]
+    pictures: Optional[np.ndarray] = None
+    raw: Optional[np.ndarray] = None
+    seconds: float = 0.0
 
-        def drain(block: bool) -> None:
-            while pending_writes and (block or pending_writes[0][1].done()):
-                pair, fut, entry = pending_writes.popleft()
-                entry["write_s"] = round(fut.result(), 4)
-                folder.record(pair.name, entry)
-                report.done += 1
-                if bar is not None:
-                    bar.update(1)
 
-        def collect(block: bool) -> None:
-            """Hand finished batches (in order) to the writer."""
-            while computing and (block or computing[0][1].done()):
-                group, fut = computing.popleft()
-                pictures, raw, seconds = fut.result()
-                report.compute_seconds += seconds
-                for i, (pair, label, _inst, dt) in enumerate(group):
-                    entry = {"decode_s": round(dt, 4), "compute_s": round(seconds / len(group), 4),
-                             "batch": len(group), "height": int(label.shape[0]), "width": int(label.shape[1])}
-                    w = writers.submit(write, pair, pictures[i], label, raw[i] if raw is not None else None)
-                    pending_writes.append((pair, w, entry))
+@dataclass(frozen=True)
+class StreamLimits:
+    """How far each stage may run ahead of the next. A run's memory is bounded by these, never by its length."""
 
-        refill()
-        while ahead:
-            group: List[Tuple[Pair, np.ndarray, Optional[np.ndarray], float]] = []
-            while ahead and len(group) < batch:
-                pair, fut = ahead.popleft()
-                try:
-                    label, inst, dt = fut.result()
-                except UserError as exc:
-                    if not keep_going:
-                        raise
-                    log.error("%s", exc)
-                    report.failed.append((pair.name, exc.problem))
-                    continue
-                finally:
-                    refill()
-                if group and label.shape != group[0][1].shape:
-                    ahead.appendleft((pair, _done_future((label, inst, dt))))
-                    break  # a different size starts a new batch
-                group.append((pair, label, inst if use_instance else None, dt))
-            if not group:
+    decode_ahead: int   # pairs being decoded or decoded, not yet taken into a batch
+    compute_queue: int  # batches waiting for a compute thread
+    write_queue: int    # computed batches waiting for the writer
+
+    @classmethod
+    def for_run(cls, batch: int, streams: int, workers: int) -> "StreamLimits":
+        return cls(decode_ahead=batch * (streams + 1) + workers, compute_queue=1, write_queue=streams)
+
+    def max_pictures(self, batch: int, streams: int) -> int:
+        """Pictures computed and not yet written, at most: the write queue, one batch held by each compute thread
+        waiting to hand it over, and the batch being written."""
+        return (self.write_queue + streams + 1) * batch
+
+
+class _Stopped(Exception):
+    """A stage's wait ended because the stream is stopping (an error elsewhere, or Ctrl-C)."""
+
+
+class Stream:
+    """decode -> compute -> write, each stage its own threads, with bounded queues between them.
+
+    * **decode** (``workers`` threads): PNG pairs -> maps, checked; at most ``decode_ahead`` pairs ahead of the
+      batcher (Pillow and zlib release the GIL, so decoding overlaps the compute);
+    * the **batcher** (the calling thread): takes the decoded pairs in input order and groups consecutive pairs of
+      one size, up to ``batch_size``, into the ``to_compute`` queue;
+    * **compute** (``streams`` threads): ``engine(labels, insts, want_raw) -> (pictures, raw)`` into ``to_write``;
+    * **write** (one thread): each picture's files, atomically, and its manifest entry.
+
+    Every queue is bounded, so a device faster than the writer waits instead of piling pictures up in memory
+    (:meth:`StreamLimits.max_pictures`). The first error stops every stage at its next item; on Ctrl-C the writer
+    finishes the picture it is writing and the queued backlog is dropped (a batch still computing finishes first, as
+    a thread cannot leave torch midway: one forward pass at most).
+    ``--keep-going`` records an input that fails to decode or to compute (a :class:`UserError`) and goes on.
+    """
+
+    def __init__(self, folder: RunFolder, engine, settings: RunSettings, report: RunReport, *,
+                 keep_going: bool = False, workers: int = 2, show_progress: bool = True):
+        self.folder, self.engine, self.settings, self.report = folder, engine, settings, report
+        self.keep_going = keep_going
+        self.batch = max(1, settings.batch_size)
+        self.streams = max(1, settings.streams)
+        self.workers = max(1, workers)
+        self.limits = StreamLimits.for_run(self.batch, self.streams, self.workers)
+        self.show_progress = show_progress
+        self.to_decode: "queue.Queue[Optional[Tuple[int, Pair]]]" = queue.Queue()  # paths only
+        self.decoded: "queue.Queue[Decoded]" = queue.Queue()  # bounded by decode_slots
+        self.decode_slots = threading.Semaphore(self.limits.decode_ahead)
+        self.to_compute: "queue.Queue[Optional[Batch]]" = queue.Queue(maxsize=self.limits.compute_queue)
+        self.to_write: "queue.Queue[Optional[Batch]]" = queue.Queue(maxsize=self.limits.write_queue)
+        self.stopping = threading.Event()
+        self.failure: Optional[BaseException] = None
+        self.unwritten = 0        # pictures computed and not yet written
+        self.peak_unwritten = 0
+        self._count = threading.Lock()
+        self._bar = None
+
+    # ---------------------------------------------------------------------------------- the calling thread
+    def run(self, todo: Sequence[Pair]) -> None:
+        for item in enumerate(todo):
+            self.to_decode.put(item)
+        self._bar = progress(range(len(todo)), desc="run", unit="img") if self.show_progress else None
+        decoders = [self._start(f"decode-{i}", self._decode_stage) for i in range(self.workers)]
+        computers = [self._start(f"compute-{i}", self._compute_stage) for i in range(self.streams)]
+        writer = self._start("write", self._write_stage)
+        for _ in decoders:
+            self.to_decode.put(None)
+        try:
+            for batch in self._batches(len(todo)):
+                self._put(self.to_compute, batch)
+            for _ in computers:
+                self._put(self.to_compute, None)
+            for thread in computers:
+                self._join(thread)
+            self._put(self.to_write, None)
+            self._join(writer)
+        except _Stopped:
+            self._stop_all(decoders + computers + [writer])
+            raise self.failure from None
+        except BaseException:  # Ctrl-C or an error of the batcher: the writer finishes its picture, then stops
+            self._stop_all(decoders + computers + [writer])
+            raise
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+
+    def _stop_all(self, threads: Sequence[threading.Thread]) -> None:
+        """Every stage ends at its next item: the writer after the picture it is writing, a compute thread after
+        its batch (its result is dropped), a decoder after its pair. Waited for, as a thread still inside torch at
+        interpreter exit aborts the process."""
+        self.stopping.set()
+        for thread in threads:
+            thread.join()
+
+    def _batches(self, count: int) -> Iterator[Batch]:
+        """The decoded pairs in input order, consecutive pairs of one size grouped up to ``batch_size``."""
+        early: Dict[int, Decoded] = {}
+        group: List[Decoded] = []
+        for index in range(count):
+            while index not in early:
+                item = self._get(self.decoded)
+                early[item.index] = item
+            item = early.pop(index)
+            self.decode_slots.release()
+            if item.error is not None:
+                self._skip([item], item.error)
                 continue
-            labels = np.stack([g[1] for g in group])
-            insts = np.stack([g[2] for g in group]) if use_instance else None
-            if len(computing) >= streams:  # at most `streams` batches in flight: wait for the oldest
-                wait([computing[0][1]])
-                collect(block=False)
-            computing.append((group, computers.submit(compute, labels, insts)))
-            collect(block=False)
-            drain(block=False)
-        collect(block=True)
-        drain(block=True)
-    if bar is not None:
-        bar.close()
+            if group and item.label.shape != group[0].label.shape:
+                yield Batch(group)  # a different size starts a new batch
+                group = []
+            group.append(item)
+            if len(group) == self.batch:
+                yield Batch(group)
+                group = []
+        if group:
+            yield Batch(group)
+
+    # --------------------------------------------------------------------------------------------- stages
+    def _decode_stage(self) -> None:
+        while True:
+            self._acquire(self.decode_slots)
+            task = self.to_decode.get()
+            if task is None:
+                self.decode_slots.release()
+                return
+            index, pair = task
+            start = time.perf_counter()
+            try:
+                label, inst = decode_pair(pair, self.settings)
+                item = Decoded(index, pair, label, inst)
+            except UserError as exc:
+                item = Decoded(index, pair, error=exc)
+            item.seconds = time.perf_counter() - start
+            self.decoded.put(item)
+
+    def _compute_stage(self) -> None:
+        while (batch := self._get(self.to_compute)) is not None:
+            labels = np.stack([item.label for item in batch.items])
+            insts = np.stack([item.inst for item in batch.items]) if self.settings.use_instance else None
+            start = time.perf_counter()
+            try:
+                batch.pictures, batch.raw = self.engine(labels, insts, self.settings.save_raw)
+            except UserError as exc:
+                self._skip(batch.items, exc)
+                continue
+            batch.seconds = time.perf_counter() - start
+            for item in batch.items:
+                item.inst = None  # only the label map is written
+            with self._count:
+                self.unwritten += len(batch.items)
+                self.peak_unwritten = max(self.peak_unwritten, self.unwritten)
+            self._put(self.to_write, batch)
+
+    def _write_stage(self) -> None:
+        while (batch := self._get(self.to_write)) is not None:
+            self.report.compute_seconds += batch.seconds
+            for i, item in enumerate(batch.items):
+                if self.stopping.is_set():
+                    return
+                self._write_one(item, batch, i)
+
+    def _write_one(self, item: Decoded, batch: Batch, i: int) -> None:
+        start = time.perf_counter()
+        write_outputs(self.folder.out, item.pair.name, self.settings, batch.pictures[i], item.label,
+                      batch.raw[i] if batch.raw is not None else None)
+        self.folder.record(item.pair.name, {
+            "decode_s": round(item.seconds, 4), "compute_s": round(batch.seconds / len(batch.items), 4),
+            "write_s": round(time.perf_counter() - start, 4), "batch": len(batch.items),
+            "height": int(item.label.shape[0]), "width": int(item.label.shape[1])})
+        with self._count:
+            self.unwritten -= 1
+        self.report.done += 1
+        if self._bar is not None:
+            self._bar.update(1)
+
+    # ------------------------------------------------------------------------------------------ plumbing
+    def _skip(self, items: Sequence[Decoded], exc: UserError) -> None:
+        """``--keep-going``: record the inputs and go on; otherwise the error stops the run."""
+        if not self.keep_going:
+            raise exc
+        log.error("%s", exc)
+        for item in items:
+            self.report.failed.append((item.pair.name, exc.problem))
+            self.folder.record_failure(item.pair.name, exc)
+
+    def _start(self, name: str, stage) -> threading.Thread:
+        def body() -> None:
+            try:
+                stage()
+            except _Stopped:
+                pass
+            except BaseException as exc:  # handed to the calling thread, which raises it
+                if self.failure is None:
+                    self.failure = exc
+                self.stopping.set()
+
+        thread = threading.Thread(target=body, name=f"run-{name}")
+        thread.start()
+        return thread
+
+    def _wait(self, attempt) -> object:
+        """Retry a blocking step every 0.1 s until it succeeds; raise :class:`_Stopped` once the stream stops."""
+        while True:
+            with contextlib.suppress(queue.Empty, queue.Full, TimeoutError):
+                return attempt()
+            if self.stopping.is_set():
+                raise _Stopped
+
+    def _put(self, q: queue.Queue, item) -> None:
+        self._wait(lambda: q.put(item, timeout=0.1))
+
+    def _get(self, q: queue.Queue):
+        return self._wait(lambda: q.get(timeout=0.1))
+
+    def _acquire(self, slots: threading.Semaphore) -> None:
+        def attempt() -> bool:
+            if not slots.acquire(timeout=0.1):
+                raise TimeoutError
+            return True
+
+        self._wait(attempt)
+
+    def _join(self, thread: threading.Thread) -> None:
+        while thread.is_alive():
+            thread.join(0.1)
+            if self.stopping.is_set() and thread.is_alive():
+                raise _Stopped
+        if self.failure is not None:
+            raise _Stopped
 
 
-def _done_future(value) -> Future:
-    fut: Future = Future()
-    fut.set_result(value)
-    return fut
+def decode_pair(pair: Pair, settings: RunSettings) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """One pair's uint8 label map and int32 instance map (None without instances), its label ids checked."""
+    label, inst = load_pair(pair, base=settings.size_multiple)
+    check_label_ids(label, settings.label_nc, path=pair.label)
+    return label, inst if settings.use_instance else None

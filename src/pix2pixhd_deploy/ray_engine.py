@@ -18,11 +18,15 @@ How the work is spread, after Ray Data's offline batch inference pattern:
    writes them with the same atomic writes and names; it returns one small record per image, never the pictures;
 4. the driver streams the records into ``manifest.json``, holding the output folder's lock all along.
 
-A worker that dies is restarted and its unfinished batch retried by Ray (Ray Data's actor pools default to
-``max_restarts=-1`` and ``max_task_retries=-1``). A retry rewrites a picture under the same name with the same bytes,
-through a temporary file and a rename, so no image is lost, none is duplicated and none is left half-written; the
-driver counts a picture once, from the one record of the task that finished, and removes the temporary files dead
-workers left behind once every worker is done.
+A worker that dies is restarted and its unfinished batch retried by Ray, a bounded number of times
+(:data:`MAX_RESTARTS` per actor, :data:`MAX_TASK_RETRIES` per batch; Ray Data's own default is forever, which turns a
+crash that repeats -- SIGILL, a segfault, out of memory -- into a hang); past that the run ends with one line naming
+the unfinished inputs and the worker's last error. A retry rewrites a picture under the same name with the same
+bytes, through a temporary file and a rename, so no image is lost, none is duplicated and none is left half-written;
+the driver counts a picture once, from the one record of the task that finished. It waits for every model actor to
+stop before it removes the temporary files dead workers left or releases the folder's lock, so no actor still
+writes into a folder another run may take. The manifest grows by appended journal lines (:class:`RunFolder`), not
+by rewriting it, and ``--keep-going`` records an input that fails to decode or to compute, as the local engine does.
 
 Every node must see the inputs, the model and the output folder at the same paths (a shared filesystem); the
 driver resolves them to absolute paths before it hands them out. The package itself must be installed on every
@@ -30,12 +34,14 @@ node, in the same Python environment.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -50,6 +56,11 @@ from .adapters import make_engine
 from .pipeline import RunFolder, RunReport, RunSettings, runner_for_settings, write_outputs
 
 log = logging.getLogger(__name__)
+
+#: restarts of one model actor, and retries of one batch, before the run gives up (a crash that repeats is a bug or
+#: a machine that cannot run the model, not bad luck)
+MAX_RESTARTS = 2
+MAX_TASK_RETRIES = 2
 
 INSTALL_HINT = "pip install 'pix2pixhd-deploy[ray]' (or pip install 'ray[data]>=2.9') on every node"
 
@@ -276,7 +287,7 @@ def run_ray(pairs: Sequence[Pair], output: PathLike, settings: RunSettings, *, a
             finally:
                 report.seconds = time.perf_counter() - start
                 folder.save()
-                folder.clean()  # what dead workers left; every worker is done (or gone) by now
+                folder.clean()  # what dead workers left; _execute returns once every actor has stopped
         folder.finish(pairs, report, write_index=write_index)
     return report
 
@@ -303,23 +314,90 @@ def _execute(ray, todo: List[Pair], out: Path, settings: RunSettings, report: Ra
         ds = ds.map(decode_row, fn_kwargs={"base": settings.size_multiple, "label_nc": settings.label_nc},
                     num_cpus=1)
         stage_settings = dataclasses.asdict(settings)
-        ds = ds.map_batches(
-            stage_cls, batch_size=None, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=num_workers),
-            fn_constructor_kwargs={"output": str(out), "model": str(Path(settings.model).resolve()),
-                                   "settings": stage_settings, "threads": max(1, int(cpus_per_worker))},
-            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None)
-        _collect(ds.iter_rows(), len(todo), report, folder, keep_going, show_progress)
+        with warnings.catch_warnings():
+            # Ray 2.60 calls any extra keyword "deprecated" but has no named parameter for restarts yet, and its own
+            # actor pool reads them from there (actor_pool_map_operator: "map_batches(..., max_restarts=0)")
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+            ds = ds.map_batches(
+                stage_cls, batch_size=None, batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=num_workers),
+                fn_constructor_kwargs={"output": str(out), "model": str(Path(settings.model).resolve()),
+                                       "settings": stage_settings, "threads": max(1, int(cpus_per_worker))},
+                num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None,
+                max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
+        rows = ds.iter_rows()
+        try:
+            _collect(rows, len(todo), report, folder, keep_going, show_progress)
+        finally:
+            _stop_actors(ray, rows)
     except Exception as exc:
         if isinstance(exc, UserError):
             raise
         user = _user_error_in(exc)
-        if user is None:
-            raise
-        raise user from exc
+        if user is not None:
+            raise user from exc
+        if _is_actor_death(exc):
+            raise _workers_died_error(exc, todo, folder) from exc
+        raise
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _is_actor_death(exc: BaseException) -> bool:
+    """Whether Ray gave up on a model actor (it died more often than MAX_RESTARTS / MAX_TASK_RETRIES allow)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__name__ in ("RayActorError", "ActorDiedError", "ActorUnavailableError", "WorkerCrashedError",
+                                  "OutOfMemoryError"):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _workers_died_error(exc: BaseException, todo: Sequence[Pair], folder: RunFolder) -> UserError:
+    """One line for a crash that repeated: the inputs not finished (the culprit is among the first of them) and
+    the worker's last words."""
+    unfinished = [p.name for p in todo if p.name not in folder.images and p.name not in folder.failed]
+    shown = ", ".join(unfinished[:3]) + (f" and {len(unfinished) - 3} more" if len(unfinished) > 3 else "")
+    last = " ".join(str(exc).split())
+    last = last[last.find("The actor died"):] if "The actor died" in last else last
+    return UserError(f"a model worker died {MAX_RESTARTS + 1} times, on a batch among {shown or 'the last inputs'} "
+                     f"(last error: {last[:300]})", path=folder.out,
+                     fix="run those inputs with --engine local to see the error; finished pictures are kept")
+
+
+def _stop_actors(ray, rows, timeout: float = 60.0) -> None:
+    """Stop the dataset (Ray Data kills its actor pool) and wait until no model actor of this job is alive, so that
+    none still writes when the driver cleans the folder and releases its lock."""
+    close = getattr(rows, "close", None) or getattr(getattr(rows, "_iterator", None), "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = _alive_model_actors(ray)
+        if not alive:
+            return
+        if time.monotonic() > deadline:
+            log.warning("%d model actor(s) of this run are still alive %.0f s after the dataset stopped; check the "
+                        "cluster (ray list actors) before another run uses this folder", len(alive), timeout)
+            return
+        time.sleep(0.2)
+
+
+def _alive_model_actors(ray) -> List[object]:
+    """The ids of this job's Ray Data map workers that are not dead (empty when Ray cannot say)."""
+    try:
+        from ray._private import state
+
+        job = ray.get_runtime_context().get_job_id()
+        table = state.actors() or {}
+    except Exception:  # a private API: if it moves, do not hang on it
+        return []
+    return [actor_id for actor_id, info in table.items() if info.get("JobID") == job
+            and info.get("State") != "DEAD" and "MapWorker" in str(info.get("ActorClassName", ""))]
 
 
 def _collect(rows: Iterable[Dict[str, object]], total: int, report: RayRunReport, folder: RunFolder,
@@ -340,6 +418,7 @@ def _collect(rows: Iterable[Dict[str, object]], total: int, report: RayRunReport
                     raise exc
                 log.error("%s", exc)
                 report.failed.append((name, exc.problem))
+                folder.record_failure(name, exc)
                 continue
             worker = str(row["worker"])
             folder.record(name, {"decode_s": round(float(row["decode_s"]), 4),

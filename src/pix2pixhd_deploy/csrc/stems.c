@@ -1,4 +1,8 @@
-/* Exact shortcuts for pix2pixHD's two 7x7 stem convolutions over the one-hot + edge input; see stems.py. */
+/* Exact shortcuts for pix2pixHD's two 7x7 stem convolutions over the one-hot + edge input; see stems.py.
+ *
+ * Both functions check what they are given and return 0, or STEMS_NOMEM (an allocation failed), STEMS_BADCODE (a code
+ * below 0 or beyond the table) or STEMS_BADSIZE (a map too small for the reflection padding, or a bad table size);
+ * on an error nothing is read out of bounds and `out` is left unspecified. stems.py checks the same before calling. */
 #include <stdint.h>
 #include <string.h>
 #include <stdlib.h>
@@ -6,16 +10,30 @@
 #include <omp.h>
 #endif
 
+enum { STEMS_OK = 0, STEMS_NOMEM = 1, STEMS_BADCODE = 2, STEMS_BADSIZE = 3 };
+
+/* reflection padding 3 is valid for n >= 4 */
 static inline int reflect(int i, int n) { if (i < 0) i = -i; if (i >= n) i = 2 * (n - 1) - i; return i; }
 
+static int check_args(const int32_t *code, int H, int W, int ncodes, int O) {
+    if (H < 7 || W < 7 || ncodes <= 0 || O <= 0) return STEMS_BADSIZE;  /* global stem: (H-1)/2+1 >= 4 */
+    size_t n = (size_t)H * W;
+    for (size_t i = 0; i < n; i++)
+        if (code[i] < 0 || code[i] >= ncodes) return STEMS_BADCODE;
+    return STEMS_OK;
+}
+
 /* local stem: out (O, H, W) = bias + sum over 7x7 taps of table[tap * ncodes + code] (reflect padding 3) */
-void local_stem(const int32_t *code, int H, int W, const float *table, const float *wsum, const float *bias,
-                int ncodes, int O, float *out, int threads) {
+int local_stem(const int32_t *code, int H, int W, const float *table, const float *wsum, const float *bias,
+               int ncodes, int O, float *out, int threads) {
+    int status = check_args(code, H, W, ncodes, O);
+    if (status) return status;
 #ifdef _OPENMP
     if (threads > 0) omp_set_num_threads(threads);
 #endif
     /* hu[y][x]: the 7-wide horizontal window centred at x (reflected) holds one code */
     uint8_t *hu = (uint8_t *)malloc((size_t)H * W);
+    if (!hu) return STEMS_NOMEM;
     #pragma omp parallel for schedule(static)
     for (int y = 0; y < H; y++) {
         const int32_t *row = code + (size_t)y * W;
@@ -25,11 +43,17 @@ void local_stem(const int32_t *code, int H, int W, const float *table, const flo
             hu[(size_t)y * W + x] = (uint8_t)u;
         }
     }
+    int nomem = 0;
     #pragma omp parallel
     {
         float *acc = (float *)malloc(sizeof(float) * (size_t)W * O);
+        if (!acc) {
+            #pragma omp atomic write
+            nomem = 1;
+        }
         #pragma omp for schedule(static)
         for (int y = 0; y < H; y++) {
+            if (!acc) continue;
             int rows[7];
             for (int d = 0; d < 7; d++) rows[d] = reflect(y + d - 3, H);
             for (int x = 0; x < W; x++) {
@@ -60,11 +84,14 @@ void local_stem(const int32_t *code, int H, int W, const float *table, const flo
         free(acc);
     }
     free(hu);
+    return nomem ? STEMS_NOMEM : STEMS_OK;
 }
 
 /* global stem: AvgPool2d(3, 2, 1, count_include_pad=False) then reflect pad 3 and a 7x7 conv, from codes */
-void global_stem(const int32_t *code, int H, int W, const float *table, const float *wsum, const float *bias,
-                 int ncodes, int O, float *out, int threads) {
+int global_stem(const int32_t *code, int H, int W, const float *table, const float *wsum, const float *bias,
+                int ncodes, int O, float *out, int threads) {
+    int status = check_args(code, H, W, ncodes, O);
+    if (status) return status;
 #ifdef _OPENMP
     if (threads > 0) omp_set_num_threads(threads);
 #endif
@@ -73,6 +100,7 @@ void global_stem(const int32_t *code, int H, int W, const float *table, const fl
     int32_t *cc = (int32_t *)malloc(sizeof(int32_t) * cells * 9);   /* distinct codes of each pool cell */
     float *cw = (float *)malloc(sizeof(float) * cells * 9);           /* their weights: multiplicity / count */
     uint8_t *cn = (uint8_t *)malloc(cells);
+    if (!cc || !cw || !cn) { free(cc); free(cw); free(cn); return STEMS_NOMEM; }
     #pragma omp parallel for schedule(static)
     for (int i = 0; i < hh; i++) {
         for (int j = 0; j < hw; j++) {
@@ -94,11 +122,17 @@ void global_stem(const int32_t *code, int H, int W, const float *table, const fl
             for (int q = 0; q < n; q++) { cc[k * 9 + q] = codes[q]; cw[k * 9 + q] = (float)mult[q] / (float)count; }
         }
     }
+    int nomem = 0;
     #pragma omp parallel
     {
         float *acc = (float *)malloc(sizeof(float) * (size_t)hw * O);
+        if (!acc) {
+            #pragma omp atomic write
+            nomem = 1;
+        }
         #pragma omp for schedule(static)
         for (int i = 0; i < hh; i++) {
+            if (!acc) continue;
             int rows[7];
             for (int d = 0; d < 7; d++) rows[d] = reflect(i + d - 3, hh);
             for (int j = 0; j < hw; j++) {
@@ -136,4 +170,5 @@ void global_stem(const int32_t *code, int H, int W, const float *table, const fl
         free(acc);
     }
     free(cc); free(cw); free(cn);
+    return nomem ? STEMS_NOMEM : STEMS_OK;
 }
