@@ -14,11 +14,20 @@ def linked_files(index: Path):
     return [index.parent / m for m in re.findall(r'src="([^"]+)"', index.read_text())]
 
 
+def assert_close_to_the_chain(stdout: str) -> None:
+    """The default path (the CPU graph, another runtime) is within one level of the torch chain almost everywhere."""
+    found = re.search(r"run vs the seed's chain \(torch\): largest difference (\d+) level\(s\), ([\d.]+)% of values "
+                      r"identical", stdout)
+    assert found, stdout
+    assert int(found.group(1)) <= 1 and float(found.group(2)) >= 99.9
+    assert "the fastest exact path here" in stdout
+
+
 def test_demo_makes_its_own_data_and_model(tmp_path):
     out = tmp_path / "demo"
     proc = run_cli(["pix2pixhd-deploy", "demo", "--output", out, "--num-images", "2", "--size", "64,128"])
     assert "RANDOM weights" in proc.stdout and "index.html" in proc.stdout
-    assert "run vs the seed's chain: 2 of 2 pictures identical pixel for pixel" in proc.stdout
+    assert_close_to_the_chain(proc.stdout)
     index = out / "index.html"
     assert "RANDOM weights" in index.read_text()
     files = linked_files(index)
@@ -37,7 +46,8 @@ def test_demo_on_user_data_and_checkpoint(tmp_path, scene_dataroot, small_checkp
     out = tmp_path / "demo"
     proc = run_cli(["pix2pixhd-deploy", "demo", "--output", out, "--dataroot", scene_dataroot,
                     "--checkpoint", small_checkpoint])
-    assert "RANDOM" not in proc.stdout and "3 of 3 pictures identical" in proc.stdout
+    assert "RANDOM" not in proc.stdout
+    assert_close_to_the_chain(proc.stdout)
     assert len(list((out / "result" / "bs1generated").glob("*.png"))) == 3
     assert all(f.is_file() for f in linked_files(out / "index.html"))
     assert not (out / "pix2pixHD" / "checkpoints").exists()

@@ -69,8 +69,9 @@ def _wants_gpu(device: Optional[str]) -> bool:
         return False
     if text.startswith("cuda"):
         return True
-    # auto or a bare device number: the GPU when torch sees one (torch is imported only where CUDA may exist)
-    if importlib.util.find_spec("torch") is None:
+    # auto or a bare device number: the GPU when torch sees one. Importing torch costs seconds of a warm start, so it
+    # is asked only where an NVIDIA driver is loaded at all.
+    if importlib.util.find_spec("torch") is None or not Path("/proc/driver/nvidia/version").exists():
         return False
     import torch
 

@@ -131,11 +131,10 @@ def cmd_run(args) -> int:
                     save_raw=args.save_raw, label_nc=args.label_nc, use_instance=not args.no_instance,
                     sizes=map_sizes(pairs), cache_dir=args.cache_dir)
     log.info("%s", choice.reason)
-    settings = RunSettings(model=choice.model, backend=choice.backend, device=args.device, fp16=args.fp16,
-                           batch_size=args.batch_size, image_format=args.format, save_raw=args.save_raw,
-                           label_nc=args.label_nc, use_instance=not args.no_instance, streams=args.streams,
-                           fast_convs=args.fast_convs, checkpoint=choice.checkpoint, cache_dir=args.cache_dir,
-                           compiled_dir=choice.compiled_dir, graph_key=choice.cache and choice.cache["key"])
+    settings = RunSettings.from_choice(choice, device=args.device, fp16=args.fp16, batch_size=args.batch_size,
+                                       image_format=args.format, save_raw=args.save_raw, label_nc=args.label_nc,
+                                       use_instance=not args.no_instance, streams=args.streams,
+                                       fast_convs=args.fast_convs, cache_dir=args.cache_dir)
     if args.engine == "ray":
         from .ray_engine import run_ray
 

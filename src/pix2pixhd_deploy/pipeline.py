@@ -76,6 +76,13 @@ class RunSettings:
     compiled_dir: Optional[str] = None  # where the runtime keeps its compiled form of the graph
     graph_key: Optional[Dict[str, object]] = None  # the cache key of that graph (a Ray node builds its own)
 
+    @classmethod
+    def from_choice(cls, choice, **fields) -> "RunSettings":
+        """The settings of a run of what :func:`choose.choose` picked (``fields``: the run's other settings)."""
+        return cls(model=choice.model, backend=choice.backend, checkpoint=choice.checkpoint,
+                   compiled_dir=choice.compiled_dir, graph_key=choice.cache["key"] if choice.cache else None,
+                   **fields)
+
     def identity(self) -> Dict[str, object]:
         """The settings that change the pictures (a resume with different ones would mix outputs).
 
@@ -142,7 +149,7 @@ def runner_for_run(model: PathLike, *, backend: Optional[str] = None, device: Op
         threads = max(1, (os.cpu_count() or 1) // streams)
     if name in ("onnxruntime", "openvino") and threads and not options.get("intra_op_threads"):
         options["intra_op_threads"] = threads
-    if name != "openvino":
+    if name not in ("openvino", "onnxruntime"):
         options.pop("compiled_dir", None)
     if name == "torch":
         if threads:

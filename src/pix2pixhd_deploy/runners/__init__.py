@@ -21,7 +21,7 @@ from .torch_runner import TorchRunner
 SUFFIX_BACKENDS: Dict[str, str] = {".pth": "torch", ".pt": "torch", ".onnx": "onnxruntime", ".om": "ais_bench"}
 BACKENDS = ("torch", "onnxruntime", "openvino", "ais_bench")
 #: the make_runner options each backend takes, beyond model/device/fp16/height/width
-BACKEND_OPTIONS = {"torch": ("fast_convs", "input_format", "output_format", "label_nc", "use_instance"), "onnxruntime": ("providers", "provider_options", "intra_op_threads"),
+BACKEND_OPTIONS = {"torch": ("fast_convs", "input_format", "output_format", "label_nc", "use_instance"), "onnxruntime": ("providers", "provider_options", "intra_op_threads", "compiled_dir"),
                    "openvino": ("intra_op_threads", "compiled_dir"), "ais_bench": ("dym_batch",)}
 _OPTION_FLAGS = {"providers": "--providers", "provider_options": "--provider-option",
                  "intra_op_threads": "--intra-op-threads", "dym_batch": "--dymBatch",
@@ -84,7 +84,8 @@ def make_runner(model: PathLike, *, backend: Optional[str] = None, device: Optio
                                 fix="export with pix2pixhd-deploy export --fp16, or pass --providers tensorrt")
             provider_options.setdefault("tensorrt", {}).setdefault("trt_fp16_enable", "True")
         return OnnxRuntimeRunner(model, providers=providers, provider_options=provider_options, device=device,
-                                 intra_op_threads=options.get("intra_op_threads"))
+                                 intra_op_threads=options.get("intra_op_threads"),
+                                 compiled_dir=options.get("compiled_dir"))
     if name == "openvino":
         if fp16:
             raise UserError("--fp16 does not apply to the openvino runner (it runs fp32)",
