@@ -1,147 +1,88 @@
-"""The ais_bench runner against a fake ``ais_bench.infer.interface.InferSession`` that follows the documented API.
+"""The ais_bench runner against a fake of each line of ais_bench in use, built from the real sources.
 
-ais_bench needs an Ascend NPU and CANN, so CI cannot run it. This is a contract test: the fake implements exactly
-what ASCEND.md §2.5 documents (the constructor, ``get_inputs``/``get_outputs`` descriptors, ``infer(feeds)`` that
-returns numpy arrays, ``set_dynamic_batchsize``, ``sumary().exec_time_list`` in ms, ``finalize``) and refuses
-anything else, the way aclruntime refuses a feed of the wrong byte size. The "OM" it loads is a JSON file naming a
-small checkpoint and the compiled input shape; it runs that generator with torch, so outputs can be compared.
+ais_bench needs an Ascend NPU and CANN, so these are contract tests. ``tests/fake_ascend/`` holds one fake
+``ais_bench.infer.interface`` per line (``t2023``: Ascend/tools 2023-06; ``ait``: the ait build; ``current``: the
+gitee tools of 2025), each mirroring that line's Python code and naming the repository, path and commit it follows,
+over one simulated device (``fake_acl.py``, from aclruntime's C++). An "OM" is what ``fake_atc.py`` makes from the
+``atc`` line that ``pix2pixhd-deploy export`` prints; the fakes run the ONNX it names with ONNX Runtime on the CPU.
 
-If the real ais_bench changes its API, this is the file to update; the runner must keep passing it.
+If a real ais_bench changes, its fake is the file to update; the runner must keep passing all three.
 """
 from __future__ import annotations
 
-import json
+import re
+import shlex
 import sys
-import types
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import rng_input, run_cli
 from pix2pixhd_deploy.errors import UserError
 from pix2pixhd_deploy.runners import AisBenchRunner, TorchRunner, make_runner
+from pix2pixhd_deploy.runners import ais_bench_runner
 
+FAKES = Path(__file__).resolve().parent / "fake_ascend"
+LINES = ("t2023", "ait", "current")
 H, W = 64, 128
-DYNAMIC_BATCH_INPUT = "ascend_mbatch_shape_data"
+sys.path.insert(0, str(FAKES))
+import fake_acl  # noqa: E402
+import fake_atc  # noqa: E402
 
 
-class TensorDesc:
-    """aclruntime's tensor_desc: name, datatype, format, shape, size, realsize (bytes)."""
-
-    def __init__(self, name, shape, itemsize=4):
-        self.name, self.datatype, self.format = name, "dtype.float32", 0
-        self.shape = list(shape)
-        self.size = self.realsize = int(np.prod([max(d, 1) for d in shape])) * itemsize
-
-
-class Summary:
-    def __init__(self):
-        self.exec_time_list = []
+def install_fake(monkeypatch, line: str = "current"):
+    """Make ``import ais_bench.infer.interface`` give ``line``'s fake, on a fresh simulated device."""
+    for name in [m for m in sys.modules if m == "aclruntime" or m.split(".")[0] == "ais_bench"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(FAKES / line))
+    fake_acl.reset()
+    monkeypatch.setattr(ais_bench_runner, "FINALIZER", ais_bench_runner._ProcessFinalizer())
+    return fake_acl.ACL
 
 
-class FakeInferSession:
-    """``InferSession(device_id, model_path, acl_json_path=None, debug=False, loop=1)`` over a JSON "OM"."""
+def fake_env(line: str = "current") -> dict:
+    """The environment that gives a subprocess ``line``'s fake."""
+    import os
 
-    instances = []
-    device_count = 2
-
-    def __init__(self, device_id: int, model_path: str, acl_json_path: str = None, debug: bool = False,
-                 loop: int = 1):
-        if not isinstance(device_id, int) or not 0 <= device_id < self.device_count:
-            raise RuntimeError(f"aclrtSetDevice failed: device {device_id} not found")
-        om = json.loads(Path(model_path).read_text())
-        from pix2pixhd_deploy.network import load_generator
-
-        self.model = load_generator(om["checkpoint"]).model
-        self.om = om
-        self.batch = om["batch"]               # -1: compiled with --dynamic_batch_size=om["gears"]
-        self.dynamic_batch = None
-        self.loop = loop
-        self.summary = Summary()
-        self.calls = []
-        self.finalized = False
-        FakeInferSession.instances.append(self)
-
-    # --- model description
-    def get_inputs(self):
-        data = TensorDesc(self.om["input_name"], [self.batch, 36, self.om["height"], self.om["width"]])
-        if self.batch == -1:  # ATC adds an input that carries the batch size (ASCEND.md §3)
-            return [data, TensorDesc(DYNAMIC_BATCH_INPUT, [1], itemsize=8)]
-        return [data]
-
-    def get_outputs(self):
-        return [TensorDesc("fake_image", [self.batch, 3, self.om["height"], self.om["width"]])]
-
-    # --- settings
-    def set_dynamic_batchsize(self, n: int):
-        if self.batch != -1:
-            raise RuntimeError("aclmdlSetDynamicBatchSize failed: the model has no dynamic batch")
-        if n not in self.om["gears"]:
-            raise RuntimeError(f"aclmdlSetDynamicBatchSize failed: {n} is not a gear of {self.om['gears']}")
-        self.dynamic_batch = n
-
-    def set_staticbatch(self):
-        self.dynamic_batch = None
-
-    def sumary(self):
-        return self.summary
-
-    def reset_sumaryinfo(self):
-        self.summary = Summary()
-
-    def finalize(self):
-        self.finalized = True
-
-    # --- inference
-    def infer(self, feeds, mode="static", custom_sizes=100000):
-        if self.finalized:
-            raise RuntimeError("session finalized")
-        if mode != "static":
-            raise ValueError(f"mode {mode!r} is for dynamic-shape models")
-        if not isinstance(feeds, list) or len(feeds) != 1:
-            raise RuntimeError(f"the model has 1 input, got {type(feeds).__name__} of {len(feeds)}")
-        x = feeds[0]
-        if not isinstance(x, np.ndarray) or x.dtype != np.float32 or not x.flags.c_contiguous:
-            raise RuntimeError("feeds must be C-contiguous float32 numpy arrays here")
-        if self.batch == -1 and self.dynamic_batch is None:
-            raise RuntimeError("dynamic batch model: call set_dynamic_batchsize first")
-        batch = self.dynamic_batch or self.batch
-        per_sample = 36 * self.om["height"] * self.om["width"] * 4
-        if x.nbytes != batch * per_sample:  # aclruntime compares byte sizes, not shapes
-            raise RuntimeError(f"input size {x.nbytes} != model input size {batch * per_sample}")
-        self.calls.append(x.copy())
-        with torch.inference_mode():
-            y = self.model(torch.from_numpy(x.reshape(batch, 36, self.om["height"], self.om["width"]))).numpy()
-        if self.batch == -1 and self.om.get("max_gear_output"):  # output buffers sized for the largest gear
-            pad = np.zeros((max(self.om["gears"]) - batch, *y.shape[1:]), np.float32)
-            y = np.concatenate([y, pad])
-        self.summary.exec_time_list.append(7.5 + len(self.calls))  # ms, recognisable values
-        return [y]
+    return {"PYTHONPATH": os.pathsep.join([str(FAKES / line), os.environ.get("PYTHONPATH", "")])}
 
 
-def install_fake(monkeypatch):
-    """Put the fake package in ``sys.modules`` as ``ais_bench.infer.interface``."""
-    FakeInferSession.instances = []
-    pkg, infer, interface = (types.ModuleType(n) for n in ("ais_bench", "ais_bench.infer",
-                                                           "ais_bench.infer.interface"))
-    interface.InferSession = FakeInferSession
-    pkg.infer, infer.interface = infer, interface
-    for name, mod in (("ais_bench", pkg), ("ais_bench.infer", infer), ("ais_bench.infer.interface", interface)):
-        monkeypatch.setitem(sys.modules, name, mod)
+_ONNX_CACHE: dict = {}
 
 
-def write_om(path: Path, checkpoint: Path, batch: int, gears=(1, 4, 8), **extra) -> Path:
-    path.write_text(json.dumps({"checkpoint": str(checkpoint), "batch": batch, "gears": list(gears),
-                                "input_name": "input_concat", "height": H, "width": W, **extra}))
-    return path
+def export_graph(checkpoint: Path, input_format: str = "tensor", output_format: str = "float"):
+    """(onnx path, export report) for ``checkpoint`` at 64x128 with a dynamic batch axis, exported once."""
+    from pix2pixhd_deploy.export import export_onnx
+
+    key = (str(checkpoint), input_format, output_format)
+    if key not in _ONNX_CACHE:
+        out = Path(checkpoint).parent / f"g_{input_format}_{output_format}.onnx"
+        report = export_onnx(checkpoint, out, height=H, width=W, input_format=input_format,
+                             output_format=output_format)
+        _ONNX_CACHE[key] = (out, report)
+    return _ONNX_CACHE[key]
 
 
-@pytest.fixture
-def fake_ais_bench(monkeypatch):
-    install_fake(monkeypatch)
-    return FakeInferSession
+def write_om(path: Path, checkpoint: Path, batch: int, gears=(1, 4, 8), input_format: str = "tensor",
+             output_format: str = "float") -> Path:
+    """Compile an "OM" with the atc line that export printed: batch -1 is the --dynamic_batch_size line."""
+    _, report = export_graph(checkpoint, input_format, output_format)
+    line = report.atc_commands[-1 if batch == -1 else 0]
+    line = re.sub(r'(\w+):(-?\d+),', lambda m: f"{m.group(1)}:{batch},", line)  # every input's batch
+    line = re.sub(r'--dynamic_batch_size="[^"]*"', f'--dynamic_batch_size="{",".join(map(str, gears))}"', line)
+    line = re.sub(r"--output=\S+", f"--output={shlex.quote(str(path.with_suffix('')))}", line)
+    om = fake_atc.run_command(line)
+    om.chmod(0o644)
+    return om
+
+
+@pytest.fixture(params=LINES)
+def line(request, monkeypatch):
+    install_fake(monkeypatch, request.param)
+    return request.param
 
 
 def torch_outputs(checkpoint, x):
@@ -149,50 +90,133 @@ def torch_outputs(checkpoint, x):
         return runner.infer(x)
 
 
-# ------------------------------------------------------------------------------------------------- tests
+# ------------------------------------------------------------------------------------------------- the runner
 
-def test_static_batch_om(fake_ais_bench, small_checkpoint, tmp_path):
-    om = write_om(tmp_path / "pix2pixhd_bs4.om", small_checkpoint, batch=4)
-    x = rng_input((4, 36, H, W), seed=2)
+def test_static_om(line, small_checkpoint, tmp_path):
+    om = write_om(tmp_path / "pix2pixhd_bs2.om", small_checkpoint, batch=2)
+    x = rng_input((2, 36, H, W), seed=2)
     with make_runner(om, device="1") as runner:
-        assert isinstance(runner, AisBenchRunner)
-        assert runner.input_spec().shape == (4, 36, H, W)
+        assert isinstance(runner, AisBenchRunner) and runner.thread_bound == (line == "t2023")
+        assert runner.input_spec().shape == (2, 36, H, W) and runner.output_spec().dtype == "float32"
         y = runner.infer(x)
-        session = fake_ais_bench.instances[-1]
-        assert runner.inference_time == pytest.approx(session.summary.exec_time_list[-1] / 1000)
+        assert runner.inference_time == pytest.approx(7.5e-3)  # the tool's own exec time, 7.5 ms for the first run
+        y2 = runner.infer(x)
+        assert runner.inference_time == pytest.approx(7.5e-3)  # the list is reset after each read
         with pytest.raises(UserError, match="axis 0"):
-            runner.infer(x[:3])
-    assert session.finalized
-    assert y.shape == (4, 3, H, W) and y.dtype == np.float32
-    assert np.abs(y - torch_outputs(small_checkpoint, x)).max() <= 1e-5
+            runner.infer(x[:1])
+    assert np.array_equal(y, y2) and y.shape == (2, 3, H, W)
+    assert np.abs(y - torch_outputs(small_checkpoint, x)).max() <= 1e-4
+    assert fake_acl.ACL.loaded == {} and not fake_acl.ACL.finalized  # freed, and ACL still usable
+    ais_bench_runner.finalize_at_exit()
+    assert fake_acl.ACL.finalize_calls == (0 if line == "t2023" else 1)  # the static finalize, once
 
 
-@pytest.mark.parametrize("max_gear_output", [False, True], ids=["exact-output", "max-gear-output"])
-def test_dynamic_batch_om_with_dymbatch(fake_ais_bench, small_checkpoint, tmp_path, max_gear_output):
-    om = write_om(tmp_path / "pix2pixhd_dynbs.om", small_checkpoint, batch=-1, max_gear_output=max_gear_output)
+def test_dynamic_batch_om_takes_its_gears(line, small_checkpoint, tmp_path, capfd):
+    om = write_om(tmp_path / "pix2pixhd_dynbs.om", small_checkpoint, batch=-1, gears=(1, 4, 8))
     x = rng_input((4, 36, H, W), seed=3)
-    with make_runner(om, device="0", dym_batch=4) as runner:
+    with make_runner(om, device="0") as runner:
+        assert runner.gears == [1, 4, 8] and runner.input_spec().batch is None
+        y4 = runner.infer(x)
+        y1 = runner.infer(x[1:2])  # switching gears between calls
+        with pytest.raises(UserError, match=r"batches of 1, 4, 8 .*not 3"):
+            runner.infer(x[:3])
+    assert "dymBatch parameter" not in capfd.readouterr().out  # the probing's tool log was silenced
+    want = torch_outputs(small_checkpoint, x)
+    assert np.abs(y4 - want).max() <= 1e-4 and np.abs(y1[0] - want[1]).max() <= 1e-4
+
+
+def test_dymbatch_fixes_the_gear_and_is_checked(line, small_checkpoint, tmp_path):
+    om = write_om(tmp_path / "dyn.om", small_checkpoint, batch=-1, gears=(1, 4, 8))
+    with make_runner(om, dym_batch=4) as runner:
         assert runner.input_spec().shape == (4, 36, H, W)
-        y = runner.infer(x)
-    assert fake_ais_bench.instances[-1].dynamic_batch == 4
-    assert np.abs(y - torch_outputs(small_checkpoint, x)).max() <= 1e-5
+        assert runner.infer(rng_input((4, 36, H, W), seed=1)).shape == (4, 3, H, W)
+    with pytest.raises(UserError, match=r"--dymBatch 3 is not a gear of the OM \(it has 1, 4, 8\)"):
+        make_runner(om, dym_batch=3).activate()
+    assert fake_acl.ACL.loaded == {}  # the refused session was freed too
 
 
-def test_dynamic_batch_om_needs_dymbatch(fake_ais_bench, small_checkpoint, tmp_path):
-    om = write_om(tmp_path / "dyn.om", small_checkpoint, batch=-1)
-    with pytest.raises(UserError, match="--dymBatch"):
-        make_runner(om).activate()
-    with pytest.raises(UserError, match="gears"):
-        make_runner(om, dym_batch=3).activate()  # not one of 1, 4, 8
+def test_bench_three_gears_in_one_process(line, small_checkpoint, tmp_path):
+    from pix2pixhd_deploy.bench import run_bench
+
+    om = write_om(tmp_path / "dyn.om", small_checkpoint, batch=-1, gears=(1, 2, 4))
+    report = run_bench(om, batch_sizes=[1, 2, 4], loops=2, warmup=1, e2e_batches=1, device="0")
+    for run, bs in zip(report["runs"], (1, 2, 4)):
+        assert "skipped" not in run and run["input_shape"][0] == bs and run["end_to_end"]["images"] == bs
+        assert all(t % 1 == 0.5 for t in run["device_only"]["times_ms"])  # the fake's exec times (7.5 + k ms)
+    assert not fake_acl.ACL.finalized and fake_acl.ACL.loaded == {}
 
 
-def test_dymbatch_on_a_static_om_is_refused(fake_ais_bench, small_checkpoint, tmp_path):
+def test_called_from_a_worker_thread(line, small_checkpoint, tmp_path):
+    """run computes on worker threads; the 2023 build has the ACL context only where the session was made."""
     om = write_om(tmp_path / "bs1.om", small_checkpoint, batch=1)
-    with pytest.raises(UserError, match="static batch of 1"):
-        make_runner(om, dym_batch=4).activate()
+    x = rng_input((1, 36, H, W), seed=4)
+    with make_runner(om) as runner, ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(runner.infer, [x, x, x]))
+    assert all(np.array_equal(o, outs[0]) for o in outs)
+    if line == "t2023":  # the fake holds the constraint: the same call without the runner's thread fails
+        from ais_bench.infer.interface import InferSession
+
+        session = InferSession(0, str(om))
+        with ThreadPoolExecutor(1) as pool, pytest.raises(RuntimeError, match="context is empty"):
+            pool.submit(session.infer, [x]).result()
 
 
-def test_missing_device_and_bad_device_are_user_errors(fake_ais_bench, small_checkpoint, tmp_path):
+def test_maps_om_with_two_integer_inputs_and_uint8_output(line, small_checkpoint, tmp_path):
+    from pix2pixhd_deploy.adapters import make_engine
+    from pix2pixhd_deploy.export import seeded_maps
+
+    om = write_om(tmp_path / "maps_bs2.om", small_checkpoint, batch=2, input_format="maps", output_format="uint8")
+    labels, insts = seeded_maps(3, H, W, seed=5)
+    with make_runner(om) as runner:
+        assert [(s.name, s.dtype) for s in runner.input_specs()] == [("label", "uint8"), ("inst", "int32")]
+        assert runner.output_spec().shape == (2, H, W, 3) and runner.output_format == "uint8"
+        pictures, raw = make_engine(runner)(labels, insts)  # 3 maps on a bs2 OM: split, the last one padded
+    with TorchRunner(small_checkpoint, device="cpu", input_format="maps", output_format="uint8") as ref:
+        want = ref.infer({"label": labels, "inst": insts})
+    assert pictures.shape == (3, H, W, 3) and raw is None
+    assert np.abs(pictures.astype(int) - want.astype(int)).max() <= 1
+
+
+def test_run_command_with_a_maps_uint8_om(line, small_checkpoint, scene_dataroot, tmp_path):
+    """``run --model X.om``: the pipeline's compute threads call the runner (two streams: two threads)."""
+    from pix2pixhd_deploy.cli import main
+
+    om = write_om(tmp_path / "maps_dyn.om", small_checkpoint, batch=-1, gears=(1, 2), input_format="maps",
+                  output_format="uint8")
+    out = tmp_path / "pics"
+    assert main(["run", "--dataroot", str(scene_dataroot), "--model", str(om), "--output", str(out),
+                 "--batch-size", "2", "--streams", "2", "--device", "0"]) == 0
+    assert len(list(out.glob("*.png"))) == 3
+
+
+# ------------------------------------------------------------------------------------------------- model paths
+
+def test_a_symlinked_or_writable_om_is_refused_first(line, small_checkpoint, tmp_path):
+    om = write_om(tmp_path / "bs1.om", small_checkpoint, batch=1)
+    link = tmp_path / "link.om"
+    link.symlink_to(om)
+    with pytest.raises(UserError, match="symbolic link") as err:
+        make_runner(link).activate()
+    assert str(om) in str(err.value)
+    om.chmod(0o664)
+    with pytest.raises(UserError, match=r"writable by its group .*chmod go-w"):
+        make_runner(om).activate()
+    assert fake_acl.ACL.loaded == {}
+
+
+def test_the_current_tools_path_rules(monkeypatch, small_checkpoint, tmp_path):
+    install_fake(monkeypatch, "current")
+    folder = tmp_path / "my models"
+    folder.mkdir()
+    om = write_om(folder / "bs1.om", small_checkpoint, batch=1)
+    with pytest.raises(UserError, match="refuses paths with the characters ' '"):
+        make_runner(om).activate()
+    install_fake(monkeypatch, "ait")  # the ait build has no path rules: the same file loads
+    with make_runner(om) as runner:
+        assert runner.input_spec().batch == 1
+
+
+def test_missing_device_and_bad_device_are_user_errors(line, small_checkpoint, tmp_path):
     om = write_om(tmp_path / "bs1.om", small_checkpoint, batch=1)
     with pytest.raises(UserError, match="NPU 7"):
         make_runner(om, device="7").activate()
@@ -202,9 +226,13 @@ def test_missing_device_and_bad_device_are_user_errors(fake_ais_bench, small_che
         make_runner(tmp_path / "missing.om").activate()
 
 
-def test_seed_command_line_static_bs4_with_a_short_last_batch(fake_ais_bench, small_checkpoint, tmp_path,
-                                                             monkeypatch, capsys):
+# ------------------------------------------------------------------------------------------------- the infer CLI
+
+def test_seed_command_line_static_bs4_with_a_short_last_batch(line, small_checkpoint, tmp_path, monkeypatch,
+                                                             capsys):
     """The seed's ais_bench line with the program renamed: 5 inputs on a bs4 OM -> 2 runs, 5 outputs."""
+    import json
+
     from pix2pixhd_deploy.cli import main
 
     om = write_om(tmp_path / "pix2pixhd_bs4.om", small_checkpoint, batch=4)
@@ -219,24 +247,21 @@ def test_seed_command_line_static_bs4_with_a_short_last_batch(fake_ais_bench, sm
                "--output_dirname=bs4", "--outfmt=BIN", "--batchsize=4", "--device", "0"])
     assert rc == 0
     stdout = capsys.readouterr().out
-    session = fake_ais_bench.instances[-1]
-    assert len(session.calls) == 3  # 1 warm-up + 2 batches
-    assert np.array_equal(session.calls[2][1:], np.repeat(x[4:5], 3, axis=0))  # padded with the batch's first file
     out = tmp_path / "result" / "bs4"
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}_0.bin" for n in names)
     want = torch_outputs(small_checkpoint, x)
     for name, w in zip(names, want):
         got = np.fromfile(out / f"{name}_0.bin", np.float32)
-        assert got.size == 3 * H * W
-        assert np.abs(got - w.ravel()).max() <= 1e-5
+        assert np.abs(got - w.ravel()).max() <= 1e-4
     summary = json.loads((tmp_path / "result" / "bs4_summary.json").read_text())
-    assert summary["npu_compute_time_list"] == pytest.approx(session.summary.exec_time_list[1:])
-    assert summary["throughput"] == pytest.approx(1000 * 4 / np.mean(session.summary.exec_time_list[1:]))
+    assert summary["npu_compute_time_list"] == [7.5, 7.5]  # warm-up excluded; each read resets the tool's list
+    assert summary["throughput"] == pytest.approx(1000 * 4 / 7.5)
+    assert summary["H2D_latency"] is None and summary["D2H_latency"] is None  # never measured: null, not 0
     assert [v["infiles"][0].split("/")[-1] for v in summary["filesinfo"].values()] == [f"{n}.bin" for n in names]
-    assert f"throughput 1000*batchsize.mean(4)/NPU_compute_time.mean(" in stdout
+    assert "throughput 1000*batchsize.mean(4)/NPU_compute_time.mean(" in stdout
 
 
-def test_seed_command_line_dynamic_om(fake_ais_bench, small_checkpoint, tmp_path, monkeypatch):
+def test_seed_command_line_dynamic_om(line, small_checkpoint, tmp_path, monkeypatch):
     from pix2pixhd_deploy.cli import main
 
     om = write_om(tmp_path / "pix2pixhd_dynbs.om", small_checkpoint, batch=-1)
@@ -248,12 +273,13 @@ def test_seed_command_line_dynamic_om(fake_ais_bench, small_checkpoint, tmp_path
     assert main(["infer", f"--model={om.name}", "--input=prep", "--output=res", "--output_dirname=d",
                  "--dymBatch", "4", "--device", "0"]) == 0
     assert sorted(p.name for p in (tmp_path / "res" / "d").iterdir()) == ["s0_0.bin", "s1_0.bin", "s2_0.bin"]
-    assert all(c.shape[0] == 4 for c in fake_ais_bench.instances[-1].calls)
 
 
 def test_not_installed_is_one_line(tmp_path):
     """Without ais_bench (as here): one line naming where to get it, exit 2, no traceback."""
-    if _installed("ais_bench"):
+    import importlib.util
+
+    if importlib.util.find_spec("ais_bench") is not None:
         pytest.skip("ais_bench is installed here")
     om = tmp_path / "pix2pixhd_bs1.om"
     om.write_bytes(b"not really an om")
@@ -266,7 +292,10 @@ def test_not_installed_is_one_line(tmp_path):
     assert str(om) in lines[0] and not (tmp_path / "r").exists()
 
 
-def _installed(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
+def test_fakes_name_their_sources():
+    """Each fake says which repository, path (and commit, where the index gives one) it follows."""
+    for line in LINES:
+        doc = (FAKES / line / "ais_bench" / "infer" / "interface.py").read_text()
+        assert re.search(r"(Ascend/tools|sync-ait|Yanguan619/aclruntime)", doc)
+        assert "interface.py" in doc
+    assert threading.current_thread() is threading.main_thread()

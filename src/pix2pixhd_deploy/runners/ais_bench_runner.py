@@ -1,29 +1,50 @@
 """ais_bench runner: an ATC-compiled ``.om`` on an Ascend NPU through ``ais_bench.infer.interface.InferSession``.
 
-The API used is the documented one (ASCEND.md §2.5): ``InferSession(device_id, model_path)``, ``get_inputs()`` /
-``get_outputs()`` (``.name``, ``.shape``, ``.realsize``...), ``infer(feeds)`` returning numpy arrays,
-``set_dynamic_batchsize(n)`` and ``sumary().exec_time_list`` (the NPU execute time of each run, in ms; the spelling
-is ais_bench's).
+Any OM that ``pix2pixhd-deploy export`` makes runs here through the feed-dict contract: one float input
+(``input_concat``), the ``label``/``inst`` integer maps, or the two stems; a float (N, 3, H, W) or uint8
+(N, H, W, 3) output. Inputs, dtypes and shapes are read from the OM (``get_inputs()``/``get_outputs()``).
 
-* A static-batch OM (``atc --input_shape="input_concat:4,36,1024,2048"``) takes exactly that batch; the file-driven
-  ``infer`` pads a short last batch with its first file and drops the padding outputs, as ais_bench does.
-* A dynamic-batch OM (``atc ... --dynamic_batch_size="1,4,8"``, batch ``-1`` in its input shape) needs the gear to
-  run at, ais_bench's ``--dymBatch N``; the runner then behaves as a static batch-N model.
-* ``inference_time`` is the NPU compute time from ``exec_time_list``, the figure ais_bench's throughput uses.
+Three lines of ais_bench are in use and differ (ASCEND.md §2.6; the sources each was read from are named in
+``tests/fake_ascend/*/ais_bench/infer/interface.py`` and docs/ascend.md). This runner works with all of them by
+asking the installed one what it has, never by version number:
 
-``ais_bench`` and its ``aclruntime`` backend are not on PyPI: they are built from Ascend's tools repository on a
-machine with CANN (ASCEND.md §2.1). Without them the runner says so in one line.
+* per-execution NPU times: ``summary()``, else the 2023 ``sumary()``; reset after each read so the list (which
+  aclruntime copies on every read) stays short;
+* a dynamic-batch OM (``atc --dynamic_batch_size``): the batch comes from the feeds. Its gears are found once
+  (``set_dynamic_batchsize`` on each candidate, the tool's log silenced) and a batch that is not one is refused
+  with one line listing them. Builds whose ``infer`` has the ``dymbatch`` mode get ``mode='dymbatch'`` (their
+  default static mode resets the batch); the 2023 build, which ignores modes, gets ``set_dynamic_batchsize(n)``;
+* release: ``free_resource()`` on deactivate where it exists (2023: dropping the session unloads it); a static,
+  process-wide ``InferSession.finalize()`` is called once, at interpreter exit, never per session (after it no
+  session can be made in that process);
+* threads: builds with ``summary`` (late 2023 on) set the ACL context in every call, so the calling thread is
+  used (with ``set_context()`` where it exists). The 2023 build sets it only where the session was made, so the
+  runner then makes, runs and frees the session on one thread of its own and hands every call to it;
+* model paths: a symlink or a group-/other-writable OM is refused in one line before the tool sees it (the current
+  tool refuses both with a ``ValueError``); where the installed tool checks paths, its suffix and character rules
+  are checked first too.
+
+``inference_time`` is the NPU execute time from the tool's own list, the figure ais_bench's throughput uses.
+``ais_bench`` and ``aclruntime`` are not on PyPI (ASCEND.md §2.1); without them the runner says so in one line.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
+import inspect
 import logging
+import os
+import re
+import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
 from ..errors import PathLike, UserError
-from .base import Runner, TensorSpec
+from .base import Runner, TensorSpec, format_shape, graph_input_format
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +52,12 @@ INSTALL_FIX = ("install aclruntime and ais_bench from Ascend's tools repository 
                "ais-bench_workload/tool/ais_bench) on a machine with CANN: pip3 install -v "
                "'git+https://github.com/Ascend/tools.git#egg=aclruntime&subdirectory=ais-bench_workload/tool/"
                "ais_bench/backend' and the same with '#egg=ais_bench&subdirectory=ais-bench_workload/tool/ais_bench'")
-#: the extra input ATC adds to a dynamic-batch OM to carry the batch size; ais_bench fills it itself
-_DYNAMIC_BATCH_INPUT = "ascend_mbatch_shape_data"
+#: the extra input ATC adds to a dynamic-batch OM; aclruntime leaves it out of get_inputs() and fills it itself
+DYNAMIC_BATCH_INPUT = "ascend_mbatch_shape_data"
+#: the current tool's path rule (path_security_check.PATH_WHITE_LIST_REGEX)
+_PATH_CHARS = re.compile(r"[^_A-Za-z0-9/.-]")
+_ACL_DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float16", "float32",
+               "float64", "bool")
 
 
 def _device_id(device: Optional[str]) -> int:
@@ -48,12 +73,98 @@ def _device_id(device: Optional[str]) -> int:
     return int(text)
 
 
-def _dims(shape: Sequence[int]) -> tuple:
-    return tuple(int(d) for d in shape)
+def _dtype_name(datatype) -> str:
+    """aclruntime's ``dtype`` enum (``dtype.float32``; older notes show strings) as a numpy dtype name."""
+    name = getattr(datatype, "name", None) or str(datatype).rsplit(".", 1)[-1]
+    name = name.lower().replace("dt_", "").replace("acl_", "")
+    name = {"float": "float32", "half": "float16", "double": "float64"}.get(name, name)
+    if name not in _ACL_DTYPES:
+        raise UserError(f"the OM has a tensor of type {datatype!r}, which this runner does not know",
+                        fix="compile the ONNX from pix2pixhd-deploy export")
+    return name
+
+
+def check_model_path(path: Path, *, tool_checks_paths: bool) -> None:
+    """One line for an OM path the current ais_bench refuses (path_security_check.check_path_legality)."""
+    if path.is_symlink():
+        raise UserError("the OM is a symbolic link; ais_bench refuses links to models", path=path,
+                        fix=f"pass the file itself: {os.path.realpath(path)}")
+    if not path.is_file():
+        raise UserError("the OM model does not exist", path=path,
+                        fix="compile one with the atc commands that pix2pixhd-deploy export prints")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UserError(f"the OM is writable by its group or by others (mode {mode:o}); ais_bench refuses such a "
+                        "model, since another user could replace it", path=path, fix=f"chmod go-w {path}")
+    if tool_checks_paths:
+        if path.suffix != ".om":
+            raise UserError("the installed ais_bench takes only files ending in .om", path=path,
+                            fix="rename it to end in .om")
+        bad = sorted(set(_PATH_CHARS.findall(str(path.absolute()))))
+        if bad:
+            raise UserError(f"the installed ais_bench refuses paths with the characters {''.join(bad)!r}", path=path,
+                            fix="move or rename it so the full path holds only A-Z a-z 0-9 _ - / .")
+
+
+class _ProcessFinalizer:
+    """Calls a static, process-wide ``InferSession.finalize()`` once, at interpreter exit (as benchmark_process.py
+    does at the end of its main): finalising earlier would break every later session of the process."""
+
+    def __init__(self) -> None:
+        self.pending: List[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._registered = False
+
+    def add(self, cls) -> None:
+        if not isinstance(inspect.getattr_static(cls, "finalize", None), staticmethod):
+            return  # the 2023 build: an instance method that unloads that session; ACL ends with the process
+        with self._lock:
+            if cls.finalize in self.pending:
+                return
+            self.pending.append(cls.finalize)
+            if not self._registered:
+                atexit.register(self.run)
+                self._registered = True
+
+    def run(self) -> None:
+        with self._lock:
+            pending, self.pending = self.pending, []
+        for finalize in pending:
+            try:
+                finalize()
+            except Exception as exc:  # noqa: BLE001  at exit, a teardown failure is only worth a log line
+                log.warning("ais_bench finalize at exit failed: %s", exc)
+
+
+FINALIZER = _ProcessFinalizer()
+
+
+@contextlib.contextmanager
+def _quiet_fds():
+    """Silence the C++ log lines (printf to fds 1 and 2) while gears are probed; each miss logs two lines."""
+    saved = []
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            saved.append((fd, os.dup(fd)))
+            os.dup2(devnull, fd)
+        os.close(devnull)
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 class AisBenchRunner(Runner):
-    """Runs an ``.om`` with ais_bench's ``InferSession`` on one NPU."""
+    """Runs an ``.om`` with ais_bench's ``InferSession`` on one NPU.
+
+    ``dym_batch``: for a dynamic-batch OM, the gear to run at (ais_bench's ``--dymBatch``): the runner then declares
+    that static batch, and callers split and pad to it. Without it the OM takes any of its gears.
+    """
 
     name = "ais_bench"
 
@@ -63,98 +174,198 @@ class AisBenchRunner(Runner):
         self.device = device
         self.dym_batch = dym_batch
         self.session = None
+        self.gears: Optional[List[int]] = None
+        self.thread_bound = False
+        self._worker: Optional[ThreadPoolExecutor] = None
+        self._set_batch: Optional[int] = None
 
     # ------------------------------------------------------------------ contract
     def activate_impl(self) -> None:
-        try:
-            from ais_bench.infer.interface import InferSession
-        except ImportError as exc:
-            raise UserError(f"ais_bench is not installed ({exc.name or exc}), and running an OM needs it",
-                            path=self.model, fix=INSTALL_FIX) from exc
-        if not self.model.is_file():
-            raise UserError("the OM model does not exist", path=self.model,
-                            fix="compile one with the atc commands that pix2pixhd-deploy export prints")
+        interface = self._import_interface()
+        cls = interface.InferSession
+        check_model_path(self.model, tool_checks_paths=hasattr(interface, "check_model_path_legality"))
         device_id = _device_id(self.device)
+        # the late-2023 builds (summary, SetContext in every call) take calls from any thread; the 2023 one does not
+        self.thread_bound = not hasattr(cls, "summary")
+        if self.thread_bound:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ais_bench")
         try:
-            session = InferSession(device_id, str(self.model))
-        except (RuntimeError, ValueError, OSError) as exc:
+            self._call(self._open, cls, device_id)
+        except BaseException:
+            self._stop_worker()
+            raise
+        FINALIZER.add(cls)
+        log.info("ais_bench: %s on NPU %d: %s -> %s%s", self.model, device_id,
+                 ", ".join(s.describe() for s in self._inputs), self._output.describe(),
+                 f", gears {self.gears}" if self.gears else "")
+
+    def deactivate_impl(self) -> None:
+        try:
+            if self.session is not None:
+                self._call(self._close)
+        finally:
+            self._stop_worker()
+
+    def input_specs_impl(self) -> List[TensorSpec]:
+        return self._inputs
+
+    def output_spec_impl(self) -> TensorSpec:
+        return self._output
+
+    def infer_impl(self, feeds: Dict[str, np.ndarray]) -> np.ndarray:
+        arrays = [feeds[s.name] for s in self._inputs]
+        batch = arrays[0].shape[0]
+        if self.gears and batch not in self.gears:
+            raise UserError(f"the OM runs batches of {', '.join(map(str, self.gears))} (its --dynamic_batch_size "
+                            f"gears), not {batch}", path=self.model,
+                            fix=f"use a batch size from {self.gears}, or compile the OM with that gear")
+        out, ms = self._call(self._run, arrays, batch)
+        if ms is not None:
+            self._compute_time = ms / 1000.0
+        return self._output_array(out, batch)
+
+    def describe(self) -> str:
+        gear = f", dymBatch {self.dym_batch}" if self.dym_batch else (f", gears {self.gears}" if self.gears else "")
+        return f"ais_bench on NPU {self.device if self.device is not None else 0}{gear}"
+
+    # ------------------------------------------------------------------ on the session's thread
+    def _open(self, cls, device_id: int) -> None:
+        try:
+            session = cls(device_id, str(self.model))
+        except (RuntimeError, ValueError, TypeError, OSError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
             raise UserError(f"ais_bench could not load the OM on NPU {device_id} ({first})", path=self.model,
                             fix="check `npu-smi info` for the device, source /usr/local/Ascend/ascend-toolkit/"
                                 "set_env.sh, and that the OM was built for this chip (--soc_version)") from exc
-        inputs = [i for i in session.get_inputs() if i.name != _DYNAMIC_BATCH_INPUT]
-        outputs = session.get_outputs()
-        if len(inputs) != 1 or not outputs:
-            raise UserError(f"the OM has {len(inputs)} data inputs and {len(outputs)} outputs; a pix2pixHD generator "
-                            "has one of each", path=self.model, fix="compile the ONNX from pix2pixhd-deploy export")
-        self._input, self._output = inputs[0], outputs[0]
-        shape = _dims(self._input.shape)
-        if len(shape) != 4:
-            raise UserError(f"the OM's input {self._input.name!r} has shape {shape}, not NCHW", path=self.model,
-                            fix="compile it with --input_format=NCHW")
-        if any(d < 0 for d in shape[1:]):
-            raise UserError(f"the OM's input has a dynamic image size {shape}; this runner takes static sizes",
-                            path=self.model, fix="compile it with a fixed --input_shape (height and width)")
-        if shape[0] < 0:
-            if self.dym_batch is None:
-                raise UserError("this OM was compiled with --dynamic_batch_size, so the batch to run at is needed",
-                                path=self.model, fix="pass --dymBatch N with N one of its gears (e.g. 1, 4 or 8)")
-            if self.dym_batch < 1:
-                raise UserError(f"--dymBatch must be at least 1, not {self.dym_batch}", fix="pass --dymBatch 1 "
-                                                                                           "or more")
-            try:
-                session.set_dynamic_batchsize(int(self.dym_batch))
-            except (RuntimeError, ValueError) as exc:
-                raise UserError(f"the OM rejects --dymBatch {self.dym_batch} ({str(exc).strip()[:160]})",
-                                path=self.model, fix="use one of the gears it was compiled with "
-                                                     "(atc --dynamic_batch_size)") from exc
-            self._batch = int(self.dym_batch)
-        else:
-            if self.dym_batch is not None and self.dym_batch != shape[0]:
-                raise UserError(f"--dymBatch {self.dym_batch} was given but the OM has a static batch of {shape[0]}",
-                                path=self.model, fix="drop --dymBatch, or compile with --dynamic_batch_size")
-            self._batch = shape[0]
-        self._shape = (self._batch, *shape[1:])
         self.session = session
-        log.info("ais_bench: %s on NPU %d, input %s %s", self.model, device_id, self._input.name, self._shape)
+        try:
+            self._describe_io(session)
+        except BaseException:
+            self._close()
+            raise
 
-    def deactivate_impl(self) -> None:
+    def _describe_io(self, session) -> None:
+        descs = [d for d in session.get_inputs() if d.name != DYNAMIC_BATCH_INPUT]
+        outputs = session.get_outputs()
+        if not descs or not outputs:
+            raise UserError(f"the OM has {len(descs)} inputs and {len(outputs)} outputs", path=self.model,
+                            fix="compile the ONNX from pix2pixhd-deploy export")
+        dynamic = [d for d in descs if any(int(x) < 0 for x in d.shape)]
+        if any(int(x) < 0 for d in dynamic for x in list(d.shape)[1:]):
+            raise UserError("the OM has a dynamic image size; this runner takes OMs with a fixed height and width",
+                            path=self.model, fix="compile it with a fixed --input_shape (height and width)")
+        batch = self._batch_setting(session, descs) if dynamic else int(descs[0].shape[0])
+        self._inputs = [TensorSpec(d.name, (batch, *(int(x) for x in list(d.shape)[1:])), _dtype_name(d.datatype))
+                        for d in descs]
+        out = outputs[0]
+        self._output = TensorSpec(out.name, (batch, *(int(x) for x in list(out.shape)[1:])),
+                                  _dtype_name(out.datatype))
+        graph_input_format(self._inputs)  # one clear error for an OM of no known form
+        if self._output.dtype not in ("float32", "float16", "uint8") or len(self._output.shape) != 4:
+            raise UserError(f"the OM's output {self._output.describe()} is neither float (N, 3, H, W) nor uint8 "
+                            "(N, H, W, 3)", path=self.model, fix="compile the ONNX from pix2pixhd-deploy export")
+
+    def _batch_setting(self, session, descs) -> Optional[int]:
+        """The declared batch of a dynamic-batch OM: --dymBatch when given (checked), else None (any gear)."""
+        self.gears = self._probe_gears(session, descs)
+        if self.dym_batch is None:
+            return None
+        if self.dym_batch not in self.gears:
+            raise UserError(f"--dymBatch {self.dym_batch} is not a gear of the OM (it has "
+                            f"{', '.join(map(str, self.gears))})", path=self.model,
+                            fix="pass one of them, or compile the OM with that gear (atc --dynamic_batch_size)")
+        return int(self.dym_batch)
+
+    def _probe_gears(self, session, descs) -> List[int]:
+        """The OM's gears: the tool has no call that lists them (its CheckDynamicBatchSize only logs them)."""
+        largest = int(session.get_max_dym_batchsize()) if hasattr(session, "get_max_dym_batchsize") else 0
+        if largest <= 0:  # the 2023 build: a dynamic input's size is that of the largest gear
+            d = descs[0]
+            per_sample = int(np.prod([int(x) for x in list(d.shape)[1:]])) * np.dtype(_dtype_name(d.datatype)).itemsize
+            largest = int(d.size) // max(per_sample, 1)
+        gears = []
+        with _quiet_fds():
+            for n in range(1, min(largest, 2048) + 1):
+                try:
+                    session.set_dynamic_batchsize(n)
+                except (RuntimeError, ValueError):
+                    continue
+                gears.append(n)
+        if not gears:
+            raise UserError("the OM has a dynamic batch axis but takes none of the batch sizes 1.."
+                            f"{largest}", path=self.model, fix="compile it with atc --dynamic_batch_size")
+        self._set_batch = gears[-1]
+        return gears
+
+    def _run(self, arrays: List[np.ndarray], batch: int):
+        session = self.session
+        if not self.thread_bound and hasattr(session, "set_context"):
+            session.set_context()  # this thread's device and ACL context (the current build)
+        if self.gears and self.thread_bound:  # the 2023 build ignores infer's mode: set the gear itself
+            if self._set_batch != batch:
+                session.set_dynamic_batchsize(batch)
+                self._set_batch = batch
+            outputs = session.infer(arrays)
+        elif self.gears:
+            outputs = session.infer(arrays, mode="dymbatch")
+        else:
+            outputs = session.infer(arrays)
+        return outputs[0], self._last_exec_ms(session)
+
+    @staticmethod
+    def _last_exec_ms(session) -> Optional[float]:
+        summary = getattr(session, "summary", None) or getattr(session, "sumary", None)
+        if summary is None:
+            return None
+        times = list(summary().exec_time_list)
+        reset = getattr(session, "reset_summaryinfo", None) or getattr(session, "reset_sumaryinfo", None)
+        if reset is not None:
+            reset()
+        return float(times[-1]) if times else None
+
+    def _close(self) -> None:
         session, self.session = self.session, None
-        if session is not None and hasattr(session, "finalize"):
-            session.finalize()
-
-    def input_specs_impl(self) -> List[TensorSpec]:
-        return [TensorSpec(self._input.name, self._shape)]
-
-    def output_spec_impl(self) -> TensorSpec:
-        return TensorSpec(self._output.name, (self._batch, 3, *self._shape[2:]))
-
-    def infer_impl(self, feeds: Dict[str, np.ndarray]) -> np.ndarray:
-        batch = feeds[self._input.name]
-        outputs = self.session.infer([batch])
-        times = self.session.sumary().exec_time_list
-        if times:
-            self._compute_time = float(times[-1]) / 1000.0
-        return self._output_array(outputs[0], batch.shape)
-
-    def describe(self) -> str:
-        gear = f", dymBatch {self.dym_batch}" if self.dym_batch else ""
-        return f"ais_bench on NPU {self.device if self.device is not None else 0}{gear}"
+        if session is not None and hasattr(session, "free_resource"):
+            session.free_resource()
+        del session  # the 2023 build unloads the model in the session's destructor (on this thread)
 
     # ------------------------------------------------------------------ helpers
-    def _output_array(self, out, in_shape) -> np.ndarray:
-        """The output as float32 (N, C, H, W); a dynamic-batch OM may hand back a buffer sized for its largest gear."""
+    def _call(self, fn, *args):
+        """``fn(*args)`` on the session's own thread when the build needs one, else here."""
+        if self._worker is None:
+            return fn(*args)
+        return self._worker.submit(fn, *args).result()
+
+    def _stop_worker(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.shutdown(wait=True)
+
+    def _import_interface(self):
+        try:
+            from ais_bench.infer import interface
+        except ImportError as exc:
+            raise UserError(f"ais_bench is not installed ({exc.name or exc}), and running an OM needs it",
+                            path=self.model, fix=INSTALL_FIX) from exc
+        return interface
+
+    def _output_array(self, out, batch: int) -> np.ndarray:
+        """The output in the declared shape; a buffer sized for the largest gear is cut to the batch."""
         arr = np.asarray(out)
-        if arr.dtype != np.float32:
-            arr = arr.astype(np.float32)
-        n, _, h, w = in_shape
-        desc = _dims(self._output.shape)
-        channels = desc[1] if len(desc) == 4 and desc[1] > 0 else arr.size // max(1, n * h * w)
-        per_sample = channels * h * w
-        if arr.size == n * per_sample:
-            return arr.reshape(n, channels, h, w)
-        if arr.size > n * per_sample and arr.size % per_sample == 0:
-            return arr.reshape(-1)[: n * per_sample].reshape(n, channels, h, w)
-        raise UserError(f"the OM returned {arr.size} values for a batch of {n}, which is not (N, {channels}, {h}, {w})",
-                        path=self.model, fix="compile the ONNX from pix2pixhd-deploy export without changing its "
-                                             "output")
+        rest = self._output.shape[1:]
+        per_sample = int(np.prod(rest))
+        if arr.size == batch * per_sample:
+            return arr.reshape(batch, *rest)
+        if arr.size > batch * per_sample and arr.size % per_sample == 0:
+            return arr.reshape(-1)[: batch * per_sample].reshape(batch, *rest)
+        raise UserError(f"the OM returned {arr.size} values for a batch of {batch}, which is not "
+                        f"{format_shape((batch, *rest))}", path=self.model,
+                        fix="compile the ONNX from pix2pixhd-deploy export without changing its output")
+
+
+def finalize_at_exit() -> None:
+    """Run the pending process-wide finalize now (what the interpreter does at exit); for tests and embedders."""
+    FINALIZER.run()
+
+
+__all__ = ["AisBenchRunner", "check_model_path", "finalize_at_exit", "DYNAMIC_BATCH_INPUT", "INSTALL_FIX"]
