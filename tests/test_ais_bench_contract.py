@@ -186,7 +186,7 @@ def test_run_command_with_a_maps_uint8_om(line, small_checkpoint, scene_dataroot
     out = tmp_path / "pics"
     assert main(["run", "--dataroot", str(scene_dataroot), "--model", str(om), "--output", str(out),
                  "--batch-size", "2", "--streams", "2", "--device", "0"]) == 0
-    assert len(list(out.glob("*.png"))) == 3
+    assert len(list(out.glob("images/*_synthesized_image.png"))) == 3
 
 
 # ------------------------------------------------------------------------------------------------- model paths

@@ -61,7 +61,7 @@ class Acl:
         self.initialised = False
         self.finalized = False
         self.loaded: Dict[int, str] = {}   # model id -> path
-        self.contexts: Dict[int, int] = {}  # thread ident -> device id
+        self.contexts = threading.local()  # .device: this thread's current context (ACL's are per thread)
         self.next_id = 1
         self.finalize_calls = 0
 
@@ -75,12 +75,12 @@ class Acl:
         self.init()
         if not 0 <= device_id < DEVICE_COUNT:
             raise RuntimeError(f"[ERROR] aclrtSetDevice failed: device {device_id} not found (ret=107001)")
-        self.contexts[threading.get_ident()] = device_id
+        self.contexts.device = device_id
 
     def require_context(self, device_id: int) -> None:
         if self.finalized:
             raise RuntimeError("[ERROR] acl execute failed: ACL was finalized in this process")
-        if self.contexts.get(threading.get_ident()) != device_id:
+        if getattr(self.contexts, "device", None) != device_id:
             raise RuntimeError("[ERROR] aclrtMemcpy failed ret=107002: the context is empty (no ACL context set "
                                "in this thread)")
 
@@ -88,7 +88,7 @@ class Acl:
         self.finalize_calls += 1
         self.finalized = True
         self.loaded.clear()
-        self.contexts.clear()
+        self.contexts = threading.local()
 
 
 ACL = Acl()
