@@ -10,6 +10,8 @@ If a real ais_bench changes, its fake is the file to update; the runner must kee
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import re
 import shlex
 import sys
@@ -28,6 +30,8 @@ from pix2pixhd_deploy.runners import ais_bench_runner
 FAKES = Path(__file__).resolve().parent / "fake_ascend"
 LINES = ("t2023", "ait", "current")
 H, W = 64, 128
+FAKE_MODULES = ("aclruntime", "ais_bench", "ais_bench.infer", "ais_bench.infer.interface")
+AIS_BENCH_INSTALLED = importlib.util.find_spec("ais_bench") is not None  # before any fake is imported
 sys.path.insert(0, str(FAKES))
 import fake_acl  # noqa: E402
 import fake_atc  # noqa: E402
@@ -35,9 +39,12 @@ import fake_atc  # noqa: E402
 
 def install_fake(monkeypatch, line: str = "current"):
     """Make ``import ais_bench.infer.interface`` give ``line``'s fake, on a fresh simulated device."""
-    for name in [m for m in sys.modules if m == "aclruntime" or m.split(".")[0] == "ais_bench"]:
-        monkeypatch.delitem(sys.modules, name)
+    for name in FAKE_MODULES:  # recorded as absent (or as they were), so the fake never outlives the test
+        monkeypatch.setitem(sys.modules, name, None)
+        del sys.modules[name]
     monkeypatch.syspath_prepend(str(FAKES / line))
+    for name in FAKE_MODULES:
+        importlib.import_module(name)
     fake_acl.reset()
     monkeypatch.setattr(ais_bench_runner, "FINALIZER", ais_bench_runner._ProcessFinalizer())
     return fake_acl.ACL
@@ -277,9 +284,7 @@ def test_seed_command_line_dynamic_om(line, small_checkpoint, tmp_path, monkeypa
 
 def test_not_installed_is_one_line(tmp_path):
     """Without ais_bench (as here): one line naming where to get it, exit 2, no traceback."""
-    import importlib.util
-
-    if importlib.util.find_spec("ais_bench") is not None:
+    if AIS_BENCH_INSTALLED:
         pytest.skip("ais_bench is installed here")
     om = tmp_path / "pix2pixhd_bs1.om"
     om.write_bytes(b"not really an om")

@@ -52,21 +52,66 @@ def cmd_preprocess(args) -> int:
 
 
 def cmd_infer(args) -> int:
-    from .infer import format_summary, run_inference
+    from .infer import format_summary, parse_devices, run_inference, run_on_devices
     from .runners import make_runner
 
+    _refuse_ais_bench_flags(args)
     hw = args.dymHW
-    runner = make_runner(args.model, backend=args.backend, device=args.device, fp16=args.fp16,
-                         **_runtime_options(args),
-                         **({"height": hw[0], "width": hw[1]} if hw and args.static_hw else {}))
-    with runner:
-        result = run_inference(runner, inputs=args.input, output=args.output, output_dirname=args.output_dirname,
-                               outfmt=args.outfmt, batchsize=args.batchsize, loop=args.loop,
-                               warmup_count=args.warmup_count, hw=hw, keep_going=args.keep_going,
-                               argv=[Path(sys.argv[0]).name] + list(args._argv))
-    print(format_summary(result))
-    print(f"infer: {len(result.outputs)} outputs in {result.output_dir}, summary {result.summary_path}")
+    runner_args = dict(model=args.model, backend=args.backend, fp16=args.fp16, **_runtime_options(args),
+                       **({"height": hw[0], "width": hw[1]} if hw and args.static_hw else {}))
+    options = dict(inputs=args.input, output=args.output, output_dirname=args.output_dirname, outfmt=args.outfmt,
+                   batchsize=args.batchsize, loop=args.loop, warmup_count=args.warmup_count, hw=hw,
+                   keep_going=args.keep_going, output_batchsize_axis=args.output_batchsize_axis,
+                   debug=bool(args.ais_debug))
+    argv = [Path(sys.argv[0]).name] + list(args._argv)
+    devices = parse_devices(args.device)
+    if len(devices) > 1:
+        results = run_on_devices(devices, runner_args, options, argv, display_all=args.display_all_summary)
+        for i, r in enumerate(results):
+            print(r["summary_text"])
+            print(f"[INFO] i:{i} device_{r['device']} throughput:{r['throughput']:.4f} "
+                  f"start_time:{r['start_time']:.4f} end_time:{r['end_time']:.4f}")
+        print(f"[INFO] summary throughput:{sum(r['throughput'] for r in results):.4f}")
+        return 0
+    with make_runner(device=args.device, **runner_args) as runner:
+        result = run_inference(runner, argv=argv, **options)
+    print(format_summary(result, display_all=args.display_all_summary))
+    if result.output_dir is not None:
+        print(f"infer: {len(result.outputs)} outputs in {result.output_dir}, summary {result.summary_path}")
+    else:
+        print(f"infer: {result.samples} samples run; nothing saved (no --output, as ais_bench)")
     return 0
+
+
+#: ais_bench flags this command does not implement, and why (each refused in one line when given)
+AIS_BENCH_FLAGS_LEFT_OUT = {
+    "--dymDims": "the exported graphs have no dynamic dims",
+    "--dymShape": "the exported graphs have no dynamic shapes",
+    "--outputSize": "it is for dynamic-shape OMs",
+    "--auto_set_dymshape_mode": "it is for dynamic-shape OMs",
+    "--auto_set_dymdims_mode": "it is for dynamic-dims OMs",
+    "--dymShape_range": "it is for dynamic-shape OMs",
+    "--profiler": "profiling needs the Ascend msprof tools; run python3 -m ais_bench for it",
+    "--dump": "dumping needs acl.json on an NPU; run python3 -m ais_bench for it",
+    "--acl_json_path": "it configures ACL on an NPU; run python3 -m ais_bench for it",
+    "--run_mode": "inputs are always read into host arrays (ais_bench's default, array)",
+    "--energy_consumption": "it reads NPU power counters; run python3 -m ais_bench for it",
+    "--npu_id": "it reads NPU power counters; run python3 -m ais_bench for it",
+    "--backend_trtexec": "it is not an ais_bench flag of the OM tool",
+    "--perf": "it is not an ais_bench flag of the OM tool",
+    "--pipeline": "inputs are read in this process (no C++ pipeline)",
+    "--threads": "inputs are read in this process (no C++ pipeline)",
+}
+
+
+def _refuse_ais_bench_flags(args) -> None:
+    for flag, why in AIS_BENCH_FLAGS_LEFT_OUT.items():
+        if getattr(args, "left_out_" + flag.lstrip("-"), None) is not None:
+            raise UserError(f"{flag} is an ais_bench flag that pix2pixhd-deploy infer does not take: {why}",
+                            fix=f"drop {flag}")
+    if args.pure_data_type not in (None, "zero"):
+        raise UserError(f"--pure_data_type {args.pure_data_type} is not supported: pure inference runs on zeros "
+                        "(ais_bench's default)", fix="drop --pure_data_type or pass zero")
 
 
 def _runtime_options(args) -> dict:
@@ -255,11 +300,21 @@ def cmd_bench(args) -> int:
 
 # ------------------------------------------------------------------------------------------------ parser
 
+def _bool01(text: str) -> bool:
+    """ais_bench's boolean flags: 1/0, true/false."""
+    if text.lower() in ("1", "true"):
+        return True
+    if text.lower() in ("0", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected 1 or 0, got {text!r}")
+
+
 def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     """ais_bench's flags (``python3 -m ais_bench ...``), so the seed's command works with the program renamed."""
     p.add_argument("--model", "-m", required=True,
                    help="model: .pth (or a folder with latest_net_G.pth), .onnx (ONNX Runtime) or .om (ais_bench)")
-    p.add_argument("--input", "-i", help="comma-separated .bin files or folders; omit for pure inference")
+    p.add_argument("--input", "-i", help="one folder (or file) per model input, comma-separated; a one-input model "
+                                         "also takes a list of .bin files; omit for pure inference")
     p.add_argument("--output", "-o", help="output root folder")
     p.add_argument("--output_dirname", help="subfolder of --output for the outputs (default: a timestamp)")
     p.add_argument("--outfmt", default="BIN", type=str.upper, choices=("BIN", "NPY", "TXT"))
@@ -267,7 +322,8 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loop", "-l", type=int, default=1, help="executions per batch (timed)")
     p.add_argument("--warmup_count", type=int, default=1, help="untimed executions first (ais_bench default 1)")
     p.add_argument("--device", "-d", default=None,
-                   help="cpu, cuda, cuda:N, or a device number as ais_bench takes it (default: GPU if any)")
+                   help="cpu, cuda, cuda:N, or a device number as ais_bench takes it (default: GPU if any); a list "
+                        "such as 0,1 runs one process per device, outputs in OUTPUT_DIRNAME/device<N>")
     p.add_argument("--dymHW", type=_hw, help="input HEIGHT,WIDTH (default: from the file size, 1:2 aspect)")
     p.add_argument("--backend", default=None, help="runtime; default from the model file's suffix")
     p.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA; TensorRT for .onnx)")
@@ -280,6 +336,16 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--intra-op-threads", type=int, help="onnxruntime: CPU threads per operator (default: all)")
     p.add_argument("--keep-going", action="store_true",
                    help="do not stop at a bad input: skip it, report the bad ones at the end and exit non-zero")
+    p.add_argument("--debug", dest="ais_debug", type=int, choices=(0, 1), default=0, metavar="{0,1}",
+                   help="ais_bench's --debug: 1 logs the model's inputs and output and each execution's time")
+    p.add_argument("--display_all_summary", type=_bool01, nargs="?", const=True, default=False,
+                   help="also print the H2D/D2H lines (shown as not measured: the runners time the execution)")
+    p.add_argument("--output_batchsize_axis", type=int, default=0,
+                   help="the output axis split into one file per sample (default 0)")
+    p.add_argument("--pure_data_type", choices=("zero", "random"), default=None, help=argparse.SUPPRESS)
+    for flag in AIS_BENCH_FLAGS_LEFT_OUT:
+        p.add_argument(flag, dest="left_out_" + flag.lstrip("-"), nargs="?", const="", default=None,
+                       help=argparse.SUPPRESS)
     p.set_defaults(static_hw=False)
 
 
