@@ -304,3 +304,80 @@ def test_fakes_name_their_sources():
         assert re.search(r"(Ascend/tools|sync-ait|Yanguan619/aclruntime)", doc)
         assert "interface.py" in doc
     assert threading.current_thread() is threading.main_thread()
+
+
+def _prep_bins(folder: Path, n: int, seed: int = 7) -> np.ndarray:
+    folder.mkdir()
+    x = rng_input((n, 36, H, W), seed=seed)
+    for i, sample in enumerate(x):
+        sample.tofile(folder / f"s{i}.bin")
+    return x
+
+
+def test_infer_without_output_saves_nothing_and_prints_the_summary(monkeypatch, small_checkpoint, tmp_path, capsys):
+    from pix2pixhd_deploy.cli import main
+
+    install_fake(monkeypatch, "current")
+    om = write_om(tmp_path / "bs1.om", small_checkpoint, batch=1)
+    _prep_bins(tmp_path / "prep", 2)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    monkeypatch.chdir(tmp_path)
+    assert main(["infer", "--model", str(om), "--input", "prep", "--display_all_summary", "1", "--debug", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "throughput 1000*batchsize.mean(1)" in out and "H2D_latency (ms): not measured" in out
+    assert "nothing saved" in out and sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_npy_outputs_keep_the_batch_axis_and_the_split_axis_is_checked(monkeypatch, small_checkpoint, tmp_path):
+    from pix2pixhd_deploy.cli import main
+
+    install_fake(monkeypatch, "ait")
+    om = write_om(tmp_path / "bs2.om", small_checkpoint, batch=2)
+    _prep_bins(tmp_path / "prep", 3)
+    assert main(["infer", "--model", str(om), "--input", str(tmp_path / "prep"), "--output", str(tmp_path / "r"),
+                 "--output_dirname", "n", "--outfmt", "NPY"]) == 0
+    assert [np.load(p).shape for p in sorted((tmp_path / "r" / "n").glob("*.npy"))] == [(1, 3, H, W)] * 3
+    assert main(["infer", "--model", str(om), "--input", str(tmp_path / "prep"), "--output_batchsize_axis", "1"]) == 2
+
+
+@pytest.mark.parametrize("flag", ["--profiler", "--dymShape", "--acl_json_path"])
+def test_ais_bench_flags_left_out_are_refused_in_one_line(flag, tmp_path):
+    proc = run_cli(["pix2pixhd-deploy", "infer", "--model", tmp_path / "x.om", flag, "1"], check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [
+        ln for ln in proc.stderr.splitlines() if flag in ln]
+
+
+def test_two_devices_one_process_each(monkeypatch, small_checkpoint, tmp_path, capsys):
+    from pix2pixhd_deploy.cli import main
+
+    install_fake(monkeypatch, "t2023")  # the spawned processes import the fake from this sys.path
+    om = write_om(tmp_path / "bs1.om", small_checkpoint, batch=1)
+    _prep_bins(tmp_path / "prep", 2)
+    assert main(["infer", "--model", str(om), "--input", str(tmp_path / "prep"), "--output", str(tmp_path / "r"),
+                 "--output_dirname", "bs1", "--device", "0,1"]) == 0
+    out = capsys.readouterr().out
+    for d in (0, 1):
+        assert sorted(p.name for p in (tmp_path / "r" / "bs1" / f"device{d}").iterdir()) == ["s0_0.bin", "s1_0.bin"]
+        assert (tmp_path / "r" / "bs1" / f"device{d}_summary.json").is_file()
+    per_device = [float(m) for m in re.findall(r"i:\d device_\d throughput:([\d.]+)", out)]
+    total = float(re.search(r"summary throughput:([\d.]+)", out).group(1))
+    assert len(per_device) == 2 and total == pytest.approx(sum(per_device), abs=1e-3)
+
+
+def test_a_maps_om_through_infer_takes_one_folder_per_input(monkeypatch, small_checkpoint, tmp_path):
+    from pix2pixhd_deploy.cli import main
+    from pix2pixhd_deploy.export import seeded_maps
+
+    install_fake(monkeypatch, "current")
+    om = write_om(tmp_path / "maps_bs1.om", small_checkpoint, batch=1, input_format="maps", output_format="uint8")
+    labels, insts = seeded_maps(2, H, W, seed=3)
+    for name, maps in (("label", labels), ("inst", insts)):
+        (tmp_path / name).mkdir()
+        for i, m in enumerate(maps):
+            m.tofile(tmp_path / name / f"c_{i}.bin")
+    assert main(["infer", "--model", str(om), "--input", f"{tmp_path / 'label'},{tmp_path / 'inst'}",
+                 "--output", str(tmp_path / "r"), "--output_dirname", "m"]) == 0
+    got = np.fromfile(tmp_path / "r" / "m" / "c_1_0.bin", np.uint8)
+    assert got.size == H * W * 3
+    assert main(["infer", "--model", str(om), "--input", str(tmp_path / "label")]) == 2  # one folder for two inputs
