@@ -381,3 +381,36 @@ def test_a_maps_om_through_infer_takes_one_folder_per_input(monkeypatch, small_c
     got = np.fromfile(tmp_path / "r" / "m" / "c_1_0.bin", np.uint8)
     assert got.size == H * W * 3
     assert main(["infer", "--model", str(om), "--input", str(tmp_path / "label")]) == 2  # one folder for two inputs
+
+
+# ------------------------------------------------------------------------------------------------- export's atc lines
+
+@pytest.mark.parametrize("form", ["tensor", "maps", "stems"])
+def test_every_atc_line_export_prints_compiles_and_runs(form, monkeypatch, small_checkpoint, tmp_path):
+    """Each printed atc line is checked by the fake atc (names, ranks, static sizes, NCHW only for 4-D inputs) and
+    the OM it makes runs through the runner with the graph's own inputs."""
+    from pix2pixhd_deploy.adapters import make_engine
+    from pix2pixhd_deploy.export import seeded_maps
+
+    install_fake(monkeypatch, "current")
+    _, report = export_graph(small_checkpoint, form, "uint8" if form == "maps" else "float")
+    want_layout = "--input_format=ND" if form == "maps" else "--input_format=NCHW"
+    assert len(report.atc_commands) == 4 and all(want_layout in c for c in report.atc_commands)
+    if form == "maps":
+        assert f'--input_shape="label:1,{H},{W};inst:1,{H},{W}"' in report.atc_commands[0]
+    labels, insts = seeded_maps(4, H, W, seed=1)
+    for command in report.atc_commands:
+        om = fake_atc.run_command(command)  # the OM lands beside the graph, as atc --output says
+        om.chmod(0o644)
+        with make_runner(om) as runner:
+            pictures, _ = make_engine(runner)(labels, insts)
+            assert pictures.shape == (4, H, W, 3)
+
+
+def test_opset_14_warns_that_cann_6_refuses_it(small_checkpoint, tmp_path):
+    from pix2pixhd_deploy.export import export_onnx
+
+    report = export_onnx(small_checkpoint, tmp_path / "g14.onnx", opset=14, height=H, width=W, verify=False)
+    assert any("opset 14 needs CANN 7" in n for n in report.notes)
+    with pytest.raises(SystemExit, match="opset 14 is not supported"):
+        fake_atc.run_command(report.atc_commands[0])

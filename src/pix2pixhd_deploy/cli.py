@@ -392,7 +392,8 @@ def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
     p.add_argument("--load_pretrain", "--checkpoint", required=True,
                    help="latest_net_G.pth or the folder holding it (the architecture is read from the file)")
     p.add_argument("--output_file", "--output", "-o", required=True, help="the .onnx file to write")
-    p.add_argument("--opset", type=int, default=11, help="ONNX opset, 11 (default, ATC / CANN 6) to 18")
+    p.add_argument("--opset", type=int, default=11, help="ONNX opset, 11 (default, the seed's) to 18; atc of CANN 5/6 takes 9-13 only, "
+                                                      "14+ needs CANN 7")
     p.add_argument("--static-batch", type=int, metavar="N",
                    help="a static batch of N (default: a dynamic batch axis, as the seed)")
     p.add_argument("--height", type=int, default=1024, help="input height (default 1024)")

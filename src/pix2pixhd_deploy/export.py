@@ -63,6 +63,7 @@ DEFAULT_HW = (1024, 2048)
 DYNAMIC_BATCH_NAME = "-1"       # the seed's symbolic name for the batch axis
 DEFAULT_SOC_VERSION = "Ascend310P3"
 ATC_BATCHES = (1, 4, 8)         # the batch sizes the seed's guide reports
+ATC_MAX_OPSET_CANN6 = 13        # CANN 5.0.4 / 6.0.x ATC: ONNX opsets 9-13; CANN 7.0: 9-18
 FP16_BLOCKED_OPS = ("InstanceNormalization",)
 VERIFY_DYNAMIC_HW = (256, 512)  # verification size for a graph with dynamic H and W
 PSNR_PEAK = 2.0                 # the output's range [-1, 1]
@@ -728,6 +729,10 @@ def export_onnx(model_or_checkpoint: ModelLike, output_file: PathLike, *, opset:
                             "export without it: their convolution kernels choose Winograd or not by themselves")
     if dynamic_hw:
         report.notes.append(f"height and width are dynamic; the atc commands below fix them at {height}x{width}")
+    if opset > ATC_MAX_OPSET_CANN6:
+        report.notes.append(f"opset {opset} needs CANN 7 or later for atc: CANN 5.0.4 and 6.0.x (the seed's 6.0.RC1) "
+                            f"accept ONNX opsets 9-{ATC_MAX_OPSET_CANN6} only (ASCEND.md §3); export with "
+                            "--opset 11 for them")
     report.atc_commands = atc_commands(
         out_path, input_name=input_name, channels=channels, height=height, width=width,
         batch=None if dynamic_batch else batch, soc_version=soc_version,

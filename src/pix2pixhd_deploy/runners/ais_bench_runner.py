@@ -228,6 +228,20 @@ class AisBenchRunner(Runner):
         gear = f", dymBatch {self.dym_batch}" if self.dym_batch else (f", gears {self.gears}" if self.gears else "")
         return f"ais_bench on NPU {self.device if self.device is not None else 0}{gear}"
 
+    def stem_weights(self):
+        """A stems OM's stem weights: ``X.om.stems.npz`` beside it, else the ``.onnx.stems.npz`` export wrote
+        beside the graph the OM was compiled from (``g_bs4.om`` / ``g_dynbs.om`` from ``g.onnx``, atc's names)."""
+        from ..stems import StemWeights, sidecar_path
+
+        own = sidecar_path(self.model)
+        graph = self.model.with_name(re.sub(r"_(bs\d+|dynbs)$", "", self.model.stem) + ".onnx")
+        for candidate in (own, sidecar_path(graph)):
+            if candidate.is_file():
+                return StemWeights.load(candidate)
+        raise UserError(f"a stems OM needs the stem weights export wrote beside its graph, and neither {own.name} "
+                        f"nor {sidecar_path(graph).name} is here", path=self.model,
+                        fix=f"copy the graph's .onnx.stems.npz beside the OM as {own.name}")
+
     # ------------------------------------------------------------------ on the session's thread
     def _open(self, cls, device_id: int) -> None:
         try:
