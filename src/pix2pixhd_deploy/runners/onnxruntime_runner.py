@@ -11,7 +11,8 @@ cuda       CUDAExecutionProvider      onnxruntime-gpu         device_id, gpu_mem
 tensorrt   TensorrtExecutionProvider  onnxruntime-gpu         device_id, trt_fp16_enable, trt_engine_cache_enable,
                                                               trt_engine_cache_path
 cann       CANNExecutionProvider      onnxruntime-cann        device_id, precision_mode, enable_cann_graph,
-                                                              op_select_impl_mode (ASCEND.md §4)
+                                                              op_select_impl_mode, ... (CANN_OPTIONS; checked
+                                                              by name and value before the session starts)
 ========== ========================== ======================= =================================================
 
 A requested provider that this ONNX Runtime build lacks is a :class:`UserError` naming the package to install;
@@ -53,6 +54,29 @@ _INSTALL_HINT = {
 }
 
 ProviderOptions = Mapping[str, Mapping[str, object]]
+#: the CANN execution provider's options: the docs (onnxruntime.ai, CANN-ExecutionProvider) and, for the newer
+#: keys, onnxruntime/core/providers/cann/cann_execution_provider_info.cc (ASCEND.md §4)
+CANN_OPTIONS = ("device_id", "npu_mem_limit", "arena_extend_strategy", "enable_cann_graph", "dump_graphs",
+                "dump_om_model", "precision_mode", "precision_mode_v2", "op_select_impl_mode",
+                "optypelist_for_implmode", "do_copy_in_default_stream", "enable_cann_subgraph", "input_format",
+                "dynamic_batch_size", "dynamic_image_size", "dynamic_dims")
+CANN_PRECISION_MODES = ("force_fp32", "cube_fp16in_fp32out", "force_fp16", "allow_fp32_to_fp16",
+                        "must_keep_origin_dtype", "allow_mix_precision", "allow_mix_precision_fp16")
+_CANN_CHOICES = {"precision_mode": CANN_PRECISION_MODES, "precision_mode_v2": CANN_PRECISION_MODES,
+                 "op_select_impl_mode": ("high_performance", "high_precision"),
+                 "arena_extend_strategy": ("kNextPowerOfTwo", "kSameAsRequested")}
+
+
+def check_cann_options(options: Mapping[str, object]) -> None:
+    """One line for a CANN provider option ONNX Runtime does not document, or a value outside its choices (the
+    provider itself only fails when the session starts, with a message about the whole provider)."""
+    for key, value in options.items():
+        if key not in CANN_OPTIONS:
+            raise UserError(f"cann:{key} is not an option of ONNX Runtime's CANN provider",
+                            fix=f"use one of {', '.join(CANN_OPTIONS)}")
+        choices = _CANN_CHOICES.get(key)
+        if choices and str(value) not in choices:
+            raise UserError(f"cann:{key}={value} is not one of {', '.join(choices)}", fix=f"pass one of them")
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
                "tensor(int32)": "int32", "tensor(int64)": "int64"}
 
@@ -127,6 +151,7 @@ class OnnxRuntimeRunner(Runner):
         for p in self.providers:
             provider_name(p)  # validates early: an unknown name fails before anything is loaded
         self.provider_options = {k.lower(): dict(v) for k, v in (provider_options or {}).items()}
+        check_cann_options(self.provider_options.get("cann", {}))
         unknown = sorted(set(self.provider_options) - set(self.providers))
         if unknown:
             raise UserError(f"options were given for provider(s) {', '.join(unknown)} that are not in use",
