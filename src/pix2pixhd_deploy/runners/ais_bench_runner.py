@@ -177,6 +177,7 @@ class AisBenchRunner(Runner):
         self.gears: Optional[List[int]] = None
         self.thread_bound = False
         self._worker: Optional[ThreadPoolExecutor] = None
+        self._lock = threading.Lock()  # one call at a time: the session's mode and its exec-time list are shared
         self._set_batch: Optional[int] = None
 
     # ------------------------------------------------------------------ contract
@@ -347,7 +348,8 @@ class AisBenchRunner(Runner):
     def _call(self, fn, *args):
         """``fn(*args)`` on the session's own thread when the build needs one, else here."""
         if self._worker is None:
-            return fn(*args)
+            with self._lock:
+                return fn(*args)
         return self._worker.submit(fn, *args).result()
 
     def _stop_worker(self) -> None:
