@@ -156,12 +156,6 @@ def read_input(path: Path, shape: Tuple[int, ...], dtype: str = "float32") -> np
     return arr.reshape(shape)
 
 
-def output_bytes(hw: Tuple[int, int], outfmt: str, channels: int = 3) -> int:
-    """Disk one output takes: 3 x H x W float32 (24 MiB at 1024x2048), a .npy header, or ~16 characters a value."""
-    values = channels * hw[0] * hw[1]
-    return {"BIN": 4 * values, "NPY": 4 * values + 128, "TXT": 16 * values}[outfmt]
-
-
 @dataclass
 class InputLayout:
     """What one sample of each model input is: names, per-sample shapes and dtypes (from the runner's specs)."""
@@ -333,7 +327,7 @@ def run_inference(runner: Runner, *, argv: Optional[List[str]] = None, **options
             raise failed_inputs_error(failed, 0, what="input", path=opts.inputs)
     elif layout.hw is None:
         layout.fix_hw(CITYSCAPES_HW)
-    out_dir, summary_path = _output_folder(opts, runner, max(len(samples), files_per_batch))
+    out_dir, summary_path = _output_folder(opts, runner, max(len(samples), files_per_batch), layout.hw)
     batches = ([samples[i:i + files_per_batch] for i in range(0, len(samples), files_per_batch)] if samples
                else [[None] * files_per_batch])  # pure inference on zeros
     result = InferResult(output_dir=out_dir, summary_path=summary_path, batch_size=opts.batchsize or files_per_batch)
@@ -351,14 +345,15 @@ def run_inference(runner: Runner, *, argv: Optional[List[str]] = None, **options
     return result
 
 
-def _output_folder(opts: InferOptions, runner: Runner, n_outputs: int):
+def _output_folder(opts: InferOptions, runner: Runner, n_outputs: int, hw: Tuple[int, int]):
     """(output folder, summary path), both None without ``--output``; the free disk is checked first."""
     if opts.output is None:
         return None, None
     dirname = opts.output_dirname or time.strftime("%Y_%m_%d-%H_%M_%S")
-    out_shape = runner.output_spec().shape[1:]
-    one = int(np.prod([d or 1 for d in out_shape])) * 4 + (128 if opts.outfmt == "NPY" else 0)
-    one = one * 4 if opts.outfmt == "TXT" else one
+    spec = runner.output_spec()
+    values = int(np.prod(spec.shape[1:])) if None not in spec.shape[1:] else 3 * hw[0] * hw[1]
+    one = {"BIN": values * np.dtype(spec.dtype).itemsize, "NPY": values * np.dtype(spec.dtype).itemsize + 128,
+           "TXT": 16 * values}[opts.outfmt]
     check_free_space(Path(opts.output) / dirname, n_outputs * one,
                      what=f"{n_outputs} outputs of {one / 2**20:.1f} MiB")
     out_root = ensure_output_dir(opts.output, what="output folder")
