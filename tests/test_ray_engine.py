@@ -152,7 +152,7 @@ def test_cli_engine_ray_on_a_running_cluster_with_a_bad_input(tmp_path, ray_clus
     shutil.copytree(reference["root"] / "val", data)
     bad = sorted(data.glob("*/*_labelIds.png"))[2]
     Image.fromarray(np.full((64, 128), 40, np.uint8)).save(bad)  # id 40 >= label_nc
-    cmd = ["pix2pixhd-deploy", "run", "--cityscapes", data, "--checkpoint", reference["checkpoint"], "--device",
+    cmd = ["pix2pixhd-deploy", "run", "--cityscapes", data, "--checkpoint", reference["checkpoint"], "--backend", "torch", "--device",
            "cpu", "--save-raw", "--engine", "ray", "--address", ray_cluster, "--num-workers", "2",
            "--cpus-per-worker", "0.5", "--output", tmp_path / "out"]
     proc = run_cli(cmd, check=False)
@@ -256,3 +256,17 @@ def test_keep_going_records_compute_errors_alike_under_both_engines(tmp_path, ra
     assert manifest["failed"] == {pairs[2].name: {"error": "the device refused this batch", "path": "",
                                                   "fix": "try again"}}
     assert len(manifest["images"]) == 7
+
+
+def test_engine_ray_makes_runs_default_choice(tmp_path, ray_cluster, reference):
+    """Without --backend, the Ray engine runs what the local engine would: the CPU graph from the model cache."""
+    cache = tmp_path / "cache"
+    common = ["pix2pixhd-deploy", "run", "--cityscapes", reference["root"] / "val", "--checkpoint",
+              reference["checkpoint"], "--device", "cpu", "--cache-dir", cache]
+    run_cli(common + ["--output", tmp_path / "local"])
+    proc = run_cli(common + ["--engine", "ray", "--address", ray_cluster, "--num-workers", "2",
+                             "--cpus-per-worker", "0.5", "--output", tmp_path / "ray"])
+    assert "from the model cache" in proc.stderr
+    manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    assert manifest["settings"]["backend"] in ("openvino", "onnxruntime") and manifest["settings"]["graph_key"]
+    assert_same_outputs(outputs(tmp_path / "ray"), outputs(tmp_path / "local"))
