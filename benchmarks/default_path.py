@@ -80,7 +80,7 @@ def main() -> None:
 
     sys.path.insert(0, str(REPO / "src"))
     from pix2pixhd_deploy.network import LABEL2CITY_1024P, random_generator, save_checkpoint
-    from pix2pixhd_deploy.pipeline import machine
+    from pix2pixhd_deploy.provenance import machine
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-default-"))
     work.mkdir(parents=True, exist_ok=True)

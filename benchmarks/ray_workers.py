@@ -35,7 +35,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 from pix2pixhd_deploy.dataset import cityscapes_pairs  # noqa: E402
 from pix2pixhd_deploy.network import LABEL2CITY_1024P, GeneratorConfig, random_generator, save_checkpoint  # noqa: E402
-from pix2pixhd_deploy.pipeline import RunSettings, machine, run, runner_for_run, versions  # noqa: E402
+from pix2pixhd_deploy.pipeline import RunSettings, run, runner_for_run  # noqa: E402
+from pix2pixhd_deploy.provenance import machine, versions  # noqa: E402
 from pix2pixhd_deploy.synthetic import write_cityscapes_split  # noqa: E402
 
 #: the tests' small LocalEnhancer (tests/conftest.py SMALL_LOCAL)
@@ -102,7 +103,7 @@ def bench(args) -> dict:
 
 def format_table(result: dict) -> str:
     lines = [f"{result['images']} images of {result['size'][1]}x{result['size'][0]}, {result['arch']}, fp32 torch, "
-             f"batch 1, on {result['machine']['cpu']} ({result['machine']['cores']} cores); Ray cluster of "
+             f"batch 1, on {result['machine']['cpu']} ({result['machine']['cpu_count']} cores); Ray cluster of "
              f"{result['cluster_cpus']} logical CPUs; load average {result['load_average_before']} before, "
              f"{result['load_average_after']} after",
              f"{'engine':34} {'workers':>7} {'cpus/worker':>11} {'end to end img/s':>17} {'steady img/s':>13}"]

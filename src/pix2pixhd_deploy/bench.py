@@ -27,7 +27,6 @@ import contextlib
 import datetime
 import logging
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import PathLike, UserError
+from .provenance import machine, model_identity, versions
 
 log = logging.getLogger(__name__)
 
@@ -48,48 +48,6 @@ TIMING_NOTES = {
     "onnxruntime": "session.run wall time (for GPU providers it includes ONNX Runtime's host<->device copies)",
     "ais_bench": "NPU execute time from ais_bench's exec_time_list, as ais_bench's throughput uses",
 }
-
-
-# --------------------------------------------------------------------------------------- the machine
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def machine_info() -> Dict[str, object]:
-    info: Dict[str, object] = {"platform": platform.platform(), "machine": platform.machine(), "cpu": cpu_model(),
-                               "cpu_count": os.cpu_count(), "load_average": [round(v, 2) for v in os.getloadavg()]}
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                info["memory_gib"] = round(int(line.split()[1]) / 2 ** 20, 1)
-    with contextlib.suppress(ImportError):
-        import torch
-
-        info["torch_threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return info
-
-
-def versions() -> Dict[str, Optional[str]]:
-    from importlib import metadata
-
-    from . import __version__
-
-    out: Dict[str, Optional[str]] = {"python": sys.version.split()[0], "pix2pixhd_deploy": __version__}
-    for dist in ("numpy", "torch", "onnxruntime", "onnxruntime-gpu", "onnxruntime-cann", "ais_bench"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[dist] = metadata.version(dist)
-    with contextlib.suppress(ImportError):
-        import torch
-
-        out["cuda"] = torch.version.cuda
-    return out
 
 
 def _hardware(runner, machine: Dict[str, object]) -> str:
@@ -201,18 +159,6 @@ def bench_end_to_end(engine, pairs, *, batch_size: int, batches: int, out_dir: P
 
 # ---------------------------------------------------------------------------------------------- the run
 
-def _model_identity(model: PathLike) -> Dict[str, object]:
-    from .network import CHECKPOINT_NAME, file_sha256
-
-    path = Path(model)
-    if path.is_dir() and (path / CHECKPOINT_NAME).is_file():
-        path = path / CHECKPOINT_NAME
-    info: Dict[str, object] = {"path": str(model)}
-    if path.is_file():
-        info.update(file=path.name, bytes=path.stat().st_size, sha256=file_sha256(path))
-    return info
-
-
 def run_bench(model: PathLike, *, backend: Optional[str] = None, device: Optional[str] = None, fp16: bool = False,
               batch_sizes: Sequence[int] = (1,), loops: int = 20, warmup: int = 1, height: Optional[int] = None,
               width: Optional[int] = None, dataroot: Optional[PathLike] = None, e2e_batches: int = 2,
@@ -234,14 +180,16 @@ def run_bench(model: PathLike, *, backend: Optional[str] = None, device: Optiona
     if (height is None) != (width is None):
         raise UserError("--height and --width go together", fix="pass both, or neither for the model's size")
     name = backend_for(model, backend)
-    machine = machine_info()
+    with contextlib.suppress(ImportError):
+        import torch  # noqa: F401  (loaded, so that the machine record has torch's threads and the GPUs)
+    host = machine()
     settings = {"model": str(model), "backend": name, "device": device, "fp16": fp16, "batch_sizes": batch_sizes,
                 "loops": loops, "warmup": warmup, "height": height, "width": width,
                 "dataroot": str(dataroot) if dataroot else None, "e2e_batches": e2e_batches, "seed": seed,
                 **{k: v for k, v in runner_options.items() if v is not None}}
     report: Dict[str, object] = {
         "tool": "pix2pixhd-deploy bench", "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": machine, "versions": versions(), "settings": settings, "model": _model_identity(model),
+        "machine": host, "versions": versions(), "settings": settings, "model": model_identity(model),
         "throughput_formula": "device-only images/s = 1000 x batch size / mean compute ms (ais_bench's); "
                               "end-to-end images/s = images / total seconds",
         "timing_note": TIMING_NOTES.get(name), "runs": []}
@@ -263,7 +211,7 @@ def run_bench(model: PathLike, *, backend: Optional[str] = None, device: Optiona
                 config = getattr(runner, "config", None)
                 base = config.size_multiple if config is not None else 32
                 run: Dict[str, object] = {"backend": name, "runtime": runner.describe(),
-                                          "hardware": _hardware(runner, machine), "batch_size": bs,
+                                          "hardware": _hardware(runner, host), "batch_size": bs,
                                           "model_form": engine.describe()}
                 run["device"] = f"{run['hardware']}, {run['runtime']}"
                 if spec.batch is not None and spec.batch != bs:
@@ -415,7 +363,7 @@ def merge_reports(report: Optional[Dict[str, object]], others: Sequence[Tuple[st
         runs.extend(dict(r, source=source, machine=other.get("machine")) for r in other["runs"])
     merged = dict(report) if report is not None else {
         "tool": "pix2pixhd-deploy bench", "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": machine_info(), "versions": versions()}
+        "machine": machine(), "versions": versions()}
     merged["runs"] = runs
     merged["merged_from"] = [source for source, _ in others]
     return merged

@@ -91,6 +91,17 @@ def preset_tolerance(preset: str, units: str) -> Tolerance:
     raise UserError(f"unknown tolerance preset {preset!r}", fix=f"use one of {', '.join(PRESETS)}")
 
 
+def tolerance_for(preset: str, units: str, *, atol: Optional[float] = None, min_psnr: Optional[float] = None,
+                  min_ssim: Optional[float] = None, max_diff_share: Optional[float] = None) -> Tolerance:
+    """The one tolerance rule: ``preset``'s limits for ``units``, each replaced by an explicit limit where given.
+
+    ``compare`` and the export check both judge with it, so output one of them accepts the other does not reject.
+    """
+    base = preset_tolerance(preset, units)
+    given = {"atol": atol, "min_psnr": min_psnr, "min_ssim": min_ssim, "max_diff_share": max_diff_share}
+    return Tolerance(base.preset, **{k: getattr(base, k) if v is None else v for k, v in given.items()})
+
+
 def default_preset(files_a: Sequence[Path], files_b: Sequence[Path]) -> Tuple[str, str]:
     """(preset, why) from the kinds of files: any JPEG -> jpeg; else fp32."""
     suffixes = {p.suffix.lower() for p in (*files_a, *files_b)}
@@ -398,10 +409,13 @@ class Comparison:
 
     def to_dict(self) -> Dict[str, object]:
         from . import __version__
+        from .provenance import machine, versions
 
         return _json_safe({
             "tool": "pix2pixhd-deploy compare",
             "version": __version__,
+            "versions": versions(),
+            "machine": machine(),
             "a": self.folder_a,
             "b": self.folder_b,
             "units": self.units,
@@ -499,10 +513,10 @@ def compare_dirs(folder_a: PathLike, folder_b: PathLike, *, preset: Optional[str
         preset, reason = default_preset(paired_a, paired_b)
     else:
         reason = "chosen with --preset"
-    base = preset_tolerance(preset, units)
-    overrides = {"atol": atol, "min_psnr": min_psnr, "min_ssim": min_ssim, "max_diff_share": max_diff_share}
-    given = {k: v for k, v in overrides.items() if v is not None}
-    tol = Tolerance(base.preset, **{k: given.get(k, getattr(base, k)) for k in overrides})
+    tol = tolerance_for(preset, units, atol=atol, min_psnr=min_psnr, min_ssim=min_ssim,
+                        max_diff_share=max_diff_share)
+    given = {k: v for k, v in (("atol", atol), ("min_psnr", min_psnr), ("min_ssim", min_ssim),
+                               ("max_diff_share", max_diff_share)) if v is not None}
     if given:
         reason += "; overridden: " + ", ".join(f"{CHECKS_FLAG[k]} {v}" for k, v in given.items())
 

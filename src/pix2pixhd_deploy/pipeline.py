@@ -25,7 +25,6 @@ import fcntl
 import json
 import logging
 import os
-import platform
 import queue
 import sys
 import threading
@@ -36,7 +35,6 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import __version__
 from .dataset import Pair, cityscapes_pairs, find_pairs, load_pair
 from .adapters import make_engine
 from .dataset import planned_size
@@ -45,6 +43,7 @@ from .errors import PathLike, UserError, failed_inputs_error
 from .fileio import (TMP_PREFIX, atomic_save_image, atomic_write_array, atomic_write_text, check_free_space,
                      ensure_output_dir, open_own_file, progress, remove_stale_temporaries)
 from .labels import LABEL_NC, colorize
+from .provenance import machine, model_file, model_hash, versions
 from .report import IndexRow, write_index_html
 from .runners.base import Runner
 
@@ -211,44 +210,6 @@ def output_lock(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def versions() -> Dict[str, str]:
-    out = {"pix2pixhd_deploy": __version__, "python": platform.python_version(), "numpy": np.__version__}
-    for mod in ("torch", "onnxruntime", "PIL"):
-        m = sys.modules.get(mod)
-        if m is not None:
-            out[mod] = getattr(m, "__version__", "?")
-    return out
-
-
-def machine() -> Dict[str, object]:
-    cpu = platform.processor() or ""
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count()}
-
-
-def model_hash(model: PathLike) -> str:
-    from .cache import cached_sha256
-
-    return cached_sha256(model_file(model))
-
-
-def model_file(model: PathLike) -> Path:
-    """The file behind ``--checkpoint``/``--model`` (a checkpoint folder resolves to its latest_net_G.pth)."""
-    from .network import resolve_checkpoint
-
-    path = Path(model)
-    if path.is_dir():
-        path = resolve_checkpoint(path)
-    if not path.is_file():
-        raise UserError("the model file does not exist", path=path,
-                        fix="check the --checkpoint or --model path (latest_net_G.pth, or its folder; .onnx; .om)")
-    return path
-
-
 def model_identity(model: PathLike) -> Dict[str, object]:
     """What of the model decides the pictures: the file's hash and, for an exported graph, the checkpoint hash it
     records and the hash of the stem weights beside it (a stems graph's ``.stems.npz``).
@@ -258,7 +219,7 @@ def model_identity(model: PathLike) -> Dict[str, object]:
     from .cache import cached_sha256
 
     path = model_file(model)
-    identity: Dict[str, object] = {"model_sha256": cached_sha256(path)}
+    identity: Dict[str, object] = {"model_sha256": model_hash(path)}
     if path.suffix.lower() != ".onnx":
         return identity
     props = graph_properties(path)
