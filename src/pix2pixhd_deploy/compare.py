@@ -197,10 +197,11 @@ class ImageComparison:
 
 
 def compare_arrays(a: np.ndarray, b: np.ndarray, units: str, *, name: str = "", file_a: str = "",
-                   file_b: str = "") -> Tuple[ImageComparison, np.ndarray]:
+                   file_b: str = "", with_ssim: bool = True) -> Tuple[ImageComparison, np.ndarray]:
     """Figures of one pair, and the per-pixel largest channel difference in levels (H, W) for a difference map.
 
     ``units='raw'``: ``a``, ``b`` float (3, H, W) outputs in [-1, 1]. ``units='levels'``: uint8 (H, W, 3) pictures.
+    ``with_ssim=False`` leaves SSIM out (None), for a check whose tolerance does not look at it.
     """
     from .postprocess import tensor2im
 
@@ -224,7 +225,7 @@ def compare_arrays(a: np.ndarray, b: np.ndarray, units: str, *, name: str = "", 
         name=name, file_a=file_a, file_b=file_b, units=units, height=int(h), width=int(w),
         max_abs=float(err.max()), mean_abs=float(err.mean()), median_abs=float(np.median(err)),
         p99_abs=float(np.percentile(err, 99)), psnr_db=psnr(chw_a, chw_b, PEAK[units]),
-        ssim=ssim(chw_a, chw_b, PEAK[units]),
+        ssim=ssim(chw_a, chw_b, PEAK[units]) if with_ssim else None,
         differing_share=float((levels > 0).mean()), over_one_level_share=float((levels > 1).mean()),
         max_level_diff=int(levels.max()))
     # the difference map shows the error in the comparison's units, expressed in levels
