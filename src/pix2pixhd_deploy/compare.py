@@ -525,15 +525,7 @@ def compare_dirs(folder_a: PathLike, folder_b: PathLike, *, preset: Optional[str
     pairs = list(zip(common, paired_a, paired_b))
     it = progress(pairs, desc="compare") if show_progress else pairs
     for key, pa, pb in it:
-        arrays = {}
-        # pictures first: a raw output paired with a picture takes the picture's size
-        for side, path in sorted((("a", pa), ("b", pb)), key=lambda sp: sp[1].suffix.lower() in RAW_SUFFIXES):
-            pictures = [arr for units_, arr in arrays.values() if units_ == "levels"]
-            hw = size
-            if hw is None and pictures and path.suffix.lower() == ".bin" \
-                    and path.stat().st_size == 3 * 4 * pictures[0].shape[0] * pictures[0].shape[1]:
-                hw = pictures[0].shape[:2]  # else the 1:2 default, and a size mismatch names both sizes
-            arrays[side] = read_output(path, hw)
+        arrays = _read_pair(pa, pb, size)
         (ua, a), (ub, b) = arrays["a"], arrays["b"]
         if units == "levels":
             a = tensor2im(a) if ua == "raw" else a
@@ -549,6 +541,12 @@ def compare_dirs(folder_a: PathLike, folder_b: PathLike, *, preset: Optional[str
             pic_b = tensor2im(b) if units == "raw" else b
             on_image(result, pic_a, pic_b, diff)
 
+    return Comparison(str(folder_a), str(folder_b), units, tol, reason, images, summarise_checks(images, tol),
+                      only_a, only_b)
+
+
+def summarise_checks(images: Sequence[ImageComparison], tol: Tolerance) -> List[Check]:
+    """One :class:`Check` per limit of ``tol`` over all ``images``: the worst figure and how many failed."""
     checks = []
     for figure, (tfield, flag, higher_is_worse) in CHECKS.items():
         limit = getattr(tol, tfield)
@@ -558,7 +556,20 @@ def compare_dirs(folder_a: PathLike, folder_b: PathLike, *, preset: Optional[str
         worst = (max(values) if higher_is_worse else min(values)) if values else None
         failed = sum(_fails(getattr(i, figure), limit, higher_is_worse) for i in images)
         checks.append(Check(figure, flag, limit, worst, failed, failed == 0))
-    return Comparison(str(folder_a), str(folder_b), units, tol, reason, images, checks, only_a, only_b)
+    return checks
+
+
+def _read_pair(pa: Path, pb: Path, size: Optional[Tuple[int, int]]) -> Dict[str, Tuple[str, np.ndarray]]:
+    """side -> (units, array) of one pair; pictures first, so a raw output paired with one takes its size."""
+    arrays: Dict[str, Tuple[str, np.ndarray]] = {}
+    for side, path in sorted((("a", pa), ("b", pb)), key=lambda sp: sp[1].suffix.lower() in RAW_SUFFIXES):
+        pictures = [arr for units_, arr in arrays.values() if units_ == "levels"]
+        hw = size
+        if hw is None and pictures and path.suffix.lower() == ".bin" \
+                and path.stat().st_size == 3 * 4 * pictures[0].shape[0] * pictures[0].shape[1]:
+            hw = pictures[0].shape[:2]  # else the 1:2 default, and a size mismatch names both sizes
+        arrays[side] = read_output(path, hw)
+    return arrays
 
 
 CHECKS_FLAG = {tfield: flag for tfield, flag, _ in CHECKS.values()}

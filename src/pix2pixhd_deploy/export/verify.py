@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..compare import ImageComparison, Tolerance, check_image, compare_arrays, tolerance_for
+from ..compare import CHECKS, Check, ImageComparison, Tolerance, compare_arrays, format_figure
+from ..compare import summarise_checks, tolerance_for
 from ..errors import UserError
 from ..postprocess import tensor2im
 from .options import ExportOptions
@@ -39,6 +40,8 @@ VERIFY_DYNAMIC_HW = (256, 512)  # check size of a graph with dynamic H and W
 #: how a failed figure reads in the error
 FIGURE_WORDS = {"max_abs": "max abs error", "psnr_db": "PSNR", "ssim": "SSIM",
                 "over_one_level_share": "share of pixels more than one level off"}
+#: the export's flag for a figure's limit, where it has one
+EXPORT_FLAGS = {"max_abs": "--tolerance", "psnr_db": "--min-psnr"}
 
 
 # -------------------------------------------------------------------------------------------- the scene
@@ -155,7 +158,7 @@ def check_tolerance(options: ExportOptions, fused_norms: bool) -> Tuple[Toleranc
 
 
 @dataclass
-class Check:
+class ExportCheck:
     """What the check compared and found: the worst figures over the batch, and the verdict."""
 
     input: str
@@ -165,11 +168,11 @@ class Check:
     why: str
     figures: ImageComparison               # the worst sample's, in ``units``
     raw_max_abs: Optional[float] = None    # float outputs: the max abs error in [-1, 1] units, whatever ``units``
-    failures: List[str] = field(default_factory=list)
+    checks: List[Check] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return not self.failures
+        return all(c.passed for c in self.checks)
 
 
 def _fp32_cpu(model: nn.Module) -> nn.Module:
@@ -181,26 +184,23 @@ def _fp32_cpu(model: nn.Module) -> nn.Module:
 
 
 def _judge(reference: np.ndarray, got: np.ndarray, options: ExportOptions, fused_norms: bool,
-           description: str, shape: Tuple[int, ...]) -> Check:
-    """Each sample compared with compare's metrics and checked with its rule; the worst sample is kept."""
+           description: str, shape: Tuple[int, ...]) -> ExportCheck:
+    """Each sample compared with compare's metrics, the batch checked with its rule; the worst sample is kept."""
     tol, units, why = check_tolerance(options, fused_norms)
     float_out = options.output_format == "float"
-    worst, failures = None, []
+    results = []
     for n in range(reference.shape[0]):
         a, b = reference[n], got[n]
         if float_out and units == "levels":
             a, b = tensor2im(a), tensor2im(b)
-        result, _ = compare_arrays(a, b, units, name=f"sample {n}", with_ssim=tol.min_ssim is not None)
-        check_image(result, tol)
-        failures += [f"sample {n}: {f}" if reference.shape[0] > 1 else f for f in result.failures]
-        if worst is None or result.max_abs > worst.max_abs:
-            worst = result
+        results.append(compare_arrays(a, b, units, name=f"sample {n}", with_ssim=tol.min_ssim is not None)[0])
+    worst = max(results, key=lambda r: r.max_abs)
     raw = float(np.abs(reference.astype(np.float64) - got).max()) if float_out else None
-    return Check(description, shape, tol, units, why, worst, raw, failures)
+    return ExportCheck(description, shape, tol, units, why, worst, raw, summarise_checks(results, tol))
 
 
 def verify_graph(data: bytes, model: nn.Module, fmt, options: ExportOptions, batch: int, hw: Tuple[int, int],
-                 fused_norms: bool) -> Check:
+                 fused_norms: bool) -> ExportCheck:
     """Run the graph in ONNX Runtime and the model in PyTorch on the check scene, and judge; see the docstring."""
     from ..postprocess import tensor2im_torch
 
@@ -228,15 +228,16 @@ def verify_graph(data: bytes, model: nn.Module, fmt, options: ExportOptions, bat
     return check
 
 
-def failure_error(check: Check, options: ExportOptions, path) -> UserError:
-    """The one-line error of a failed check: each failed figure against its limit."""
-    fig = check.figures
-    parts = []
-    for failure in check.failures:
-        for key, words in FIGURE_WORDS.items():
-            failure = failure.replace(f"{key} ", f"{words} ")
-        parts.append(failure.replace(" > ", " > tolerance ", 1) if "max abs error" in failure else failure)
+def failure_error(check: ExportCheck, options: ExportOptions, path) -> UserError:
+    """The one-line error of a failed check: each failed figure against its limit, and the limit that would pass."""
     unit = " levels" if check.units == "levels" else ""
+    parts = []
+    for c in check.checks:
+        if not c.passed:
+            rel, words = (">", "tolerance") if CHECKS[c.figure][2] else ("<", "minimum")
+            flag = EXPORT_FLAGS.get(c.figure) if check.units == "raw" else None
+            parts.append(f"{FIGURE_WORDS[c.figure]} {format_figure(c.worst)} {rel} {words} {format_figure(c.limit)}"
+                         + (f" ({flag} {format_figure(c.would_pass)} would pass)" if flag else ""))
     if options.fp16:
         fix = ("export fp32 and let the runtime pick precision (ATC --precision_mode, TensorRT trt_fp16_enable), or "
                "lower --min-psnr if this is acceptable")
@@ -247,4 +248,4 @@ def failure_error(check: Check, options: ExportOptions, path) -> UserError:
     else:
         fix = "try another --opset; if the error is small and you accept it, pass --tolerance"
     return UserError(f"the graph does not match PyTorch on {check.input} ({check.why}): {'; '.join(parts)} (mean "
-                     f"{fig.mean_abs:.3g}{unit}); nothing was written", path=path, fix=fix)
+                     f"abs error {check.figures.mean_abs:.3g}{unit}); nothing was written", path=path, fix=fix)
