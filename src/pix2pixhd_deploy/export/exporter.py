@@ -45,7 +45,7 @@ def export_onnx(model: ModelLike, output_file: PathLike, options: Optional[Expor
         LoadedGenerator(model, None) if isinstance(model, nn.Module) else load_generator(model))
     channels, trace_hw = _sizes(loaded, options)
     ensure_output_dir(out_path.parent, what="folder for the ONNX file")
-    fmt = GraphFormat.of(options, loaded.model, loaded.config, channels)
+    fmt = GraphFormat.of(options, loaded.model, channels)
 
     rewritten, counts = rewrite_for_export(loaded.model, options)
     proto = _trace(fmt.module(rewritten), fmt, options, trace_hw)

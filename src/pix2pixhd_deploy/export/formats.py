@@ -20,7 +20,6 @@ from torch import nn
 
 from ..encoding import encode_input, encode_input_torch
 from ..errors import UserError
-from ..network import GeneratorConfig
 from ..postprocess import tensor2im_torch
 from .options import DYNAMIC_BATCH_NAME, ExportOptions
 
@@ -72,28 +71,23 @@ class DeployGraph(nn.Module):
         return tensor2im_torch(y) if self.uint8 else y
 
 
-def half_size(hw: Tuple[int, int]) -> Tuple[int, int]:
-    """The global stem's size: after the 3x3 stride-2 average pool with padding 1."""
-    return (hw[0] - 1) // 2 + 1, (hw[1] - 1) // 2 + 1
-
-
 @dataclass
 class GraphFormat:
-    """One export's graph format, with what it needs from the model (channels, ngf, the stem weights)."""
+    """One export's graph format, with what it needs from the model (its channels; for stems the generator and the
+    stem weights)."""
 
     options: ExportOptions
-    channels: int                     # the generator's input channels
-    ngf: Optional[int] = None         # the local enhancer's width (stems)
-    stem_weights: Optional[object] = None
+    channels: int                             # the generator's input channels
+    generator: Optional[nn.Module] = None     # stems: the LocalEnhancer whose stems are the inputs
+    stem_weights: Optional[object] = None     # stems: their weights, for the check and the sidecar file
 
     @classmethod
-    def of(cls, options: ExportOptions, model: nn.Module, config: Optional[GeneratorConfig],
-           channels: int) -> "GraphFormat":
+    def of(cls, options: ExportOptions, model: nn.Module, channels: int) -> "GraphFormat":
         fmt = cls(options, channels)
         if options.input_format == "stems":
             from ..stems import StemWeights
 
-            fmt.ngf = config.ngf if config else model.model1_1[1].out_channels
+            fmt.generator = model
             # once, for the check and the sidecar file (it copies each tensor to float32 on the CPU itself)
             fmt.stem_weights = StemWeights.from_generator(model, fmt.label_nc, options.use_instance)
         return fmt
@@ -111,8 +105,10 @@ class GraphFormat:
             names = MAPS_INPUT_NAMES[:2 if self.options.use_instance else 1]
             return [(n, tuple(hw), dt) for n, dt in zip(names, (torch.uint8, torch.int32))]
         if fmt == "stems":
-            return [(STEMS_INPUT_NAMES[0], (self.ngf, *hw), torch.float32),
-                    (STEMS_INPUT_NAMES[1], (2 * self.ngf, *half_size(hw)), torch.float32)]
+            from ..stems import stem_shapes
+
+            return [(name, shape, torch.float32) for name, shape in zip(STEMS_INPUT_NAMES,
+                                                                        stem_shapes(self.generator, *hw))]
         return [(self.options.input_name, (self.channels, *hw), torch.float32)]
 
     def input_names(self) -> List[str]:
