@@ -33,7 +33,7 @@ def test_machine_and_model_identity(small_checkpoint, tmp_path):
 def test_run_manifest_and_compare_json_carry_the_same_record(small_checkpoint, scene_dataroot, tmp_path):
     out = tmp_path / "run"
     run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", small_checkpoint,
-             "--output", out, "--device", "cpu", "--save-raw"])
+             "--output", out, "--backend", "torch", "--device", "cpu", "--save-raw"])
     manifest = json.loads((out / "manifest.json").read_text())
     raw = out / "raw"
     run_cli(["pix2pixhd-deploy", "compare", raw, raw, "--json", tmp_path / "c.json"])
