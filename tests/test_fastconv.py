@@ -138,7 +138,7 @@ def test_torch_runner_leaves_the_callers_model_alone():
     g = random_generator(SMALL_LOCAL, seed=2).eval()
     x = torch.from_numpy(seeded_input(36, 1, 64, 128))
     with TorchRunner(model=g, config=SMALL_LOCAL, device="cpu", fast_convs=True) as runner:
-        assert any(isinstance(m, RowSumConv) for m in runner.model.modules())
+        assert any(isinstance(m, RowSumConv) for m in runner.generator.modules())
         fast = runner.infer(x.numpy())
     assert not any(isinstance(m, (RowSumConv, WinogradConv3x3)) for m in g.modules())
     with torch.inference_mode():
@@ -148,7 +148,7 @@ def test_torch_runner_leaves_the_callers_model_alone():
 def test_run_fast_convs_torch_and_its_errors(small_checkpoint, scene_dataroot, tmp_path):
     ckpt = small_checkpoint / "latest_net_G.pth"
     run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", ckpt,
-             "--output", tmp_path / "plain"])
+             "--output", tmp_path / "plain", "--backend", "torch"])
     run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", ckpt,
              "--output", tmp_path / "fast", "--fast-convs"])
     manifest = json.loads((tmp_path / "fast" / "manifest.json").read_text())
@@ -162,7 +162,7 @@ def test_run_fast_convs_torch_and_its_errors(small_checkpoint, scene_dataroot, t
         assert np.abs(a - b).max() <= 1
     # resuming the fast folder without the flag would mix outputs: refused
     proc = run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", ckpt,
-                    "--output", tmp_path / "fast"], check=False)
+                    "--output", tmp_path / "fast", "--backend", "torch"], check=False)
     assert proc.returncode != 0 and "fast_convs: True -> None" in proc.stderr
     # an ONNX graph gets its fast convolutions at export
     export_onnx(ckpt, tmp_path / "g.onnx", height=64, width=128, verify=False)

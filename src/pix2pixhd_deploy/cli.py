@@ -161,6 +161,7 @@ def cmd_run(args) -> int:
     from .choose import choose
     from .dataset import map_sizes
     from .pipeline import RunSettings, discover, open_runner, run
+    from .runners import check_options
 
     model = args.checkpoint or args.model
     if model is None:
@@ -175,6 +176,7 @@ def cmd_run(args) -> int:
     choice = choose(model, backend=args.backend, device=args.device, fp16=args.fp16, fast_convs=args.fast_convs,
                     save_raw=args.save_raw, label_nc=args.label_nc, use_instance=not args.no_instance,
                     sizes=map_sizes(pairs), cache_dir=args.cache_dir)
+    check_options(choice.backend, {"fast_convs": args.fast_convs})  # before any work, for the Ray engine too
     log.info("%s", choice.reason)
     settings = RunSettings.from_choice(choice, device=args.device, fp16=args.fp16, batch_size=args.batch_size,
                                        image_format=args.format, save_raw=args.save_raw, label_nc=args.label_nc,
