@@ -48,12 +48,13 @@ def test_stems_equal_the_convolutions(computer_kind, hw):
 
 
 def test_stems_on_real_maps(samples):
-    from pix2pixhd_deploy.dataset import find_pairs, load_pair
+    from pix2pixhd_deploy.dataset import find_pairs
+    from pix2pixhd_deploy.labelmaps import load_maps
 
     if st.load_library() is None:
         pytest.skip("no C compiler here")
     gen = random_generator(SMALL_LOCAL, seed=6)
-    label, inst = load_pair(find_pairs(samples)[4])
+    label, inst, _ = load_maps(find_pairs(samples)[4])
     labels, insts = label[None, 256:512, 512:1024].copy(), inst[None, 256:512, 512:1024].copy()
     local, glob = st.StemComputer(st.StemWeights.from_generator(gen))(labels, insts)
     ref_local, ref_glob = reference_stems(gen, labels, insts)
