@@ -279,7 +279,8 @@ def test_infer_and_preprocess_keep_going(tmp_path, prep, scene_dataroot, small_c
     proc = run_cli(["pix2pixhd_preprocess.py", scene_dataroot, tmp_path / "prep2", "--keep-going"], check=False)
     error_line(proc, "1 pair(s) failed", Path(LABEL).name, "label ids 40", "the other 2 were written")
     assert sorted(p.name for p in (tmp_path / "prep2").iterdir()) == [
-        "city_000000_000000_gtFine_labelIds.bin", "city_000000_000002_gtFine_labelIds.bin"]
+        "city_000000_000000_gtFine_labelIds.bin", "city_000000_000002_gtFine_labelIds.bin",
+        "pix2pixhd_sizes.json"]
     assert_no_partial(tmp_path / "prep2")
 
 
@@ -513,6 +514,6 @@ def test_two_preprocess_runs_into_one_folder(tmp_path):
     from pix2pixhd_deploy.encoding import encode_pair
 
     pairs = find_pairs(data)
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{p.name}.bin" for p in pairs)
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{p.name}.bin" for p in pairs] + ["pix2pixhd_sizes.json"])
     for pair in pairs:
         assert np.array_equal(np.fromfile(out / f"{pair.name}.bin", np.float32), encode_pair(pair).ravel())

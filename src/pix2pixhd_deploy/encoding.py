@@ -202,8 +202,10 @@ def preprocess_dataset(dataroot: PathLike, out_dir: PathLike, *, label_nc: int =
     todo = [p for p in pairs
             if p.name not in failed and not (skip_existing and (out_dir / f"{p.name}.bin").is_file()
                                              and (out_dir / f"{p.name}.bin").stat().st_size == nbytes(p))]
+    each = {nbytes(p) for p in todo}
     need = sum(nbytes(p) for p in todo)
-    check_free_space(out_dir, need, what=f"{len(todo)} input tensors, {need / 2**20:.0f} MiB")
+    check_free_space(out_dir, need, what=f"{len(todo)} input tensors " + (
+        f"of {next(iter(each)) / 2**20:.0f} MiB" if len(each) == 1 else f"({need / 2**20:.0f} MiB in all)"))
     out_dir = ensure_output_dir(out_dir)
     remove_stale_temporaries(out_dir)
     atomic_write_text(out_dir / SIZES_SIDECAR, json.dumps(sidecar, indent=1, sort_keys=True))
