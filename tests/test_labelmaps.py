@@ -125,9 +125,9 @@ def test_ids_colours_16bit_and_derived_instances_give_identical_pictures(tmp_pat
     label, inst = scene(64, 128, seed=1)
     data = tmp_path / "data"
     save(data / "test_label" / "a_ids.png", label)
-    save(data / "test_label" / "b_colour.png", as_colours(label))
+    save(data / "test_label" / "b_rgb.png", as_colours(label))
     save(data / "test_label" / "c_16bit.png", label.astype(np.uint16))
-    for stem in ("a_ids", "b_colour", "c_16bit"):
+    for stem in ("a_ids", "b_rgb", "c_16bit"):
         save(data / "test_inst" / f"{stem}_instanceIds.png", inst.astype(np.uint16))
     run_cli(["pix2pixhd-deploy", "run", "--dataroot", data, "--checkpoint", small_checkpoint, "--output",
              tmp_path / "run", "--device", "cpu"])
@@ -234,4 +234,7 @@ def test_the_docs_commands_run(tmp_path, small_checkpoint):
         if "--device" not in args and args[0] == "pix2pixhd-deploy" and args[1] in ("run", "infer"):
             args += ["--device", "cpu"]
         run_cli(args, cwd=tmp_path)
-    assert (tmp_path / "out" / "images" / "street_gtFine_labelIds_synthesized_image.png").is_file()
+    out = np.asarray(Image.open(tmp_path / "out" / "images" / "street_gtFine_labelIds_synthesized_image.png"))
+    chain = np.asarray(Image.open(tmp_path / "pictures" / "street_gtFine_labelIds_0generated.png"))
+    assert out.shape == (200, 360, 3) and np.array_equal(out, chain)
+    assert json.loads((tmp_path / "labelmap_figures.json").read_text())["images"] == 1
