@@ -18,6 +18,8 @@ from pix2pixhd_deploy.labelmaps import instances_from_labels, read_label_ids
 from pix2pixhd_deploy.labels import AMBIGUOUS_IDS, BLACK_ID, COLOUR_TO_ID, NAME_TO_ID, PALETTE
 
 CAR, PERSON, ROAD, BUILDING, SKY = (NAME_TO_ID[n] for n in ("car", "person", "road", "building", "sky"))
+#: run with the torch backend on the CPU: the seed chain's arithmetic (the default CPU path builds an ONNX graph)
+TORCH_CPU = ["--backend", "torch", "--device", "cpu"]
 
 
 def scene(h: int, w: int, seed: int = 0):
@@ -130,14 +132,14 @@ def test_ids_colours_16bit_and_derived_instances_give_identical_pictures(tmp_pat
     for stem in ("a_ids", "b_rgb", "c_16bit"):
         save(data / "test_inst" / f"{stem}_instanceIds.png", inst.astype(np.uint16))
     run_cli(["pix2pixhd-deploy", "run", "--dataroot", data, "--checkpoint", small_checkpoint, "--output",
-             tmp_path / "run", "--device", "cpu"])
+             tmp_path / "run", *TORCH_CPU])
     got = list(pictures(tmp_path / "run").values())
     assert len(got) == 3 and all(np.array_equal(got[0], p) for p in got[1:])
 
     bare = tmp_path / "bare"  # no test_inst/ at all: --instances labels is chosen, with one line saying so
     save(bare / "test_label" / "a_ids.png", label)
     proc = run_cli(["pix2pixhd-deploy", "run", "--dataroot", bare, "--checkpoint", small_checkpoint, "--output",
-                    tmp_path / "derived", "--device", "cpu"])
+                    tmp_path / "derived", *TORCH_CPU])
     assert proc.stderr.count("has no instance maps") == 1 and "--instances labels" in proc.stderr
     assert np.array_equal(list(pictures(tmp_path / "derived").values())[0], got[0])
     identity = json.loads((tmp_path / "derived" / "manifest.json").read_text())["identity"]
@@ -152,7 +154,7 @@ def test_fit_pad_keeps_the_size_and_crops_exactly(tmp_path, small_checkpoint):
     padded = tmp_path / "padded"  # the padding the docs state: edge replication, bottom and right, to 224x384
     save(padded / "test_label" / "s_labelIds.png", np.pad(label, ((0, 24), (0, 24)), mode="edge"))
     save(padded / "test_inst" / "s_instanceIds.png", np.pad(inst, ((0, 24), (0, 24)), mode="edge").astype(np.uint16))
-    common = ["--checkpoint", small_checkpoint, "--device", "cpu"]
+    common = ["--checkpoint", small_checkpoint, *TORCH_CPU]
     run_cli(["pix2pixhd-deploy", "run", "--dataroot", data, "--output", tmp_path / "pad", "--fit", "pad", *common])
     run_cli(["pix2pixhd-deploy", "run", "--dataroot", padded, "--output", tmp_path / "full", *common])
     pad = pictures(tmp_path / "pad")["s_labelIds_synthesized_image.png"]
@@ -218,7 +220,8 @@ def _doc_commands(path: Path):
 
 
 def test_the_docs_commands_run(tmp_path, small_checkpoint):
-    """Every command of docs/labelmaps.md, in order, on small generated maps (CHECKPOINT: a small model)."""
+    """Every command of docs/labelmaps.md, in order, on small generated maps (CHECKPOINT: a small model; run and
+    infer on the CPU, run with the torch backend so that its pictures equal the seed chain's)."""
     commands = _doc_commands(REPO / "docs" / "labelmaps.md")
     assert len(commands) >= 5
     label, inst = scene(200, 360, seed=3)
@@ -231,8 +234,8 @@ def test_the_docs_commands_run(tmp_path, small_checkpoint):
             args = args[1:]
         if args[0] == "benchmarks/labelmap_figures.py":  # its figures need the real samples: here, a small root
             args = [*args, "--dataroot", str(tmp_path / "figs"), "--phases", "test"]
-        if "--device" not in args and args[0] == "pix2pixhd-deploy" and args[1] in ("run", "infer"):
-            args += ["--device", "cpu"]
+        if args[0] == "pix2pixhd-deploy" and args[1] in ("run", "infer"):
+            args += TORCH_CPU if args[1] == "run" else ["--device", "cpu"]
         run_cli(args, cwd=tmp_path)
     out = np.asarray(Image.open(tmp_path / "out" / "images" / "street_gtFine_labelIds_synthesized_image.png"))
     chain = np.asarray(Image.open(tmp_path / "pictures" / "street_gtFine_labelIds_0generated.png"))
