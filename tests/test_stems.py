@@ -117,7 +117,7 @@ def test_the_python_side_refuses_what_the_c_side_would(computer_kind):
     gen = random_generator(SMALL_LOCAL)
     comp = st.StemComputer(st.StemWeights.from_generator(gen))
     labels, insts = seeded_maps(1, 32, 32, seed=1)
-    with pytest.raises(UserError, match="label ids 35 are outside"):
+    with pytest.raises(UserError, match="label ids 35 \\(1024 px\\) are outside"):
         comp(np.full_like(labels, 35), insts)
     with pytest.raises(UserError, match="label id -3 is negative"):
         comp(np.full((1, 32, 32), -3, np.int32), insts)
