@@ -101,12 +101,20 @@ def raw_outputs(tmp_path):
 
 # ------------------------------------------------------------------------------- label and instance maps
 
-def _rgb(root):
-    Image.new("RGB", (128, 64), (128, 64, 128)).save(root / LABEL)
+def _rgb(root):  # road's colour (128, 64, 128) is read; one pixel near it is in no table
+    pixels = np.zeros((64, 128, 3), np.uint8) + np.array([128, 64, 128], np.uint8)
+    pixels[5, 9] = (128, 64, 127)
+    Image.fromarray(pixels).save(root / LABEL)
+
+
+def _palette(root):  # a palette PNG whose palette is neither an id palette nor Cityscapes colours
+    img = Image.fromarray(np.full((64, 128), 3, np.uint8), "P")
+    img.putpalette([10, 20, 30] * 256)
+    img.save(root / LABEL)
 
 
 def _16bit(root):
-    Image.fromarray(np.full((64, 128), 7, np.uint16)).save(root / LABEL)
+    Image.fromarray(np.full((64, 128), 300, np.uint16)).save(root / LABEL)
 
 
 def _sizes(root):
@@ -137,12 +145,16 @@ def _no_label(root):
 MAP_CASES = {  # mutation, the file the line names, what it must say (problem and fix)
     "label map without its instance map": (_no_instance, LABEL, ["have no instance map", "add the matching"]),
     "instance map without its label map": (_no_label, INST, ["have no label map", "add the matching"]),
-    "label map in RGB": (_rgb, LABEL, ["RGB colour image", "use the Cityscapes *_gtFine_labelIds.png"]),
-    "label map in 16-bit": (_16bit, LABEL, ["16-bit image", "use the Cityscapes *_gtFine_labelIds.png"]),
+    "label map with an unknown colour": (_rgb, LABEL, ["no Cityscapes label colour: (128, 64, 127) in 1 px, first "
+                                                       "at x=9, y=5", "paint with the exact colours"]),
+    "palette of unknown colours": (_palette, LABEL, ["palette label map", "(10, 20, 30) in 8192 px, first at x=0, "
+                                                     "y=0", "paint with the exact colours"]),
+    "16-bit label map with ids out of range": (_16bit, LABEL, ["label ids 300 (8192 px) are outside 0..34",
+                                                               "--label-nc"]),
     "label and instance maps of different sizes": (_sizes, INST, ["192x96 but its label map", "pair each"]),
     "truncated PNG": (_truncated, LABEL, ["damaged or truncated", "copy the label map again"]),
     "text file named .png": (_text, LABEL, ["not an image file", "replace it"]),
-    "label ids >= label_nc": (_ids, LABEL, ["label ids 40 are outside 0..34", "--label-nc"]),
+    "label ids >= label_nc": (_ids, LABEL, ["label ids 40 (8192 px) are outside 0..34", "--label-nc"]),
 }
 
 
@@ -267,7 +279,8 @@ def test_infer_and_preprocess_keep_going(tmp_path, prep, scene_dataroot, small_c
     proc = run_cli(["pix2pixhd_preprocess.py", scene_dataroot, tmp_path / "prep2", "--keep-going"], check=False)
     error_line(proc, "1 pair(s) failed", Path(LABEL).name, "label ids 40", "the other 2 were written")
     assert sorted(p.name for p in (tmp_path / "prep2").iterdir()) == [
-        "city_000000_000000_gtFine_labelIds.bin", "city_000000_000002_gtFine_labelIds.bin"]
+        "city_000000_000000_gtFine_labelIds.bin", "city_000000_000002_gtFine_labelIds.bin",
+        "pix2pixhd_sizes.json"]
     assert_no_partial(tmp_path / "prep2")
 
 
@@ -501,6 +514,6 @@ def test_two_preprocess_runs_into_one_folder(tmp_path):
     from pix2pixhd_deploy.encoding import encode_pair
 
     pairs = find_pairs(data)
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{p.name}.bin" for p in pairs)
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{p.name}.bin" for p in pairs] + ["pix2pixhd_sizes.json"])
     for pair in pairs:
         assert np.array_equal(np.fromfile(out / f"{pair.name}.bin", np.float32), encode_pair(pair).ravel())

@@ -83,11 +83,13 @@ def test_read_label_and_instance_maps(tmp_path, caplog):
     assert read_label_map(tmp_path / "l.png").dtype == np.uint8
     inst = read_instance_map(tmp_path / "i16.png")
     assert inst.dtype == np.int32 and inst.max() == 33001  # no int16 wrap
-    Image.new("RGB", (64, 32)).save(tmp_path / "rgb.png")
-    with pytest.raises(UserError, match="rgb.png: the label map is an RGB colour image.*labelIds"):
-        read_label_map(tmp_path / "rgb.png")
-    with pytest.raises(UserError, match="16-bit image"):
+    Image.new("RGB", (64, 32)).save(tmp_path / "rgb.png")  # black: a colour map, read as ego vehicle
+    assert (read_label_map(tmp_path / "rgb.png") == 1).all()
+    with pytest.raises(UserError, match=r"i16.png: label ids 33001 \(2048 px\) are outside 0..255"):
         read_label_map(tmp_path / "i16.png")
+    Image.new("F", (64, 32)).save(tmp_path / "float.tif")
+    with pytest.raises(UserError, match="float.tif: the label map is a float image.*labelIds"):
+        read_label_map(tmp_path / "float.tif")
     with caplog.at_level(logging.WARNING):
         read_instance_map(tmp_path / "l.png")
     assert "8-bit" in caplog.text and "#11" in caplog.text

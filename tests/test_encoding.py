@@ -86,7 +86,7 @@ def test_one_hot_and_label_id_errors():
     assert x.shape == (35, 2, 2)
     assert x.sum(axis=0).tolist() == [[1, 1], [1, 1]]
     assert x[7, 0, 1] == 1 and x[34, 1, 1] == 1
-    with pytest.raises(UserError, match=r"label ids 35, 255 are outside 0\.\.34.*trainIds"):
+    with pytest.raises(UserError, match=r"label ids 35 \(1 px\), 255 \(1 px\) are outside 0\.\.34.*trainIds"):
         encode_input(np.array([[35, 255, 3]], np.uint8), None, path="x_labelIds.png")
     assert encode_input(np.array([[0, 1]], np.uint8), np.array([[1, 1]], np.int32), label_nc=2).shape == (3, 1, 2)
 

@@ -1,7 +1,8 @@
 """The readers of untrusted files, fuzzed: label maps, instance maps, input .bin/.npy files and output .bin files.
 
 Each reader either returns a correct array or raises :class:`UserError` (one clear line for the user); anything
-else (a traceback) fails. Inputs: images of random modes (L, P, RGB, RGBA, LA, 1, I;16 as PNG; I, F as TIFF named
+else (a traceback) fails. The label-map reader takes every kind of :mod:`labelmaps` (random palettes and colours
+are refused as unknown colours, random 16-bit values as ids out of range). Inputs: images of random modes (L, P, RGB, RGBA, LA, 1, I;16 as PNG; I, F as TIFF named
 .png) and sizes (1x1 up, odd, below half the size multiple), then truncated at a random offset, with bytes flipped,
 or replaced by random bytes; raw float32 files of right and wrong sizes with NaN and infinities; .npy files of other
 dtypes, truncated or random. Bounded by ``max_examples`` (a few seconds in all); the number of examples tried is counted
@@ -112,13 +113,16 @@ def test_label_map_reader(case, base, scratch):
     path = scratch / "city_gtFine_labelIds.png"
     path.write_bytes(data)
     got = _read(read_label_map, path, base=base)
-    if got is None:  # too small: upstream's round(size / base) is 0 up to half a multiple (round(0.5) == 0)
-        assert damage != "none" or mode not in ("L", "P") or min(pixels.shape[:2]) <= base // 2
+    # refused when too small (upstream's round(size / base) is 0 up to half a multiple: round(0.5) == 0), and the
+    # other kinds when their random values are no ids (16-bit above 255) or no Cityscapes colours (RGB, palettes)
+    if got is None:
+        assert damage != "none" or mode != "L" or min(pixels.shape[:2]) <= base // 2
         return
     assert got.dtype == np.uint8 and got.ndim == 2 and got.shape[0] % base == 0 and got.shape[1] % base == 0
     if damage == "none":
-        assert mode in ("L", "P")
-        assert np.array_equal(got, _snapped(pixels, base))
+        assert mode in ("L", "P", "I;16", "I", "RGB", "RGBA")
+        if mode in ("L", "I;16", "I"):
+            assert np.array_equal(got, _snapped(pixels, base).astype(np.uint8))
 
 
 @FUZZ

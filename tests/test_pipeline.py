@@ -102,7 +102,7 @@ def test_keep_going_reports_bad_images_and_exits_nonzero(tmp_path, scene_dataroo
     cmd = ["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", small_checkpoint, "--backend", "torch",
            "--device", "cpu", "--output"]
     proc = run_cli(cmd + [tmp_path / "stop"], check=False)
-    assert proc.returncode == 2 and "label ids 40 are outside 0..34" in proc.stderr
+    assert proc.returncode == 2 and "label ids 40 (8192 px) are outside 0..34" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 or "Traceback" not in proc.stderr
     proc = run_cli(cmd + [tmp_path / "go", "--keep-going"], check=False)
     assert proc.returncode == 2 and "1 image(s) failed" in proc.stderr

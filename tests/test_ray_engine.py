@@ -156,7 +156,7 @@ def test_cli_engine_ray_on_a_running_cluster_with_a_bad_input(tmp_path, ray_clus
            "cpu", "--save-raw", "--engine", "ray", "--address", ray_cluster, "--num-workers", "2",
            "--cpus-per-worker", "0.5", "--output", tmp_path / "out"]
     proc = run_cli(cmd, check=False)
-    assert proc.returncode == 2 and "label ids 40 are outside 0..34" in proc.stderr
+    assert proc.returncode == 2 and "label ids 40 (8192 px) are outside 0..34" in proc.stderr
     proc = run_cli(cmd + ["--keep-going"], check=False)
     assert proc.returncode == 2 and "1 image(s) failed" in proc.stderr and bad.name in proc.stderr
     # the local engine, keeping going over the same inputs

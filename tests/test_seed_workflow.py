@@ -42,8 +42,9 @@ def workdir(tmp_path, small_checkpoint):
 def test_seed_guide_batch_1_and_4(workdir):
     run_cli(DEALS, cwd=workdir)
     run_cli(PREP, cwd=workdir)
-    bins = sorted((workdir / "prep_datasets").iterdir())
+    bins = sorted((workdir / "prep_datasets").glob("*.bin"))  # and pix2pixhd_sizes.json, which ais_bench skips
     assert len(bins) == 5 and all(b.stat().st_size == 36 * 64 * 128 * 4 for b in bins)
+    assert (workdir / "prep_datasets" / "pix2pixhd_sizes.json").is_file()
     (workdir / "result").mkdir()
     outputs = {}
     for bs in (1, 4):

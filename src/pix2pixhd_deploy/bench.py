@@ -131,21 +131,26 @@ def bench_device_only(runner, feeds, *, loops: int, warmup: int) -> Dict[str, ob
             "call_note": "wall time of runner.infer, with the host<->device copies and output conversion"}
 
 
-def bench_end_to_end(engine, pairs, *, batch_size: int, batches: int, out_dir: Path, base: int
-                     ) -> Dict[str, object]:
+def bench_end_to_end(engine, pairs, *, batch_size: int, batches: int, out_dir: Path, base: int,
+                     instances: Optional[str] = None) -> Dict[str, object]:
     """Files in, pictures out, for ``batches`` batches of ``batch_size`` pairs (cycled through ``pairs``), through
-    the same adapter as ``run`` (:mod:`adapters`): read the maps, make the model's feeds, run, save the pictures."""
-    from .dataset import load_pair
+    the same reader and adapter as ``run`` (:mod:`labelmaps`, :mod:`adapters`): read the maps (instance maps from
+    ``instances``; None: ``files`` when the engine takes them, else ``none``), make the model's feeds, run, save the
+    pictures."""
     from .fileio import atomic_save_image
+    from .labelmaps import MapOptions, load_maps
+
+    options = MapOptions(label_nc=engine.label_nc, base=base,
+                         instances=(instances or "files") if engine.use_instance else "none")
 
     batch_ms = []
     n = 0
     for b in range(batches):
         chosen = [pairs[(b * batch_size + i) % len(pairs)] for i in range(batch_size)]
         start = time.perf_counter()
-        maps = [load_pair(pair, base=base) for pair in chosen]
-        labels = np.stack([label for label, _ in maps])
-        insts = np.stack([inst for _, inst in maps]) if engine.use_instance else None
+        maps = [load_maps(pair, options) for pair in chosen]
+        labels = np.stack([m.label for m in maps])
+        insts = np.stack([m.inst for m in maps]) if engine.use_instance else None
         pictures, _ = engine(labels, insts)
         for pair, picture in zip(chosen, pictures):
             atomic_save_image(out_dir / f"{pair.name}_{b}generated.png", picture)
@@ -194,7 +199,7 @@ def run_bench(model: PathLike, *, backend: Optional[str] = None, device: Optiona
                               "end-to-end images/s = images / total seconds",
         "timing_note": TIMING_NOTES.get(name), "runs": []}
 
-    pairs, data_hw = None, None
+    pairs, data_hw, instances = None, None, None
     with tempfile.TemporaryDirectory(prefix="pix2pixhd-bench-") as tmp:
         tmp = Path(tmp)
         runner = None
@@ -221,8 +226,8 @@ def run_bench(model: PathLike, *, backend: Optional[str] = None, device: Optiona
                     continue
                 hw = engine.size or ((height, width) if height else None)
                 if pairs is None and (e2e_batches or dataroot is not None):
-                    pairs, data_hw = _e2e_pairs(dataroot, hw, tmp, max(batch_sizes) * max(e2e_batches, 1), seed,
-                                                base, use_instance)
+                    needed = max(batch_sizes) * max(e2e_batches, 1)
+                    pairs, data_hw, instances = _e2e_pairs(dataroot, hw, tmp, needed, seed, base, use_instance)
                 hw = hw or data_hw or DEFAULT_HW
                 log.info("bench %s, batch %d, %dx%d: %d warm-up + %d timed executions", runner.describe(), bs,
                          hw[1], hw[0], warmup, loops)
@@ -240,7 +245,7 @@ def run_bench(model: PathLike, *, backend: Optional[str] = None, device: Optiona
                     out_dir = tmp / f"e2e_bs{bs}"
                     out_dir.mkdir()
                     run["end_to_end"] = bench_end_to_end(engine, pairs, batch_size=bs, batches=e2e_batches,
-                                                         out_dir=out_dir, base=base)
+                                                         out_dir=out_dir, base=base, instances=instances)
                 else:
                     run["end_to_end"] = None
                 run["peak_host_mib"] = peak_host_mib()
@@ -283,17 +288,19 @@ def _torch_cuda_device(runner) -> Optional[str]:
 
 def _e2e_pairs(dataroot: Optional[PathLike], hw: Optional[Tuple[int, int]], tmp: Path, needed: int, seed: int,
                base: int, use_instance: bool):
-    """The label/instance pairs the end-to-end part reads, and their (H, W): the user's, or synthetic scenes
-    (at most 16 distinct ones, cycled)."""
-    from .dataset import find_pairs, read_label_map
+    """The label/instance pairs the end-to-end part reads, their (H, W) and where their instance maps come from: the
+    user's (any kind of label map; instance maps derived when the data root has none), or synthetic scenes (at most
+    16 distinct ones, cycled)."""
+    from .dataset import find_pairs, read_label_map, resolve_instances
 
     if dataroot is not None:
-        pairs = find_pairs(dataroot, use_instance=use_instance)
-        return pairs, read_label_map(pairs[0].label, base=base).shape
+        instances = resolve_instances(dataroot, None if use_instance else "none")
+        pairs = find_pairs(dataroot, instances=instances)
+        return pairs, read_label_map(pairs[0].label, base=base).shape, instances
     hw = hw or DEFAULT_HW
     count = max(1, min(needed, 16))
     folder = _synthetic_dataroot(tmp / "data", count, hw[0], hw[1], seed)
-    return find_pairs(folder, use_instance=use_instance), hw
+    return find_pairs(folder, use_instance=use_instance), hw, "files" if use_instance else "none"
 
 
 # ------------------------------------------------------------------------------------- tables and charts

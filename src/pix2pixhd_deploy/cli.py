@@ -29,14 +29,39 @@ def _hw(text: str) -> Tuple[int, int]:
     raise argparse.ArgumentTypeError(f"expected HEIGHT,WIDTH (e.g. 1024,2048), got {text!r}")
 
 
+def add_map_arguments(p: argparse.ArgumentParser, *, fit: bool = True) -> None:
+    """How label maps are read (:mod:`labelmaps`): the instance maps' source and, with ``fit``, the size fit."""
+    p.add_argument("--instances", choices=("files", "labels", "none"), default=None,
+                   help="instance maps: files (the <phase>_inst/ PNGs), labels (derived from the label maps: each "
+                        "connected object of a thing class is one instance) or none (a model trained with "
+                        "--no_instance). Default: files when there are instance maps, else labels")
+    p.add_argument("--no-instance", action="store_true", help="the same as --instances none (upstream --no_instance)")
+    if fit:
+        p.add_argument("--fit", choices=("resize", "pad"), default="resize",
+                       help="sizes that are not a multiple of 32: resize (upstream's nearest resize, the default) or "
+                            "pad (edge-replicate the maps to the next multiple, crop the picture back: the picture "
+                            "has the map's size)")
+
+
+def instances_arg(args) -> Optional[str]:
+    """--instances, with --no-instance as its alias for none (None: decided from the data)."""
+    if args.no_instance and args.instances not in (None, "none"):
+        raise UserError(f"--no-instance contradicts --instances {args.instances}",
+                        fix="pass one of them (--no-instance is --instances none)")
+    return "none" if args.no_instance else args.instances
+
+
 # ------------------------------------------------------------------------------------------ subcommands
 
 def cmd_convert(args) -> int:
     from .dataset import convert_cityscapes
     from .fileio import progress
 
+    if args.from_colour and args.link:
+        raise UserError("--link cannot be used with --from-colour: the label maps are converted, not copied",
+                        fix="drop --link")
     report = convert_cityscapes(args.split_dir, args.inst_dir, args.label_dir, link=args.link,
-                                progress_fn=lambda keys: progress(keys, desc="convert"))
+                                from_colour=args.from_colour, progress_fn=lambda keys: progress(keys, desc="convert"))
     print(f"convert: {report.summary()} -> {args.label_dir}, {args.inst_dir}")
     return 0
 
@@ -44,9 +69,8 @@ def cmd_convert(args) -> int:
 def cmd_preprocess(args) -> int:
     from .encoding import preprocess_dataset
 
-    outs = preprocess_dataset(args.dataroot, args.out_dir, label_nc=args.label_nc,
-                              use_instance=not args.no_instance, base=args.size_multiple, phase=args.phase,
-                              keep_going=args.keep_going)
+    outs = preprocess_dataset(args.dataroot, args.out_dir, label_nc=args.label_nc, instances=instances_arg(args),
+                              fit=args.fit, base=args.size_multiple, phase=args.phase, keep_going=args.keep_going)
     print(f"preprocess: {len(outs)} input tensors in {args.out_dir}")
     return 0
 
@@ -152,7 +176,7 @@ def cmd_export(args) -> int:
 def cmd_postprocess(args) -> int:
     from .postprocess import postprocess_dir
 
-    outs = postprocess_dir(args.bin_dir, args.out_dir, fmt=args.format, hw=args.size)
+    outs = postprocess_dir(args.bin_dir, args.out_dir, fmt=args.format, hw=args.size, sizes=args.sizes)
     print(f"postprocess: {len(outs)} pictures in {args.out_dir}")
     return 0
 
@@ -172,16 +196,18 @@ def cmd_run(args) -> int:
                                           ("--cpus-per-worker", args.cpus_per_worker != 1)) if given]
     if args.engine == "local" and ray_flags:
         raise UserError(f"{', '.join(ray_flags)} apply only to --engine ray", fix="add --engine ray, or drop them")
-    pairs = discover(args.dataroot, args.cityscapes, use_instance=not args.no_instance)
+    pairs, instances = discover(args.dataroot, args.cityscapes, instances=instances_arg(args))
+    use_instance = instances != "none"
     choice = choose(model, backend=args.backend, device=args.device, fp16=args.fp16, fast_convs=args.fast_convs,
-                    save_raw=args.save_raw, label_nc=args.label_nc, use_instance=not args.no_instance,
-                    sizes=map_sizes(pairs), cache_dir=args.cache_dir)
+                    save_raw=args.save_raw, label_nc=args.label_nc, use_instance=use_instance,
+                    sizes=map_sizes(pairs, fit=args.fit), cache_dir=args.cache_dir)
     check_options(choice.backend, {"fast_convs": args.fast_convs})  # before any work, for the Ray engine too
     log.info("%s", choice.reason)
     settings = RunSettings.from_choice(choice, device=args.device, fp16=args.fp16, batch_size=args.batch_size,
                                        image_format=args.format, save_raw=args.save_raw, label_nc=args.label_nc,
-                                       use_instance=not args.no_instance, streams=args.streams,
-                                       fast_convs=args.fast_convs, cache_dir=args.cache_dir)
+                                       use_instance=use_instance, streams=args.streams,
+                                       fast_convs=args.fast_convs, cache_dir=args.cache_dir, instances=instances,
+                                       fit=args.fit)
     if args.engine == "ray":
         from .ray_engine import run_ray
 
@@ -219,7 +245,7 @@ def cmd_demo(args) -> int:
 
     report = run_demo(args.output, checkpoint=args.checkpoint, dataroot=args.dataroot, cityscapes=args.cityscapes,
                       num_images=args.num_images, size=args.size, seed=args.seed, device=args.device,
-                      batchsize=args.batchsize)
+                      batchsize=args.batchsize, instances=instances_arg(args), fit=args.fit)
     print(report)
     return 0
 
@@ -241,7 +267,8 @@ def cmd_compare(args) -> int:
         if folder_b is None:
             scratch = tempfile.TemporaryDirectory(prefix="pix2pixhd-upstream-")
             folder_b = scratch.name
-        made = make_upstream_outputs(args.checkpoint, args.dataroot, folder_b, fmt=args.reference_format)
+        made = make_upstream_outputs(args.checkpoint, args.dataroot, folder_b, fmt=args.reference_format,
+                                     instances=instances_arg(args), fit=args.fit)
         print(f"upstream reference: {len(made)} pictures made by NVIDIA's code in {folder_b}")
     elif folder_b is None:
         raise UserError("compare needs two folders", fix="pass A and B, or --reference upstream with --checkpoint "
@@ -369,6 +396,10 @@ def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
     p.add_argument("label_dir", help="output folder for *_gtFine_labelIds.png (e.g. DATAROOT/test_label)")
     p.add_argument("split_dir", help="a gtFine split folder whose subfolders are cities (e.g. gtFine/val)")
     p.add_argument("--link", action="store_true", help="symlink instead of copying")
+    p.add_argument("--from-colour", "--from-color", action="store_true",
+                   help="the label maps are Cityscapes colour maps (the split's *_gtFine_color.png, or any folder "
+                        "of painted masks): write them as *_gtFine_labelIds.png ids; instance maps are copied "
+                        "when there are any")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("preprocess", help="label/instance PNGs -> 36-channel float32 .bin files "
@@ -376,7 +407,7 @@ def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
     p.add_argument("dataroot", help="folder holding test_label/ and test_inst/")
     p.add_argument("out_dir", help="folder for <label stem>.bin")
     p.add_argument("--label-nc", type=int, default=35, help="one-hot channels (upstream --label_nc, default 35)")
-    p.add_argument("--no-instance", action="store_true", help="no edge channel (upstream --no_instance)")
+    add_map_arguments(p)
     p.add_argument("--phase", default="test", help="reads <phase>_label and <phase>_inst (default test)")
     p.add_argument("--size-multiple", type=int, default=32,
                    help="snap sizes to a multiple of this, as upstream (32 for netG local, 16 for global)")
@@ -446,7 +477,11 @@ def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
     p.add_argument("out_dir", help="folder for <stem>generated.png")
     p.add_argument("--format", default="png", choices=("png", "jpg", "jpeg"),
                    help="png (lossless, default) or jpg (upstream test.py's JPEG q75)")
-    p.add_argument("--size", type=_hw, help="HEIGHT,WIDTH of the outputs (default: from the file size, 1:2)")
+    p.add_argument("--size", type=_hw, help="HEIGHT,WIDTH of the outputs (default: from the sizes sidecar, else from "
+                                            "the file size, 1:2)")
+    p.add_argument("--sizes", metavar="pix2pixhd_sizes.json",
+                   help="the sidecar preprocess wrote beside the .bin inputs: each output's size, cropped back to its "
+                        "label map's with --fit pad (default: found through BIN_DIR's _summary.json)")
     p.set_defaults(func=cmd_postprocess)
 
     p = sub.add_parser("run", help="label maps in, photos out, in one streaming command (no .bin files)")
@@ -477,7 +512,7 @@ def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
                         "as row sums, faster on CPUs, equal to float rounding (an ONNX graph gets them from "
                         "export --fast-convs)")
     p.add_argument("--label-nc", type=int, default=35, help="one-hot channels (upstream --label_nc, default 35)")
-    p.add_argument("--no-instance", action="store_true", help="no edge channel (upstream --no_instance)")
+    add_map_arguments(p)
     eng = p.add_argument_group("engine", "where the work runs: this process (local, the default) or a Ray cluster "
                                          "(needs pip install 'pix2pixhd-deploy[ray]')")
     eng.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -506,6 +541,7 @@ def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: GPU if any)")
     p.add_argument("--batchsize", type=int, default=1)
+    add_map_arguments(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("compare", help="two folders of outputs compared with numbers (errors, PSNR, SSIM) and a "
@@ -521,6 +557,7 @@ def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
                                       "label maps for the report, inputs for --reference upstream")
     p.add_argument("--reference-format", choices=("png", "jpg"), default="png",
                    help="--reference upstream: png (lossless, default) or jpg (test.py's JPEG q75)")
+    add_map_arguments(p)
     p.add_argument("--preset", choices=("fp32", "fp16", "jpeg"),
                    help="tolerances (default: jpeg if any JPEG, else fp32)")
     p.add_argument("--atol", type=float, help="largest max abs error (raw units, or levels for pictures)")

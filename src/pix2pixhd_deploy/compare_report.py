@@ -69,14 +69,14 @@ class CompareReport:
         self._rows: List[tuple] = []
 
     def add(self, result: ImageComparison, pic_a: np.ndarray, pic_b: np.ndarray, diff_levels: np.ndarray) -> None:
-        from .dataset import read_label_map
+        from .labelmaps import read_label_ids
         from .labels import colorize
 
         cells = []
         label_file = self.labels.get(result.name)
         if label_file is not None:
             target = self.images_dir / f"{result.name}_label.png"
-            atomic_save_image(target, colorize(read_label_map(label_file, base=1)))
+            atomic_save_image(target, colorize(read_label_ids(label_file)))
             cells.append(("label map", target))
         elif self.labels:
             log.warning("%s: no label map for it in the data root; its label column is empty", result.name)

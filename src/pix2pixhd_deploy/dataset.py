@@ -6,9 +6,11 @@
 * :func:`find_pairs` lists ``DATAROOT/<phase>_label`` and ``DATAROOT/<phase>_inst`` (recursively, upstream's image
   extensions) and pairs the files **by their stem**, not by sorted position as upstream does (UPSTREAM.md §3), so a
   missing or extra file is an error instead of a silent mismatch.
-* :func:`read_label_map` / :func:`read_instance_map` decode the PNGs exactly as upstream's loader does, and
-  :func:`load_pair` applies upstream's "make power of 2" nearest resize to a multiple of ``base`` (32 for
-  label2city_1024p).
+  :func:`resolve_instances` says where instance maps come from when the user did not: ``files`` when
+  ``<phase>_inst/`` holds any, else ``labels`` (derived from the label maps), said in one log line.
+* Reading the maps themselves (any kind of label map, fitted to the generator's size) is :mod:`labelmaps`.
+* With ``from_colour``, :func:`convert_cityscapes` writes ``*_gtFine_labelIds.png`` converted from colour maps
+  (``*_gtFine_color.png`` of a split, or any folder of painted Cityscapes-colour masks).
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ import logging
 import os
 import re
 import shutil
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ import numpy as np
 
 from .errors import PathLike, UserError
 from .fileio import atomic_open, stem_of
+from .labelmaps import (INSTANCE_MODES, MapOptions, load_maps, planned_size, read_instance_map,  # noqa: F401
+                        read_label_ids, read_label_map)  # read_instance_map, read_label_map: re-exported
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,8 @@ log = logging.getLogger(__name__)
 IMG_EXTENSIONS = (".jpg", ".JPG", ".jpeg", ".JPEG", ".png", ".PNG", ".ppm", ".PPM", ".bmp", ".BMP", ".tiff")
 LABEL_SUFFIX = "_gtFine_labelIds.png"
 INSTANCE_SUFFIX = "_gtFine_instanceIds.png"
-_PAIR_SUFFIX = re.compile(r"(_gt(Fine|Coarse))?_(labelIds|instanceIds|labels?|inst(ances?)?)$")
+COLOUR_SUFFIX = "_gtFine_color.png"
+_PAIR_SUFFIX = re.compile(r"(_gt(Fine|Coarse))?_(labelIds|instanceIds|labels?|inst(ances?)?|colou?r)$")
 
 
 def pair_key(path: PathLike) -> str:
@@ -83,8 +87,29 @@ def _describe(names: List[str], limit: int = 3) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def find_pairs(dataroot: PathLike, *, phase: str = "test", use_instance: bool = True) -> List[Pair]:
-    """Pairs of ``<dataroot>/<phase>_label`` and ``<dataroot>/<phase>_inst`` files, sorted by label path."""
+def resolve_instances(dataroot: PathLike, instances: Optional[str] = None, *, phase: str = "test") -> str:
+    """Where the instance maps come from: ``instances`` when given, else ``files`` when ``<phase>_inst/`` holds any
+    image and ``labels`` (derived from the label maps, said in one log line) when the data root has none."""
+    if instances is not None:
+        if instances not in INSTANCE_MODES:
+            raise UserError(f"unknown --instances {instances!r}", fix="use files, labels or none")
+        return instances
+    inst_dir = Path(dataroot) / f"{phase}_inst"
+    if inst_dir.is_dir() and _list_images(inst_dir):
+        return "files"
+    log.info("%s has no instance maps (no %s_inst/ images), so they are derived from the label maps "
+             "(--instances labels: touching objects of one class become one instance)", dataroot, phase)
+    return "labels"
+
+
+def find_pairs(dataroot: PathLike, *, phase: str = "test", use_instance: bool = True,
+               instances: Optional[str] = None) -> List[Pair]:
+    """Pairs of ``<dataroot>/<phase>_label`` and ``<dataroot>/<phase>_inst`` files, sorted by label path.
+
+    ``instances`` (``files``, ``labels`` or ``none``; None: ``files`` when ``use_instance`` else ``none``): only
+    ``files`` pairs label maps with instance maps; the others give pairs without an instance file.
+    """
+    instances = instances or ("files" if use_instance else "none")
     dataroot = Path(dataroot)
     label_dir = dataroot / f"{phase}_label"
     inst_dir = dataroot / f"{phase}_inst"
@@ -99,19 +124,21 @@ def find_pairs(dataroot: PathLike, *, phase: str = "test", use_instance: bool = 
         raise UserError("no label maps (.png and other image files) in this folder", path=label_dir,
                         fix="put the *_gtFine_labelIds.png files there, e.g. with datasets_deal.py")
     label_by_key = _index_by_key(labels, label_dir)
-    if not use_instance:
+    if instances != "files":
         return [Pair(k, p, None) for k, p in sorted(label_by_key.items(), key=lambda kv: kv[1])]
     if not inst_dir.is_dir():
         raise UserError(f"there is no {phase}_inst/ folder here", path=dataroot,
-                        fix=f"add {phase}_inst/ with the *_gtFine_instanceIds.png files, "
-                            "or use --no-instance for a model trained without instance maps")
+                        fix=f"add {phase}_inst/ with the *_gtFine_instanceIds.png files, or pass --instances "
+                            "labels to derive them from the label maps (--instances none for a model trained "
+                            "without instance maps)")
     inst_by_key = _index_by_key(_list_images(inst_dir), inst_dir)
     lonely_labels = sorted(label_by_key[k].name for k in label_by_key.keys() - inst_by_key.keys())
     lonely_insts = sorted(inst_by_key[k].name for k in inst_by_key.keys() - label_by_key.keys())
     if lonely_labels:
         raise UserError(f"{len(lonely_labels)} label map(s) have no instance map in {inst_dir}: "
                         f"{_describe(lonely_labels)}", path=label_dir,
-                        fix="add the matching *_instanceIds.png files or remove these label maps")
+                        fix="add the matching *_instanceIds.png files, remove these label maps, or pass "
+                            "--instances labels to derive every instance map from its label map")
     if lonely_insts:
         raise UserError(f"{len(lonely_insts)} instance map(s) have no label map in {label_dir}: "
                         f"{_describe(lonely_insts)}", path=inst_dir,
@@ -120,125 +147,24 @@ def find_pairs(dataroot: PathLike, *, phase: str = "test", use_instance: bool = 
 
 
 # ----------------------------------------------------------------------------------------------- reading
+# (the maps themselves: labelmaps.py)
 
-def _open_image(path: Path, what: str):
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise UserError(f"the {what} does not exist", path=path, fix="check the path")
-    try:
-        with warnings.catch_warnings():  # Pillow's notes on damaged metadata: the error below says it better
-            warnings.simplefilter("ignore", UserWarning)
-            img = Image.open(path)
-            img.load()
-    except Image.DecompressionBombError as exc:
-        raise UserError(f"the {what} is far too large to be a Cityscapes map ({exc})", path=path,
-                        fix=f"check that this is the {what} PNG") from exc
-    except UnidentifiedImageError as exc:
-        raise UserError(f"not an image file (cannot identify its format)", path=path,
-                        fix=f"replace it with the real {what} PNG") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise UserError(f"the {what} is damaged or truncated ({exc})", path=path,
-                        fix=f"copy the {what} again from the dataset") from exc
-    return img
-
-
-#: (width, height, new width, new height) of the resizes already told about: one log line per kind of resize
-_RESIZES_TOLD: Set[Tuple[int, int, int, int]] = set()
-
-
-def snapped_size(height: int, width: int, base: int) -> Tuple[int, int]:
-    """Upstream's ``__make_power_2`` size: (round(H/base)*base, round(W/base)*base)."""
-    return int(round(height / base) * base), int(round(width / base) * base)
-
-
-def planned_size(pair: Pair, base: int = 32) -> Tuple[int, int]:
-    """(H, W) of the pair's maps as the network will see them, from the label PNG's header alone."""
-    from PIL import Image
-
-    try:
-        with Image.open(pair.label) as img:
-            w, h = img.size
-    except (OSError, SyntaxError, ValueError):
-        w, h = _open_image(Path(pair.label), "label map").size  # raises the one-line error for this file
-    return snapped_size(h, w, base)
-
-
-def map_sizes(pairs, base: int = 32) -> Set[Tuple[int, int]]:
+def map_sizes(pairs, base: int = 32, fit: str = "resize") -> Set[Tuple[int, int]]:
     """The (H, W) sizes the network will see for ``pairs`` (label headers only; unreadable maps are left to the
     reading stage, which names them)."""
     sizes = set()
     for pair in pairs:
         with contextlib.suppress(UserError):
-            sizes.add(planned_size(pair, base))
+            sizes.add(planned_size(pair, base, fit))
     return sizes
 
 
-def _snap(img, base: int, path: Path):
-    """Upstream's ``__make_power_2``: nearest resize to round(size/base)*base, only when that changes the size."""
-    from PIL import Image
-
-    ow, oh = img.size
-    h, w = snapped_size(oh, ow, base)
-    if (h, w) == (oh, ow):
-        return img
-    if h == 0 or w == 0:
-        raise UserError(f"the image is {ow}x{oh}, too small for the generator (needs at least {base // 2 + 1} "
-                        "pixels each way)", path=path, fix="use larger label maps")
-    if (ow, oh, w, h) not in _RESIZES_TOLD:  # correct behaviour, but the outputs will not have the input's size
-        _RESIZES_TOLD.add((ow, oh, w, h))
-        log.info("%s: %dx%d is not a multiple of %d, so it is resized to %dx%d (nearest, as upstream does); other "
-                 "%dx%d images are resized the same way without another notice", path, ow, oh, base, w, h, ow, oh)
-    return img.resize((w, h), Image.NEAREST)
-
-
-def read_label_map(path: PathLike, *, base: int = 32) -> np.ndarray:
-    """An 8-bit label map (PIL mode ``L`` or ``P``) as (H, W) uint8 ids, snapped to a multiple of ``base``."""
-    path = Path(path)
-    img = _open_image(path, "label map")
-    if img.mode not in ("L", "P"):
-        kind = {"RGB": "an RGB colour image", "RGBA": "an RGBA colour image", "I;16": "a 16-bit image",
-                "I;16B": "a 16-bit image", "I": "a 32-bit integer image", "F": "a float image",
-                "1": "a 1-bit image"}.get(img.mode, f"a mode-{img.mode} image")
-        raise UserError(f"the label map is {kind}; pix2pixHD needs 8-bit label ids (PIL mode L)", path=path,
-                        fix="use the Cityscapes *_gtFine_labelIds.png file, not the *_color.png visualisation "
-                            "or an instance map")
-    if base > 1:
-        img = _snap(img, base, path)
-    return np.asarray(img, dtype=np.uint8)
-
-
-def read_instance_map(path: PathLike, *, base: int = 32) -> np.ndarray:
-    """A 16-bit (or 32-bit) instance map as (H, W) int32 ids, snapped to a multiple of ``base``.
-
-    An 8-bit instance map is accepted (upstream accepts it) with a warning: ids such as 26001 cannot be stored in
-    8 bits, so the file has probably lost the boundaries between instances (upstream issue #11).
-    """
-    path = Path(path)
-    img = _open_image(path, "instance map")
-    if img.mode in ("L", "P"):
-        log.warning("%s: the instance map is 8-bit, so Cityscapes instance ids (e.g. 26001) have been collapsed "
-                    "and edges between touching instances are lost; use the 16-bit *_gtFine_instanceIds.png "
-                    "(upstream issue #11)", path)
-    elif img.mode not in ("I;16", "I;16L", "I;16B", "I"):
-        raise UserError(f"the instance map has PIL mode {img.mode}; pix2pixHD needs a 16-bit greyscale "
-                        "instance-id image", path=path, fix="use the Cityscapes *_gtFine_instanceIds.png file")
-    if base > 1:
-        img = _snap(img, base, path)
-    return np.asarray(img).astype(np.int32)
-
-
 def load_pair(pair: Pair, *, base: int = 32) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """Read one pair: (label uint8 (H, W), instance int32 (H, W) or None). Sizes must agree."""
-    label = read_label_map(pair.label, base=base)
-    if pair.instance is None:
-        return label, None
-    inst = read_instance_map(pair.instance, base=base)
-    if inst.shape != label.shape:
-        raise UserError(f"the instance map is {inst.shape[1]}x{inst.shape[0]} but its label map "
-                        f"{pair.label.name} is {label.shape[1]}x{label.shape[0]}", path=pair.instance,
-                        fix="pair each label map with the instance map of the same image")
-    return label, inst
+    """(label uint8, instance int32 or None) as :func:`labelmaps.load_maps` reads them with the pair's own
+    instance file (if it has one), resized as upstream; ids are checked only against 8 bits here."""
+    maps = load_maps(pair, MapOptions(label_nc=None, base=base,
+                                      instances="files" if pair.instance is not None else "none"))
+    return maps.label, maps.inst
 
 
 # -------------------------------------------------------------------------------------------- conversion
@@ -250,11 +176,14 @@ class ConvertReport:
     pairs: int = 0
     copied: int = 0
     linked: int = 0
+    converted: int = 0
     unchanged: int = 0
     cities: Counter = field(default_factory=Counter)
 
     def summary(self) -> str:
         how = f"{self.copied} copied, {self.linked} linked, {self.unchanged} already there"
+        if self.converted:
+            how = f"{self.converted} converted from colours, " + how
         return f"{self.pairs} pairs from {len(self.cities)} cities ({how})"
 
 
@@ -275,23 +204,27 @@ def _place(src: Path, dst: Path, link: bool, report: ConvertReport) -> None:
         report.copied += 1
 
 
-def cityscapes_pairs(split_dir: PathLike) -> List[Pair]:
-    """Pairs of ``SPLIT/<city>/*_gtFine_labelIds.png`` and ``*_gtFine_instanceIds.png``, by Cityscapes stem.
+def cityscapes_pairs(split_dir: PathLike, *, label_suffix: str = LABEL_SUFFIX,
+                     instances: str = "files") -> List[Pair]:
+    """Pairs of ``SPLIT/<city>/*<label_suffix>`` and ``*_gtFine_instanceIds.png``, by Cityscapes stem.
 
-    Unpaired files are refused with their names.
+    Unpaired files are refused with their names; with ``instances`` other than ``files`` the instance maps are
+    not looked for.
     """
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
         raise UserError("the Cityscapes split folder does not exist", path=split_dir,
                         fix="pass a gtFine split folder such as ./datasets/gtFine/val")
-    labels = sorted(split_dir.glob("*/*" + LABEL_SUFFIX))
-    insts = sorted(split_dir.glob("*/*" + INSTANCE_SUFFIX))
+    labels = sorted(split_dir.glob("*/*" + label_suffix))
+    insts = sorted(split_dir.glob("*/*" + INSTANCE_SUFFIX)) if instances == "files" else []
     if not labels and not insts:
         hint = " (it looks like the gtFine root: pass one split, e.g. gtFine/val)" if any(
             (split_dir / s).is_dir() for s in ("train", "val", "test")) else ""
-        raise UserError(f"no city folders with *{LABEL_SUFFIX} files here{hint}", path=split_dir,
+        raise UserError(f"no city folders with *{label_suffix} files here{hint}", path=split_dir,
                         fix="pass a gtFine split folder whose subfolders are cities, such as gtFine/val")
     label_by_key = _index_by_key(labels, split_dir)
+    if instances != "files":
+        return [Pair(k, label_by_key[k], None) for k in sorted(label_by_key)]
     inst_by_key = _index_by_key(insts, split_dir)
     lonely = sorted(label_by_key.keys() ^ inst_by_key.keys())
     if lonely:
@@ -302,22 +235,77 @@ def cityscapes_pairs(split_dir: PathLike) -> List[Pair]:
     return [Pair(k, label_by_key[k], inst_by_key[k]) for k in sorted(label_by_key)]
 
 
+def colour_pairs(source: PathLike) -> List[Pair]:
+    """Colour label maps to convert: a gtFine split's ``<city>/*_gtFine_color.png``, or every image of a folder of
+    painted masks; each with its ``*_gtFine_instanceIds.png`` when the source has instance maps (all or none)."""
+    source = Path(source)
+    if not source.is_dir():
+        raise UserError("the folder of colour label maps does not exist", path=source,
+                        fix="pass a gtFine split (city folders with *_gtFine_color.png) or a folder of colour maps")
+    colours = sorted(source.glob("*/*" + COLOUR_SUFFIX))
+    insts = sorted(source.glob("*/*" + INSTANCE_SUFFIX))
+    if not colours:  # a flat (or nested) folder of painted masks
+        everything = _list_images(source)
+        insts = [p for p in everything if p.name.endswith(INSTANCE_SUFFIX)]
+        colours = [p for p in everything if not p.name.endswith((INSTANCE_SUFFIX, LABEL_SUFFIX))]
+    if not colours:
+        raise UserError("no colour label maps here", path=source,
+                        fix="pass a gtFine split (city folders with *_gtFine_color.png) or a folder of colour maps")
+    colour_by_key = _index_by_key(colours, source)
+    if not insts:
+        return [Pair(k, colour_by_key[k], None) for k in sorted(colour_by_key)]
+    inst_by_key = _index_by_key(insts, source)
+    lonely = sorted(colour_by_key.keys() ^ inst_by_key.keys())
+    if lonely:
+        names = [(colour_by_key.get(k) or inst_by_key[k]).name for k in lonely]
+        raise UserError(f"{len(lonely)} file(s) have no partner (with instance maps present, each colour map "
+                        f"needs its instance map and the reverse): {_describe(names)}", path=source,
+                        fix="restore the missing files or remove these ones")
+    return [Pair(k, colour_by_key[k], inst_by_key[k]) for k in sorted(colour_by_key)]
+
+
+def _write_ids(src: Path, dst: Path, report: ConvertReport) -> None:
+    """``src`` (any kind of label map) written as an 8-bit labelIds PNG; an equal file already there is kept."""
+    from .fileio import atomic_save_image
+
+    ids = read_label_ids(src)
+    if dst.exists() or dst.is_symlink():
+        if dst.is_file() and np.array_equal(read_label_ids(dst), ids):
+            report.unchanged += 1
+            return
+        raise UserError("a different file with this name is already in the output folder", path=dst,
+                        fix="remove it or choose empty output folders; nothing is overwritten")
+    atomic_save_image(dst, ids)
+    report.converted += 1
+
+
 def convert_cityscapes(split_dir: PathLike, inst_dir: PathLike, label_dir: PathLike, *, link: bool = False,
-                       progress_fn=None) -> ConvertReport:
+                       from_colour: bool = False, progress_fn=None) -> ConvertReport:
     """Gather a gtFine split (``SPLIT/<city>/*_gtFine_{labelIds,instanceIds}.png``) into flat folders.
 
-    Every pair is checked before anything is written; unpaired files are refused with their names.
+    With ``from_colour`` the label maps are colour maps (:func:`colour_pairs`), written as
+    ``<key>_gtFine_labelIds.png`` 8-bit ids; instance maps are gathered when the source has them (else
+    ``inst_dir`` is left alone and ``run`` derives them). Every pair is checked before anything is written;
+    unpaired files are refused with their names.
     """
     from .fileio import ensure_output_dir
 
-    pairs = cityscapes_pairs(split_dir)
-    inst_out = ensure_output_dir(inst_dir, what="instance output folder")
+    pairs = colour_pairs(split_dir) if from_colour else cityscapes_pairs(split_dir)
+    with_instances = any(p.instance is not None for p in pairs)
+    inst_out = ensure_output_dir(inst_dir, what="instance output folder") if with_instances else None
     label_out = ensure_output_dir(label_dir, what="label output folder")
     report = ConvertReport()
     for pair in (progress_fn(pairs) if progress_fn else pairs):
-        _place(pair.label, label_out / pair.label.name, link, report)
-        _place(pair.instance, inst_out / pair.instance.name, link, report)
+        if from_colour:
+            _write_ids(pair.label, label_out / (pair.key + LABEL_SUFFIX), report)
+        else:
+            _place(pair.label, label_out / pair.label.name, link, report)
+        if pair.instance is not None:
+            _place(pair.instance, inst_out / pair.instance.name, link, report)
         report.pairs += 1
         report.cities[pair.label.parent.name] += 1
+    if not with_instances:
+        log.info("%s has no instance maps, so none were written to %s; run derives them from the label maps "
+                 "(--instances labels)", split_dir, inst_dir)
     log.info("converted %s", report.summary())
     return report

@@ -28,14 +28,14 @@ from typing import List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from .dataset import convert_cityscapes, find_pairs, map_sizes
+from .dataset import convert_cityscapes, map_sizes
 from .encoding import preprocess_dataset
 from .errors import PathLike
 from .fileio import ensure_output_dir, progress, stem_of
 from .infer import run_inference
 from .network import CHECKPOINT_NAME, LABEL2CITY_1024P, random_generator, save_checkpoint
 from .choose import choose
-from .pipeline import RunSettings, image_paths, open_runner, run
+from .pipeline import RunSettings, discover, image_paths, open_runner, run
 from .postprocess import output_image_name, postprocess_dir
 from .report import IndexRow, write_index_html
 from .runners import TorchRunner
@@ -61,8 +61,11 @@ def _stage(name: str, timings: List[Tuple[str, float]]):
 def run_demo(output: PathLike = "demo_out", *, checkpoint: Optional[PathLike] = None,
              dataroot: Optional[PathLike] = None, cityscapes: Optional[PathLike] = None, num_images: int = 3,
              size: Tuple[int, int] = (1024, 2048), seed: int = 0, device: Optional[str] = None,
-             batchsize: int = 1) -> str:
-    """Run the whole chain into ``output``; returns a short report (stages, timings, where to look)."""
+             batchsize: int = 1, instances: Optional[str] = None, fit: str = "resize") -> str:
+    """Run the whole chain into ``output``; returns a short report (stages, timings, where to look).
+
+    ``instances`` and ``fit`` as ``run`` takes them; with ``fit="pad"`` preprocess's sidecar makes postprocess crop
+    the chain's pictures back too, so the two paths still agree pixel for pixel."""
     from .synthetic import write_cityscapes_split
 
     out = ensure_output_dir(output)
@@ -92,9 +95,10 @@ def run_demo(output: PathLike = "demo_out", *, checkpoint: Optional[PathLike] = 
         ckpt = Path(checkpoint)
         random_weights = False
 
+    pairs, instances = discover(data, None, instances=instances)
     prep = out / "prep_datasets"
     with _stage("preprocess (pix2pixhd_preprocess.py)", timings):
-        bins = preprocess_dataset(data, prep)
+        bins = preprocess_dataset(data, prep, instances=instances, fit=fit)
     with _stage("infer (torch)", timings):
         with TorchRunner(ckpt, device=device) as runner:
             result = run_inference(runner, inputs=str(prep), output=out / "result", output_dirname="bs1",
@@ -108,9 +112,10 @@ def run_demo(output: PathLike = "demo_out", *, checkpoint: Optional[PathLike] = 
     # the default path on the same data, as the README tells users: run --checkpoint (label maps in, pictures
     # out, nothing in between; on a CPU the CPU graph from the model cache, built on first use)
     with _stage("run (the default path)", timings):
-        pairs = find_pairs(data)
-        choice = choose(ckpt, device=device, sizes=map_sizes(pairs))
-        settings = RunSettings.from_choice(choice, device=device, batch_size=batchsize)
+        use_instance = instances != "none"
+        choice = choose(ckpt, device=device, use_instance=use_instance, sizes=map_sizes(pairs, fit=fit))
+        settings = RunSettings.from_choice(choice, device=device, batch_size=batchsize, use_instance=use_instance,
+                                           instances=instances, fit=fit)
         report = run(pairs, out / "run", lambda: open_runner(settings, choice), settings, write_index=False,
                      choice=choice.describe())
     lines.append(f"run: {choice.reason}")

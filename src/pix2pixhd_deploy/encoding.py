@@ -1,6 +1,6 @@
 """Encoding: label map + instance map -> the generator's float32 input, bit for bit as upstream (UPSTREAM.md §3).
 
-In:  label ids (H, W) uint8 and instance ids (H, W) int32 (already snapped to a multiple of 32 by the reader).
+In:  label ids (H, W) uint8 and instance ids (H, W) int32 (already fitted to a multiple of 32 by :mod:`labelmaps`).
 Out: (C, H, W) float32 with C = label_nc + 1 (36 for label2city): channels 0..label_nc-1 are the one-hot of the
 label ids (channel c is 1.0 where label == c), channel label_nc is the instance-edge map.
 
@@ -12,28 +12,23 @@ The seed's ``.bin`` format is this array written raw: float32, little-endian, C 
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .dataset import Pair, find_pairs, load_pair
+from .dataset import Pair, find_pairs, resolve_instances
 from .errors import PathLike, UserError, failed_inputs_error
-from .fileio import atomic_write_array, check_free_space, ensure_output_dir, progress, remove_stale_temporaries
+from .fileio import (atomic_write_array, atomic_write_text, check_free_space, ensure_output_dir, progress,
+                     remove_stale_temporaries)
+from .labelmaps import MapOptions, check_label_ids, fitted_size, load_maps
 from .labels import LABEL_NC
 
 log = logging.getLogger(__name__)
-
-
-def check_label_ids(label: np.ndarray, label_nc: int, *, path: Optional[PathLike] = None) -> None:
-    """Upstream's scatter crashes on an id >= label_nc (issues #206, #173); we say which ids and where."""
-    if label.size and int(label.max()) >= label_nc:
-        bad = np.unique(label[label >= label_nc])
-        shown = ", ".join(str(int(v)) for v in bad[:8]) + (" ..." if bad.size > 8 else "")
-        raise UserError(f"label ids {shown} are outside 0..{label_nc - 1} (label_nc={label_nc})", path=path,
-                        fix="use Cityscapes labelIds (not trainIds with 255) or pass the --label-nc your model "
-                            "was trained with")
+#: what preprocess writes beside the .bin files: each image's map size and input size, so postprocess can crop back
+SIZES_SIDECAR = "pix2pixhd_sizes.json"
 
 
 def encode_label_map(label: np.ndarray, label_nc: int = LABEL_NC, *, path: Optional[PathLike] = None) -> np.ndarray:
@@ -79,9 +74,14 @@ def input_channels(label_nc: int = LABEL_NC, use_instance: bool = True) -> int:
     return label_nc + (1 if use_instance else 0)
 
 
-def encode_pair(pair: Pair, *, label_nc: int = LABEL_NC, base: int = 32) -> np.ndarray:
-    label, inst = load_pair(pair, base=base)
-    return encode_input(label, inst, label_nc, path=pair.label)
+def encode_pair(pair: Pair, *, label_nc: int = LABEL_NC, base: int = 32,
+                options: Optional[MapOptions] = None) -> np.ndarray:
+    """One pair read by :func:`labelmaps.load_maps` and encoded. ``options`` None: the pair's instance file if it
+    has one (else none), resized as upstream, ``label_nc`` and ``base``."""
+    options = options or MapOptions(label_nc=label_nc, base=base,
+                                    instances="files" if pair.instance is not None else "none")
+    maps = load_maps(pair, options)
+    return encode_input(maps.label, maps.inst, options.label_nc, path=pair.label)
 
 
 # ------------------------------------------------------------------------------ torch, on the compute device
@@ -116,21 +116,70 @@ def bin_bytes(channels: int, height: int, width: int) -> int:
     return channels * height * width * 4
 
 
-def preprocess_dataset(dataroot: PathLike, out_dir: PathLike, *, label_nc: int = LABEL_NC,
-                       use_instance: bool = True, base: int = 32, phase: str = "test",
-                       skip_existing: bool = True, keep_going: bool = False) -> List[Path]:
-    """The seed's ``pix2pixhd_preprocess.py``: one ``OUT_DIR/<label stem>.bin`` per pair, float32 (C, H, W).
+def _image_size(path: Path) -> Tuple[int, int]:
+    """(height, width) from the file's header, without decoding it."""
+    from PIL import Image
 
-    Free disk is checked before the first write (from the first image's size); files that already exist with the
-    right size are kept, so an interrupted run resumes. A bad pair stops the run, or with ``keep_going`` is
-    skipped (it gets no ``.bin``) and all the bad ones are reported in one error at the end.
+    try:
+        with Image.open(path) as img:
+            return img.size[1], img.size[0]
+    except (OSError, SyntaxError, ValueError):
+        return 0, 0  # decoding it says what is wrong, with the file named
+
+
+def sizes_sidecar(pairs: List[Pair], options: MapOptions) -> Dict[str, object]:
+    """The sidecar preprocess writes: the settings and, per ``.bin`` stem, the map's size and the input's size."""
+    images = {}
+    for pair in pairs:
+        h, w = _image_size(pair.label)
+        ih, iw = fitted_size(h, w, options.base, options.fit)
+        images[pair.name] = {"height": h, "width": w, "input_height": ih, "input_width": iw}
+    return {"tool": "pix2pixhd-deploy preprocess", "fit": options.fit, "instances": options.instances,
+            "label_nc": options.label_nc, "size_multiple": options.base, "images": images}
+
+
+def _check_sidecar(out_dir: Path, sidecar: Dict[str, object]) -> None:
+    """Refuse to add to a folder of .bin files made with other settings (its old sidecar says which)."""
+    path = out_dir / SIZES_SIDECAR
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"the sizes sidecar is unreadable ({exc})", path=path,
+                        fix="delete it (and the .bin files beside it) to start afresh") from exc
+    keys = ("fit", "instances", "label_nc", "size_multiple")
+    diffs = [f"{k}: {old.get(k)!r} -> {sidecar[k]!r}" for k in keys if old.get(k) != sidecar[k]]
+    if diffs:
+        raise UserError("this folder holds .bin files made with other settings (" + "; ".join(diffs) + ")",
+                        path=out_dir, fix="choose a new output folder, or empty this one")
+
+
+def preprocess_dataset(dataroot: PathLike, out_dir: PathLike, *, label_nc: int = LABEL_NC,
+                       use_instance: bool = True, instances: Optional[str] = None, fit: str = "resize",
+                       base: int = 32, phase: str = "test", skip_existing: bool = True,
+                       keep_going: bool = False) -> List[Path]:
+    """The seed's ``pix2pixhd_preprocess.py``: one ``OUT_DIR/<label stem>.bin`` per pair, float32 (C, H, W), and
+    ``OUT_DIR/pix2pixhd_sizes.json`` (:data:`SIZES_SIDECAR`: each map's size and input size, so that postprocess
+    reshapes each output and, with ``fit="pad"``, crops it back to the map's size; ais_bench reads only .bin).
+
+    ``instances`` (None: ``files`` when the data root has instance maps, else ``labels``; ``use_instance=False``
+    means ``none``) and ``fit`` as :mod:`labelmaps`. Free disk is checked before the first write; files that
+    already exist with the right size are kept, so an interrupted run resumes. A bad pair stops the run, or with
+    ``keep_going`` is skipped (it gets no ``.bin``) and all the bad ones are reported in one error at the end.
     """
-    pairs = find_pairs(dataroot, phase=phase, use_instance=use_instance)
+    options = MapOptions(label_nc=label_nc, base=base, fit=fit,
+                         instances=resolve_instances(dataroot, instances if use_instance else "none", phase=phase))
+    pairs = find_pairs(dataroot, phase=phase, instances=options.instances)
+    channels = input_channels(label_nc, options.use_instance)
+    sidecar = sizes_sidecar(pairs, options)
+    out_dir = Path(out_dir)
+    _check_sidecar(out_dir, sidecar)
     failed: Dict[str, Tuple[str, str]] = {}  # pair name -> (file, problem)
 
     def encode(pair: Pair) -> Optional[np.ndarray]:
         try:
-            return encode_pair(pair, label_nc=label_nc, base=base)
+            return encode_pair(pair, options=options)
         except UserError as exc:
             if not keep_going:
                 raise
@@ -138,22 +187,28 @@ def preprocess_dataset(dataroot: PathLike, out_dir: PathLike, *, label_nc: int =
             failed[pair.name] = (exc.path or str(pair.label), exc.problem)
             return None
 
+    def nbytes(pair: Pair) -> int:
+        entry = sidecar["images"][pair.name]
+        return bin_bytes(channels, entry["input_height"], entry["input_width"])
+
     ready: Dict[str, np.ndarray] = {}
-    for pair in pairs:  # the first good pair gives the size that the free-disk check counts with
+    for pair in pairs:  # the first pair is read before anything is written: a bad input leaves nothing behind
         x = encode(pair)
         if x is not None:
             ready[pair.name] = x
             break
     if not ready:
         raise failed_inputs_error(list(failed.values()), 0, what="pair", path=dataroot)
-    per_image = next(iter(ready.values())).nbytes
-    out_dir = Path(out_dir)
     todo = [p for p in pairs
             if p.name not in failed and not (skip_existing and (out_dir / f"{p.name}.bin").is_file()
-                                             and (out_dir / f"{p.name}.bin").stat().st_size == per_image)]
-    check_free_space(out_dir, per_image * len(todo), what=f"{len(todo)} input tensors of {per_image / 2**20:.0f} MiB")
+                                             and (out_dir / f"{p.name}.bin").stat().st_size == nbytes(p))]
+    each = {nbytes(p) for p in todo}
+    need = sum(nbytes(p) for p in todo)
+    check_free_space(out_dir, need, what=f"{len(todo)} input tensors " + (
+        f"of {next(iter(each)) / 2**20:.0f} MiB" if len(each) == 1 else f"({need / 2**20:.0f} MiB in all)"))
     out_dir = ensure_output_dir(out_dir)
     remove_stale_temporaries(out_dir)
+    atomic_write_text(out_dir / SIZES_SIDECAR, json.dumps(sidecar, indent=1, sort_keys=True))
     complete = len(pairs) - len(todo) - len(failed)
     if complete:
         log.info("%d of %d .bin files are already complete in %s; skipping them", complete, len(pairs), out_dir)

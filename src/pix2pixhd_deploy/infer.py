@@ -192,6 +192,22 @@ class InputLayout:
         return (h, w) if h is not None and w is not None else None
 
 
+def sidecar_hw(files: List[Path]) -> Optional[Tuple[int, int]]:
+    """The input size preprocess's sidecar (``pix2pixhd_sizes.json`` beside the inputs) gives these files, when
+    it gives them all one size (``--fit pad`` makes sizes that are not 1:2)."""
+    from .encoding import SIZES_SIDECAR
+
+    found = set()
+    for folder in {p.parent for p in files}:
+        try:
+            images = json.loads((folder / SIZES_SIDECAR).read_text())["images"]
+            found |= {(images[stem_of(p)]["input_height"], images[stem_of(p)]["input_width"]) for p in files
+                      if p.parent == folder}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return found.pop() if len(found) == 1 else None
+
+
 def _scan_inputs(samples: List[Tuple[Path, ...]], layout: InputLayout, keep_going: bool,
                  failed: List[Tuple[str, str]]) -> List[Tuple[Path, ...]]:
     """Check every input's size before anything runs, so a bad file stops the run now, not at file 4,000.
@@ -209,8 +225,8 @@ def _scan_inputs(samples: List[Tuple[Path, ...]], layout: InputLayout, keep_goin
                 errors[p] = exc
     if layout.hw is None:
         firsts = [s[0] for s in samples if s[0] in sizes]
-        hw = CITYSCAPES_HW
-        if firsts:
+        hw = (sidecar_hw(firsts) if firsts else None) or CITYSCAPES_HW
+        if firsts and hw is CITYSCAPES_HW:
             common = Counter(sizes[p] for p in firsts).most_common(1)[0][0]
             itemsize = np.dtype(layout.dtypes[0]).itemsize
             hw = infer_hw(common, layout.pixel_bytes(0) // itemsize, itemsize=itemsize, dtype=layout.dtypes[0],

@@ -56,3 +56,41 @@ def colorize(label_map: np.ndarray) -> np.ndarray:
     valid = (ids >= 0) & (ids < LABEL_NC)
     out[valid] = PALETTE[ids[valid].astype(np.intp)]
     return out
+
+
+# ------------------------------------------------------------------------------------------ colours -> ids
+
+#: The id that black (0, 0, 0) becomes. Five Cityscapes labels share black: unlabeled 0, ego vehicle 1,
+#: rectification border 2, out of roi 3, static 4; none has a train id. Ego vehicle is the most frequent of them
+#: (the car hood at the bottom of every Cityscapes frame: 2.47 M of the 4.97 M black pixels of the 23 samples),
+#: so it is the choice that changes the fewest pixels of a colour round trip (docs/labelmaps.md).
+BLACK_ID: int = NAME_TO_ID["ego vehicle"]
+
+
+def _colour_table() -> Dict[Tuple[int, int, int], int]:
+    """Cityscapes colour -> label id. Where several labels share a colour, the one with a train id wins (car, not
+    licence plate; pole, not polegroup); black, which no train id has, is :data:`BLACK_ID`."""
+    by_colour: Dict[Tuple[int, int, int], List] = {}
+    for lab in _cityscapes.labels:
+        by_colour.setdefault(tuple(lab.color), []).append(lab)
+    table = {}
+    for colour, labs in by_colour.items():
+        trained = [lab for lab in labs if 0 <= lab.trainId < 255]
+        if len(labs) == 1:
+            table[colour] = labs[0].id
+        elif colour == (0, 0, 0):
+            table[colour] = BLACK_ID
+        elif len(trained) == 1:
+            table[colour] = trained[0].id
+        else:  # pragma: no cover - guards a change in cityscapesscripts
+            raise RuntimeError(f"cityscapesscripts gives {colour} to {[lab.name for lab in labs]}, no single one "
+                               "with a train id")
+    return table
+
+
+#: Cityscapes colour (r, g, b) -> the label id it is read as (see :func:`_colour_table`).
+COLOUR_TO_ID: Dict[Tuple[int, int, int], int] = _colour_table()
+#: Ids that share their colour with another label and so do not survive a colour round trip.
+AMBIGUOUS_IDS: List[int] = sorted(lab.id for lab in LABELS if COLOUR_TO_ID[lab.color] != lab.id)
+#: Ids of the "thing" classes, whose instances Cityscapes numbers id * 1000 + k.
+THING_IDS: List[int] = [lab.id for lab in LABELS if lab.has_instances]

@@ -35,13 +35,12 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .dataset import Pair, cityscapes_pairs, find_pairs, load_pair
 from .adapters import make_engine
-from .dataset import planned_size
-from .encoding import check_label_ids
+from .dataset import Pair, cityscapes_pairs, find_pairs, resolve_instances
 from .errors import PathLike, UserError, failed_inputs_error
 from .fileio import (TMP_PREFIX, atomic_save_image, atomic_write_array, atomic_write_text, check_free_space,
                      ensure_output_dir, open_own_file, progress, remove_stale_temporaries)
+from .labelmaps import MapOptions, Maps, crop_to, load_maps, planned_size
 from .labels import LABEL_NC, colorize
 from .provenance import machine, model_file, model_hash, versions
 from .report import IndexRow, write_index_html
@@ -74,6 +73,8 @@ class RunSettings:
     cache_dir: Optional[str] = None     # --cache-dir (None: the default model cache)
     compiled_dir: Optional[str] = None  # where the runtime keeps its compiled form of the graph
     graph_key: Optional[Dict[str, object]] = None  # the cache key of that graph (a Ray node builds its own)
+    instances: str = "files"      # files | labels | none (labelmaps); "none" goes with use_instance=False
+    fit: str = "resize"           # resize | pad (labelmaps)
 
     @classmethod
     def from_choice(cls, choice, **fields) -> "RunSettings":
@@ -89,13 +90,23 @@ class RunSettings:
         --save-raw). The model's own identity is :func:`model_identity`.
         """
         keys = ["backend", "fp16", "label_nc", "use_instance", "size_multiple"]
-        if self.fast_convs:  # only when set, so folders written before the option existed still resume
+        # each only when not its default, so folders written before the option existed still resume
+        if self.fast_convs:
             keys.append("fast_convs")
+        if self.instances == "labels":  # "none" is use_instance=False, already there
+            keys.append("instances")
+        if self.fit != "resize":
+            keys.append("fit")
         identity = {k: getattr(self, k) for k in keys}
         kind = self.device_kind()
         if kind != "cpu":  # a GPU rounds differently; only off the CPU, so older CPU folders still resume
             identity["device"] = kind
         return identity
+
+    def map_options(self) -> MapOptions:
+        """How this run reads its maps (:mod:`labelmaps`)."""
+        return MapOptions(label_nc=self.label_nc, instances=self.instances if self.use_instance else "none",
+                          fit=self.fit, base=self.size_multiple)
 
     def device_kind(self) -> str:
         """``cpu``, ``cuda``, ``npu``...: the kind of device the pictures are computed on."""
@@ -305,6 +316,15 @@ def write_outputs(out: Path, name: str, settings: RunSettings, picture: np.ndarr
     atomic_save_image(pic_path, picture)
 
 
+def crop_back(settings: RunSettings, size: Optional[Tuple[int, int]], picture: np.ndarray, label: np.ndarray,
+              raw: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """With ``fit="pad"``: the picture, label map and raw output cut back to the map's own ``size`` (h, w)."""
+    if settings.fit != "pad" or size is None:
+        return picture, label, raw
+    return crop_to(picture, size), crop_to(label, size), \
+        (crop_to(raw, size, channels_first=True) if raw is not None else None)
+
+
 def _complete(out: Path, pair: Pair, settings: RunSettings) -> bool:
     picture, label = image_paths(out, pair.name, settings.image_format)
     raw_ok = not settings.save_raw or (out / "raw" / f"{pair.name}_0.bin").is_file()
@@ -325,13 +345,19 @@ def _load_manifest(out: Path) -> Optional[Dict[str, object]]:
 # ------------------------------------------------------------------------------------------------- run
 
 def discover(dataroot: Optional[PathLike], cityscapes: Optional[PathLike], *, use_instance: bool = True,
-             phase: str = "test") -> List[Pair]:
+             instances: Optional[str] = None, phase: str = "test") -> Tuple[List[Pair], str]:
+    """The pairs to run and where their instance maps come from (``instances`` resolved: files, labels or none;
+    None means ``files`` when the data has instance maps, else ``labels``)."""
     if (dataroot is None) == (cityscapes is None):
         raise UserError("give exactly one of --dataroot and --cityscapes",
                         fix="--dataroot DIR (with test_label/ and test_inst/) or --cityscapes gtFine/val")
+    if not use_instance:
+        instances = "none"
     if cityscapes is not None:
-        return cityscapes_pairs(cityscapes)
-    return find_pairs(dataroot, phase=phase, use_instance=use_instance)
+        instances = instances or "files"
+        return cityscapes_pairs(cityscapes, instances=instances), instances
+    instances = resolve_instances(dataroot, instances, phase=phase)
+    return find_pairs(dataroot, phase=phase, instances=instances), instances
 
 
 class RunFolder:
@@ -519,7 +545,7 @@ def run(pairs: Sequence[Pair], output: PathLike, runner, settings: RunSettings, 
             with runner:  # a model that does not load fails here, before anything is written
                 engine = make_engine(runner, settings.label_nc, settings.use_instance,
                                      threads=getattr(runner, "intra_op_threads", None))
-                first = planned_size(todo[0], settings.size_multiple)
+                first = planned_size(todo[0], settings.size_multiple, settings.fit)
                 if min(first) > 0:  # a map too small gets its own error when it is read
                     engine.check_size(*first, path=todo[0].label)
                 folder.manifest["runner"] = runner.describe()
@@ -547,6 +573,7 @@ class Decoded:
     inst: Optional[np.ndarray] = None
     seconds: float = 0.0
     error: Optional[UserError] = None
+    size: Optional[Tuple[int, int]] = None  # the map's own size, which fit=pad crops the picture back to
 
 
 @dataclass
@@ -690,8 +717,8 @@ class Stream:
             index, pair = task
             start = time.perf_counter()
             try:
-                label, inst = decode_pair(pair, self.settings)
-                item = Decoded(index, pair, label, inst)
+                label, inst, size = decode_pair(pair, self.settings)
+                item = Decoded(index, pair, label, inst, size=size)
             except UserError as exc:
                 item = Decoded(index, pair, error=exc)
             item.seconds = time.perf_counter() - start
@@ -725,8 +752,9 @@ class Stream:
 
     def _write_one(self, item: Decoded, batch: Batch, i: int) -> None:
         start = time.perf_counter()
-        write_outputs(self.folder.out, item.pair.name, self.settings, batch.pictures[i], item.label,
-                      batch.raw[i] if batch.raw is not None else None)
+        write_outputs(self.folder.out, item.pair.name, self.settings,
+                      *crop_back(self.settings, item.size, batch.pictures[i], item.label,
+                                 batch.raw[i] if batch.raw is not None else None))
         self.folder.record(item.pair.name, {
             "decode_s": round(item.seconds, 4), "compute_s": round(batch.seconds / len(batch.items), 4),
             "write_s": round(time.perf_counter() - start, 4), "batch": len(batch.items),
@@ -793,8 +821,7 @@ class Stream:
             raise _Stopped
 
 
-def decode_pair(pair: Pair, settings: RunSettings) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """One pair's uint8 label map and int32 instance map (None without instances), its label ids checked."""
-    label, inst = load_pair(pair, base=settings.size_multiple)
-    check_label_ids(label, settings.label_nc, path=pair.label)
-    return label, inst if settings.use_instance else None
+def decode_pair(pair: Pair, settings: RunSettings) -> Maps:
+    """One pair read by the one reader (:func:`labelmaps.load_maps`) as the settings say: the uint8 label map (its
+    ids checked), the int32 instance map (from its file or derived; None without instances) and the map's size."""
+    return load_maps(pair, settings.map_options())

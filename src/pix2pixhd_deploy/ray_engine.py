@@ -11,7 +11,8 @@ How the work is spread, after Ray Data's offline batch inference pattern:
 1. the pairs still to do (complete outputs are skipped first, as the local engine does) become a Ray Dataset of
    file paths, one block per forward pass of ``batch_size`` consecutive pairs, as the local engine groups them
    (the grouping can change a pixel by a level, so it is not left to Ray);
-2. :func:`decode_row` reads each PNG pair and checks its label ids, as CPU tasks on any node;
+2. :func:`decode_row` reads each PNG pair with :func:`labelmaps.load_maps` (any kind of label map, instance maps
+   from files or derived, fitted to the generator's size), as CPU tasks on any node;
 3. :class:`GeneratorStage`, a pool of ``num_workers`` actors (``ActorPoolStrategy``), builds the runner once per actor
    with :func:`runners.make_runner` (on the actor's GPU when it is given one), turns each batch of maps into uint8
    pictures with :func:`pipeline.make_engine` -- the same code as the local engine, so the same pixels -- and
@@ -48,12 +49,12 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from .dataset import Pair, load_pair
-from .encoding import check_label_ids
+from .dataset import Pair
 from .errors import PathLike, UserError
 from .fileio import ensure_output_dir, progress
 from .adapters import make_engine
-from .pipeline import RunFolder, RunReport, RunSettings, runner_for_settings, write_outputs
+from .labelmaps import MapOptions, load_maps
+from .pipeline import RunFolder, RunReport, RunSettings, crop_back, runner_for_settings, write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -84,22 +85,23 @@ def _error_fields(exc: Optional[UserError]) -> Dict[str, str]:
     return {"error": exc.problem, "error_path": exc.path or "", "error_fix": exc.fix or ""}
 
 
-def decode_row(row: Dict[str, object], *, base: int, label_nc: int) -> Dict[str, object]:
-    """One pair's paths -> its uint8 label map and int32 instance map (a CPU task). A bad input becomes an error
-    row, so that ``--keep-going`` can go on and the driver can name the file."""
+def decode_row(row: Dict[str, object], *, options: MapOptions) -> Dict[str, object]:
+    """One pair's paths -> its uint8 label map, int32 instance map and the map's own size (a CPU task). A bad input
+    becomes an error row, so that ``--keep-going`` can go on and the driver can name the file."""
     t = time.perf_counter()
     pair = Pair(str(row["key"]), Path(str(row["label"])), Path(str(row["instance"])) if row["instance"] else None)
     label = np.zeros((1, 1), np.uint8)
     inst = np.zeros((1, 1), np.int32)
+    size = np.zeros(2, np.int64)
     try:
-        label, loaded_inst = load_pair(pair, base=base)
-        check_label_ids(label, label_nc, path=pair.label)
+        label, loaded_inst, map_size = load_maps(pair, options)
+        size = np.array(map_size, np.int64)
         if loaded_inst is not None:
             inst = loaded_inst
         error = None
     except UserError as exc:
         error = exc
-    return {"name": row["name"], "label": label, "instance": inst, "decode_s": time.perf_counter() - t,
+    return {"name": row["name"], "label": label, "instance": inst, "size": size, "decode_s": time.perf_counter() - t,
             **_error_fields(error)}
 
 
@@ -163,7 +165,8 @@ class GeneratorStage:
             compute = time.perf_counter() - start
             for j, i in enumerate(group):
                 w = time.perf_counter()
-                self.write(names[i], pictures[j], labels[j], raw[j] if raw is not None else None)
+                size = tuple(int(v) for v in batch["size"][i])
+                self.write(names[i], *crop_back(s, size, pictures[j], labels[j], raw[j] if raw is not None else None))
                 records.append(self._record(
                     names[i], decode_s=float(batch["decode_s"][i]), compute_s=compute / len(group),
                     write_s=time.perf_counter() - w, batch=len(group), height=int(labels.shape[1]),
@@ -311,8 +314,7 @@ def _execute(ray, todo: List[Pair], out: Path, settings: RunSettings, report: Ra
                   "instance": str(Path(p.instance).resolve()) if p.instance is not None and settings.use_instance
                   else ""} for p in todo]
         ds = _batches_as_blocks(ray, items, batch)
-        ds = ds.map(decode_row, fn_kwargs={"base": settings.size_multiple, "label_nc": settings.label_nc},
-                    num_cpus=1)
+        ds = ds.map(decode_row, fn_kwargs={"options": settings.map_options()}, num_cpus=1)
         stage_settings = dataclasses.asdict(settings)
         with warnings.catch_warnings():
             # Ray 2.60 calls any extra keyword "deprecated" but has no named parameter for restarts yet, and its own

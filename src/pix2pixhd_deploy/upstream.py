@@ -13,7 +13,11 @@ Out: ``OUT_DIR/<label stem>_synthesized_image.<png|jpg>`` per label map, upstrea
 * upstream's ``util.tensor2im``, then Pillow's save (PNG lossless by default; ``jpg`` is test.py's JPEG q75).
 
 Only the pairing of label and instance maps is ours (by stem, :func:`~pix2pixhd_deploy.dataset.find_pairs`;
-upstream pairs by sorted position, which is the same for a well-formed data root).
+upstream pairs by sorted position, which is the same for a well-formed data root), and the decoding of the files:
+the one reader, :func:`~pix2pixhd_deploy.labelmaps.load_maps`, gives the ids at the file's own size (an 8-bit ids
+file exactly as Pillow reads it; colour, 16-bit and palette maps converted; instance maps derived with
+``instances="labels"``), which go to upstream's resize and ``to_tensor`` as Pillow images. With ``fit="pad"`` the
+reader pads the maps (upstream's resize then has nothing to do) and the picture is cropped back.
 
 ``pix2pixhd`` asks pip for torchvision, which it never uses at inference and which would replace the installed
 torch, so it is installed with ``--no-deps``; its ``networks.py`` imports torchvision at the top, so a stub stands
@@ -28,7 +32,7 @@ import sys
 import types
 from pathlib import Path
 from types import SimpleNamespace
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -113,40 +117,52 @@ class UpstreamGenerator:
         self._make_power_2 = getattr(base_dataset, "__make_power_2")
         log.info("upstream pix2pixHD generator from %s (%s)", file, cfg.to_dict())
 
-    def picture(self, label_path: PathLike, inst_path=None) -> np.ndarray:
-        """One label map (+ instance map) -> the (H, W, 3) uint8 picture, all by upstream's code."""
+    def picture(self, label: np.ndarray, inst: Optional[np.ndarray] = None) -> np.ndarray:
+        """Label ids (H, W) uint8 (+ instance ids int32) -> the (H, W, 3) uint8 picture, all by upstream's code."""
         import torch
         from PIL import Image
 
         base = self.config.size_multiple
-        with Image.open(label_path) as img:
-            label = to_tensor(self._make_power_2(img, base, Image.NEAREST)) * 255.0
-        inst = None
+        label_t = to_tensor(self._make_power_2(Image.fromarray(label), base, Image.NEAREST)) * 255.0
+        inst_t = None
         if not self.no_instance:
-            with Image.open(inst_path) as img:
-                inst = to_tensor(self._make_power_2(img, base, Image.NEAREST))
+            inst_t = to_tensor(self._make_power_2(Image.fromarray(inst.astype(np.int32), "I"), base, Image.NEAREST))
         with torch.no_grad():
-            x, *_ = self.model.encode_input(label[None], None if inst is None else inst[None])
+            x, *_ = self.model.encode_input(label_t[None], None if inst_t is None else inst_t[None])
             y = self.net(x)
         return self.util.tensor2im(y.data[0])
 
 
 def make_upstream_outputs(checkpoint: PathLike, dataroot: PathLike, out_dir: PathLike, *, fmt: str = "png",
-                          phase: str = "test", show_progress: bool = True) -> List[Path]:
-    """Run NVIDIA's code over every label map of ``dataroot``; returns the pictures written, in order."""
-    from .dataset import find_pairs
+                          phase: str = "test", instances: Optional[str] = None, fit: str = "resize",
+                          show_progress: bool = True) -> List[Path]:
+    """Run NVIDIA's code over every label map of ``dataroot``; returns the pictures written, in order.
+
+    ``instances`` and ``fit`` as ``run`` takes them (None: from the data and the checkpoint)."""
+    from .dataset import find_pairs, resolve_instances
+    from .labelmaps import MapOptions, crop_to, load_maps
 
     fmt = fmt.lower().lstrip(".")
     fmt = "jpg" if fmt == "jpeg" else fmt
     if fmt not in ("png", "jpg"):
         raise UserError(f"unknown picture format {fmt!r}", fix="use png or jpg")
     generator = UpstreamGenerator(checkpoint)
-    pairs = find_pairs(dataroot, phase=phase, use_instance=not generator.no_instance)
+    if generator.no_instance:
+        instances = "none"
+    elif instances == "none":
+        raise UserError("--instances none, but the checkpoint takes an instance-edge channel", path=checkpoint,
+                        fix="drop --instances none (or --no-instance), or pass the checkpoint trained without them")
+    instances = resolve_instances(dataroot, instances, phase=phase)
+    base = generator.config.size_multiple
+    options = MapOptions(instances=instances, fit=fit, base=base if fit == "pad" else 1)
+    pairs = find_pairs(dataroot, phase=phase, instances=instances)
     out = ensure_output_dir(out_dir, what="upstream reference folder")
     remove_stale_temporaries(out)
     written = []
     for pair in (progress(pairs, desc="upstream reference") if show_progress else pairs):
         target = out / f"{pair.name}{OUTPUT_SUFFIX}.{fmt}"
-        atomic_save_image(target, generator.picture(pair.label, pair.instance))
+        maps = load_maps(pair, options)
+        picture = generator.picture(maps.label, maps.inst)
+        atomic_save_image(target, crop_to(picture, maps.size) if fit == "pad" else picture)
         written.append(target)
     return written
