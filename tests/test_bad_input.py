@@ -319,7 +319,7 @@ CHECKPOINT_CASES = {  # how to make it, the command that meets it, what the line
     "another network": ("infer", ["not a pix2pixHD generator", "latest_net_G.pth saved by pix2pixHD"]),
     "truncated": ("run", ["truncated or not a torch file", "download or copy the checkpoint again"]),
     "folder without latest_net_G.pth": ("infer", ["has no latest_net_G.pth", "put pix2pixHD's"]),
-    "missing file": ("run", ["does not exist", "check the --checkpoint or --model path"]),
+    "missing file": ("run", ["does not exist", "pass the path of latest_net_G.pth or of the folder that holds it"]),
 }
 
 
