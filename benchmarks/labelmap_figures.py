@@ -34,7 +34,7 @@ from pix2pixhd_deploy.dataset import find_pairs  # noqa: E402
 from pix2pixhd_deploy.encoding import edges_from_instances  # noqa: E402
 from pix2pixhd_deploy.labelmaps import colours_to_ids, instances_from_labels, read_instance_ids, read_label_ids  # noqa: E402,E501
 from pix2pixhd_deploy.labels import ID_TO_LABEL, PALETTE  # noqa: E402
-from pix2pixhd_deploy.pipeline import machine  # noqa: E402
+from pix2pixhd_deploy.provenance import machine  # noqa: E402
 
 SAMPLES = Path(os.environ.get("PIX2PIXHD_SAMPLES", REPO.parent / "shared" / "data" / "cityscapes_samples"))
 

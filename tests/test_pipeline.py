@@ -227,15 +227,16 @@ def fake_engine(calls=None, refuse=None):
 
 def stream_run(pairs, out, engine, *, keep_going=False, batch_size=1, streams=1, model):
     """What pipeline.run does around its stages, with ``engine`` in place of a runner's."""
-    from pix2pixhd_deploy import pipeline
+    from pix2pixhd_deploy import pipeline, runfolder
+    from pix2pixhd_deploy import stream as streaming
 
     settings = pipeline.RunSettings(model=str(model), backend="torch", device="cpu", batch_size=batch_size,
                                     streams=streams)
-    with pipeline.RunFolder(out, settings) as folder:
+    with runfolder.RunFolder(out, settings) as folder:
         report = pipeline.RunReport(output=folder.out)
         todo = folder.todo(pairs)
         folder.prepare(todo)
-        stream = pipeline.Stream(folder, engine, settings, report, keep_going=keep_going, show_progress=False)
+        stream = streaming.Stream(folder, engine, settings, report, keep_going=keep_going, show_progress=False)
         try:
             stream.run(todo)
         finally:
@@ -247,13 +248,13 @@ def stream_run(pairs, out, engine, *, keep_going=False, batch_size=1, streams=1,
 @pytest.mark.parametrize("batch_size,streams", [(1, 1), (3, 2)])
 def test_a_device_faster_than_the_writer_waits_instead_of_piling_up_pictures(tmp_path, small_checkpoint,
                                                                              monkeypatch, batch_size, streams):
-    from pix2pixhd_deploy import pipeline
+    from pix2pixhd_deploy import stream as streaming
     from pix2pixhd_deploy.dataset import cityscapes_pairs
 
     write_cityscapes_split(tmp_path / "val", 60, height=32, width=64, city="ulm")
     pairs = cityscapes_pairs(tmp_path / "val")
     counts = {"made": 0, "written": 0, "peak": 0}
-    real_write = pipeline.write_outputs
+    real_write = streaming.write_outputs
 
     def slow_write(*args):
         time.sleep(0.01)  # a slow disk: the engine would run far ahead without back-pressure
@@ -264,7 +265,7 @@ def test_a_device_faster_than_the_writer_waits_instead_of_piling_up_pictures(tmp
         counts["peak"] = max(counts["peak"], counts["made"] - counts["written"])
         counts["made"] += batch_size
 
-    monkeypatch.setattr(pipeline, "write_outputs", slow_write)
+    monkeypatch.setattr(streaming, "write_outputs", slow_write)
     stream, report = stream_run(pairs, tmp_path / "out", fake_engine(made), batch_size=batch_size, streams=streams,
                                 model=small_checkpoint)
     assert report.done == counts["written"] == 60
@@ -274,22 +275,23 @@ def test_a_device_faster_than_the_writer_waits_instead_of_piling_up_pictures(tmp
 
 
 def test_the_manifest_exists_before_the_first_picture(tmp_path, scene_dataroot, small_checkpoint, monkeypatch):
-    from pix2pixhd_deploy import pipeline
+    from pix2pixhd_deploy import stream as streaming
     from pix2pixhd_deploy.dataset import find_pairs
+    from pix2pixhd_deploy.runfolder import JOURNAL
 
     seen = []
-    real_write = pipeline.write_outputs
+    real_write = streaming.write_outputs
 
     def write(out, *args):
         manifest = json.loads((out / "manifest.json").read_text())  # a SIGKILL now leaves it naming the weights
         seen.append(manifest["identity"]["model_sha256"])
         real_write(out, *args)
 
-    monkeypatch.setattr(pipeline, "write_outputs", write)
+    monkeypatch.setattr(streaming, "write_outputs", write)
     stream_run(find_pairs(scene_dataroot), tmp_path / "out", fake_engine(), model=small_checkpoint)
     assert len(seen) == 3 and len(set(seen)) == 1 and len(seen[0]) == 64
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert len(manifest["images"]) == 3 and not (tmp_path / "out" / pipeline.JOURNAL).exists()
+    assert len(manifest["images"]) == 3 and not (tmp_path / "out" / JOURNAL).exists()
 
 
 def test_keep_going_records_compute_errors_and_stops_without_it(tmp_path, scene_dataroot, small_checkpoint):
@@ -319,20 +321,20 @@ def test_keep_going_records_compute_errors_and_stops_without_it(tmp_path, scene_
 SLOW_RUN = """
 import sys, time
 import numpy as np
-from pix2pixhd_deploy import pipeline
+from pix2pixhd_deploy import pipeline, runfolder, stream
 from pix2pixhd_deploy.dataset import cityscapes_pairs
-real_write = pipeline.write_outputs
+real_write = stream.write_outputs
 def slow_write(*args):
     time.sleep(0.2)
     real_write(*args)
-pipeline.write_outputs = slow_write
+stream.write_outputs = slow_write
 engine = lambda labels, insts, raw: (np.full((*labels.shape, 3), 128, np.uint8), None)
 settings = pipeline.RunSettings(model=sys.argv[2], backend="torch", device="cpu", batch_size=2)
-with pipeline.RunFolder(sys.argv[3], settings) as folder:
+with runfolder.RunFolder(sys.argv[3], settings) as folder:
     todo = folder.todo(cityscapes_pairs(sys.argv[1]))
     folder.prepare(todo)
     try:
-        pipeline.Stream(folder, engine, settings, pipeline.RunReport(output=folder.out), show_progress=False).run(todo)
+        stream.Stream(folder, engine, settings, pipeline.RunReport(output=folder.out), show_progress=False).run(todo)
     finally:
         folder.save()
 """
@@ -409,7 +411,7 @@ def fake_graph(path, props):
 def test_the_identity_of_a_stems_graph_covers_its_npz_and_refuses_a_foreign_one(tmp_path):
     from pix2pixhd_deploy.errors import UserError
     from pix2pixhd_deploy.network import random_generator
-    from pix2pixhd_deploy.pipeline import graph_properties, model_identity
+    from pix2pixhd_deploy.runfolder import graph_properties, model_identity
     from pix2pixhd_deploy.stems import StemWeights, sidecar_path
 
     ckpt = "a" * 64

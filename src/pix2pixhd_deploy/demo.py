@@ -28,16 +28,22 @@ from typing import List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
+from .choose import choose
 from .dataset import convert_cityscapes, map_sizes
 from .encoding import preprocess_dataset
 from .errors import PathLike
 from .fileio import ensure_output_dir, progress, stem_of
 from .infer import run_inference
-from .network import CHECKPOINT_NAME, LABEL2CITY_1024P, random_generator, save_checkpoint
-from .choose import choose
-from .pipeline import RunSettings, discover, image_paths, open_runner, run
+from .network import (
+    CHECKPOINT_NAME,
+    LABEL2CITY_1024P,
+    random_generator,
+    save_checkpoint,
+)
+from .pipeline import RunSettings, discover, open_runner, run
 from .postprocess import output_image_name, postprocess_dir
 from .report import IndexRow, write_index_html
+from .runfolder import image_paths
 from .runners import TorchRunner
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ How the work is spread, after Ray Data's offline batch inference pattern:
    from files or derived, fitted to the generator's size), as CPU tasks on any node;
 3. :class:`GeneratorStage`, a pool of ``num_workers`` actors (``ActorPoolStrategy``), builds the runner once per actor
    with :func:`runners.make_runner` (on the actor's GPU when it is given one), turns each batch of maps into uint8
-   pictures with :func:`pipeline.make_engine` -- the same code as the local engine, so the same pixels -- and
+   pictures with :func:`adapters.make_engine` -- the same code as the local engine, so the same pixels -- and
    writes them with the same atomic writes and names; it returns one small record per image, never the pictures;
 4. the driver streams the records into ``manifest.json``, holding the output folder's lock all along.
 
@@ -49,12 +49,13 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from .adapters import make_engine
 from .dataset import Pair
 from .errors import PathLike, UserError
 from .fileio import ensure_output_dir, progress
-from .adapters import make_engine
 from .labelmaps import MapOptions, load_maps
-from .pipeline import RunFolder, RunReport, RunSettings, crop_back, runner_for_settings, write_outputs
+from .pipeline import RunReport, RunSettings, runner_for_settings
+from .runfolder import RunFolder, crop_back, write_outputs
 
 log = logging.getLogger(__name__)
 

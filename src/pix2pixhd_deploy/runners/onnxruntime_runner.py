@@ -76,7 +76,9 @@ def check_cann_options(options: Mapping[str, object]) -> None:
                             fix=f"use one of {', '.join(CANN_OPTIONS)}")
         choices = _CANN_CHOICES.get(key)
         if choices and str(value) not in choices:
-            raise UserError(f"cann:{key}={value} is not one of {', '.join(choices)}", fix=f"pass one of them")
+            raise UserError(f"cann:{key}={value} is not one of {', '.join(choices)}", fix="pass one of them")
+
+
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
                "tensor(int32)": "int32", "tensor(int64)": "int64"}
 
