@@ -33,6 +33,25 @@ def samples() -> Path:
     return SAMPLES
 
 
+@pytest.fixture(scope="session", params=["generated", "real"])
+def street_maps(request, tmp_path_factory):
+    """Full-size (2048x1024) street-scene label/instance pairs in a folder with test_label/ and test_inst/: generated
+    scenes in every clone (``generated``), and the real Cityscapes samples where they are present (``real``)."""
+    if request.param == "real":
+        return request.getfixturevalue("samples")
+    from pix2pixhd_deploy.fileio import atomic_save_image
+    from pix2pixhd_deploy.synthetic import make_scene
+
+    root = tmp_path_factory.mktemp("street_maps")
+    for sub in ("test_label", "test_inst"):
+        (root / sub).mkdir()
+    for i in range(3):
+        label, inst = make_scene(1024, 2048, seed=100 + i)
+        atomic_save_image(root / "test_label" / f"gen_000000_{i:06d}_gtFine_labelIds.png", label)
+        atomic_save_image(root / "test_inst" / f"gen_000000_{i:06d}_gtFine_instanceIds.png", inst)
+    return root
+
+
 def import_upstream(module: str):
     """Import a module of NVIDIA's pix2pixHD (PyPI ``pix2pixhd==1.0``), skipping when it is not installed.
 

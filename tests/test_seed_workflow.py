@@ -93,16 +93,20 @@ def test_pure_inference_and_pydeploy_subcommands(workdir):
 
 
 @pytest.mark.slow
-def test_full_size_chain_equals_nvidia(tmp_path, samples, upstream_networks):
-    """One real sample at 2048x1024 through the seed's scripts with the real architecture, against NVIDIA's code."""
+def test_full_size_chain_equals_nvidia(tmp_path, street_maps, upstream_networks):
+    """One street scene at 2048x1024 (generated in every clone; a real sample where present) through the seed's
+    scripts with the real architecture, against NVIDIA's code."""
     from test_network import upstream_generator
     from pix2pixhd_deploy.network import LABEL2CITY_1024P
 
     city = tmp_path / "datasets" / "gtFine" / "val" / "frankfurt"
     city.mkdir(parents=True)
-    stem = "frankfurt_000001_054640"
-    shutil.copy(samples / "test_label" / f"{stem}_gtFine_labelIds.png", city)
-    shutil.copy(samples / "test_inst" / f"{stem}_gtFine_instanceIds.png", city)
+    label = sorted((street_maps / "test_label").glob("*_gtFine_labelIds.png"))[-1]
+    stem = label.name.replace("_gtFine_labelIds.png", "")
+    shutil.copy(label, city / f"frankfurt_000001_{stem[-6:]}_gtFine_labelIds.png")
+    shutil.copy(street_maps / "test_inst" / f"{stem}_gtFine_instanceIds.png",
+                city / f"frankfurt_000001_{stem[-6:]}_gtFine_instanceIds.png")
+    stem = f"frankfurt_000001_{stem[-6:]}"
     ref = upstream_generator(upstream_networks, LABEL2CITY_1024P, seed=11)
     ckpt = tmp_path / "pix2pixHD" / "checkpoints" / "label2city_1024p"
     ckpt.mkdir(parents=True)
