@@ -222,6 +222,21 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serve.options import parse_serve_arguments
+
+    options, limits, ray = parse_serve_arguments(args)
+    if ray is not None:
+        from .serve.ray_serve import serve_ray
+
+        serve_ray(options, limits, ray, host=args.host, port=args.port)
+    else:
+        from .serve.server import serve
+
+        serve(options, limits, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_cache(args) -> int:
     from .cache import cache_root, clear, list_entries
     from .fileio import format_bytes
@@ -525,6 +540,13 @@ def build_parser(prog: str = "pix2pixhd-deploy") -> argparse.ArgumentParser:
     eng.add_argument("--cpus-per-worker", type=float, default=1.0,
                      help="ray: CPUs per model actor, also its torch threads (default 1)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("serve", help="the generator behind an HTTP endpoint (FastAPI): dynamic batching, a page to "
+                                     "paint maps, Prometheus metrics; --engine ray for Ray Serve replicas")
+    from .serve.options import add_serve_arguments
+
+    add_serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("cache", help="the model cache run --checkpoint fills: list its graphs, or clear it")
     p.add_argument("action", choices=("list", "clear"), help="list: each graph, its size and key; clear: remove all")

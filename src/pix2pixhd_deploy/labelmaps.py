@@ -87,16 +87,32 @@ class Maps(NamedTuple):
 
 # ----------------------------------------------------------------------------------------------- opening
 
-def open_image(path: Path, what: str):
+class Upload(NamedTuple):
+    """A file's bytes without a file (an HTTP upload): read like a path; ``name`` is what errors call it."""
+
+    name: str
+    data: bytes
+
+    def __fspath__(self) -> str:
+        return self.name
+
+
+def _source(path: "PathLike | Upload"):
+    return path if isinstance(path, Upload) else Path(path)
+
+
+def open_image(path: "Path | Upload", what: str):
     """A loaded Pillow image, or one UserError for a missing, damaged or huge file."""
+    import io
+
     from PIL import Image, UnidentifiedImageError
 
-    if not path.is_file():
+    if not isinstance(path, Upload) and not path.is_file():
         raise UserError(f"the {what} does not exist", path=path, fix="check the path")
     try:
         with warnings.catch_warnings():  # Pillow's notes on damaged metadata: the error below says it better
             warnings.simplefilter("ignore", UserWarning)
-            img = Image.open(path)
+            img = Image.open(io.BytesIO(path.data) if isinstance(path, Upload) else path)
             img.load()
     except Image.DecompressionBombError as exc:
         raise UserError(f"the {what} is far too large to be a Cityscapes map ({exc})", path=path,
@@ -156,7 +172,7 @@ def colours_to_ids(rgb: np.ndarray, *, path: PathLike, what: str = "the colour l
     at = np.minimum(np.searchsorted(_KEYS, packed), _KEYS.size - 1)
     unknown = _KEYS[at] != packed
     if unknown.any():
-        raise _unknown_colours_error(packed.ravel(), unknown.ravel(), rgb.shape[1], Path(path), what)
+        raise _unknown_colours_error(packed.ravel(), unknown.ravel(), rgb.shape[1], _source(path), what)
     return _KEY_IDS[at]
 
 
@@ -198,7 +214,7 @@ def read_label_ids(path: PathLike, *, label_nc: Optional[int] = None) -> np.ndar
 
     ``label_nc``: ids must be below it (None: only below 256, the most 8 bits hold).
     """
-    path = Path(path)
+    path = _source(path)
     img = open_image(path, "label map")
     mode = img.mode
     if mode == "L":
@@ -245,7 +261,7 @@ def read_instance_ids(path: PathLike) -> np.ndarray:
     An 8-bit instance map is accepted (upstream accepts it) with a warning: ids such as 26001 cannot be stored in
     8 bits, so the file has probably lost the boundaries between instances (upstream issue #11).
     """
-    path = Path(path)
+    path = _source(path)
     img = open_image(path, "instance map")
     if img.mode in ("L", "P"):
         log.warning("%s: the instance map is 8-bit, so Cityscapes instance ids (e.g. 26001) have been collapsed "

@@ -1,0 +1,121 @@
+"""The flags of ``pix2pixhd-deploy serve``, in groups (model, serving, Ray Serve), each parsed into its object once."""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from ..errors import UserError
+from .model import CITYSCAPES_SIZE, ModelOptions
+from .uploads import DEFAULT_MAX_PIXELS
+
+
+#: the environment variable that holds the API key when --api-key is not given
+API_KEY_ENV = "PIX2PIXHD_API_KEY"
+
+
+@dataclass
+class ServeLimits:
+    """The serving settings of ``serve`` (batching, queue, sizes, access)."""
+
+    max_batch: int = 4
+    max_wait_ms: float = 10.0
+    max_queue: int = 64
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    api_key: Optional[str] = None
+    decoders: int = 4            # uploads decoded at once (each holds its maps in memory)
+
+    def resolved_api_key(self) -> Optional[str]:
+        return self.api_key or os.environ.get(API_KEY_ENV) or None
+
+
+@dataclass
+class RayOptions:
+    """``serve --engine ray``: a fixed number of replicas, or autoscaling between min and max."""
+
+    address: Optional[str] = None
+    replicas: Optional[int] = None
+    min_replicas: Optional[int] = None
+    max_replicas: Optional[int] = None
+    cpus_per_replica: float = 1.0
+    gpus_per_replica: float = 0.0
+
+    def scaling(self) -> dict:
+        """Ray Serve's ``num_replicas`` or ``autoscaling_config``."""
+        if self.replicas is not None and (self.min_replicas is not None or self.max_replicas is not None):
+            raise UserError("--replicas contradicts --min-replicas/--max-replicas",
+                            fix="pass a fixed --replicas N, or autoscaling bounds, not both")
+        if self.min_replicas is None and self.max_replicas is None:
+            return {"num_replicas": self.replicas or 1}
+        low, high = self.min_replicas or 1, self.max_replicas or max(self.min_replicas or 1, 1)
+        if not 0 <= low <= high or high < 1:
+            raise UserError(f"--min-replicas {low} --max-replicas {high} is no range", fix="pass 0 <= min <= max, "
+                                                                                           "max >= 1")
+        return {"autoscaling_config": {"min_replicas": low, "max_replicas": high, "target_ongoing_requests": 4}}
+
+
+def _hw(text: str) -> Tuple[int, int]:
+    from ..cli import _hw as parse
+
+    return parse(text)
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    model = p.add_argument_group("model", "loaded once, with run's engine choice and model cache")
+    model.add_argument("--checkpoint", help="latest_net_G.pth or the folder that holds it")
+    model.add_argument("--model", help="a model file: .pth, .onnx or .om (instead of --checkpoint)")
+    model.add_argument("--backend", default=None, choices=("torch", "onnxruntime", "openvino", "ais_bench"),
+                       help="the runtime (default: as run: for a checkpoint on a CPU, the CPU graph from the cache)")
+    model.add_argument("--size", type=_hw, action="append", metavar="H,W",
+                       help="a map size to prepare a CPU graph for at start-up, repeatable (default 1024,2048); "
+                            "other sizes run on torch from the checkpoint")
+    model.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: GPU if any)")
+    model.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA)")
+    model.add_argument("--cache-dir", default=None, help="the model cache (default: run's)")
+    model.add_argument("--label-nc", type=int, default=35, help="one-hot channels (default 35)")
+    model.add_argument("--no-instance", action="store_true", help="a model trained without instance maps")
+    http = p.add_argument_group("serving")
+    http.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine "
+                                                          "only; 0.0.0.0 for every interface)")
+    http.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    http.add_argument("--max-batch", type=int, default=4, help="maps of one size computed together (default 4; "
+                                                               "1: no batching)")
+    http.add_argument("--max-wait-ms", type=float, default=10.0,
+                      help="how long the first map of a batch waits for more (default 10 ms)")
+    http.add_argument("--max-queue", type=int, default=64, help="maps waiting at most; more get 503 (default 64)")
+    http.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                      help=f"largest map in pixels; larger ones get 413 (default {DEFAULT_MAX_PIXELS})")
+    http.add_argument("--api-key", default=None,
+                      help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV} if set, else none)")
+    ray = p.add_argument_group("ray", "serve --engine ray: Ray Serve replicas (pip install 'pix2pixhd-deploy[ray]')")
+    ray.add_argument("--engine", choices=("local", "ray"), default="local", help="local: uvicorn in this process "
+                                                                                 "(default); ray: Ray Serve")
+    ray.add_argument("--address", default=None, help="ray: the cluster (default: RAY_ADDRESS, else a local one)")
+    ray.add_argument("--replicas", type=int, default=None, help="ray: a fixed number of replicas (default 1)")
+    ray.add_argument("--min-replicas", type=int, default=None, help="ray: autoscaling lower bound")
+    ray.add_argument("--max-replicas", type=int, default=None, help="ray: autoscaling upper bound")
+    ray.add_argument("--cpus-per-replica", type=float, default=1.0, help="ray: CPUs per replica (default 1)")
+    ray.add_argument("--gpus-per-replica", type=float, default=0.0, help="ray: GPUs per replica (default 0)")
+
+
+def parse_serve_arguments(args) -> Tuple[ModelOptions, ServeLimits, Optional[RayOptions]]:
+    model = args.checkpoint or args.model
+    if model is None or (args.checkpoint and args.model):
+        raise UserError("give one model", fix="pass --checkpoint latest_net_G.pth or --model X.onnx")
+    options = ModelOptions(model=model, backend=args.backend, device=args.device, fp16=args.fp16,
+                           sizes=tuple(args.size or [CITYSCAPES_SIZE]), label_nc=args.label_nc,
+                           use_instance=not args.no_instance, cache_dir=args.cache_dir)
+    limits = ServeLimits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                         max_pixels=args.max_pixels, api_key=args.api_key)
+    ray_given = [f for f in ("address", "replicas", "min_replicas", "max_replicas") if getattr(args, f) is not None]
+    if args.engine == "local":
+        if ray_given:
+            raise UserError(f"--{ray_given[0].replace('_', '-')} applies only to --engine ray",
+                            fix="add --engine ray, or drop it")
+        return options, limits, None
+    ray = RayOptions(address=args.address, replicas=args.replicas, min_replicas=args.min_replicas,
+                     max_replicas=args.max_replicas, cpus_per_replica=args.cpus_per_replica,
+                     gpus_per_replica=args.gpus_per_replica)
+    ray.scaling()  # contradictions are told before anything starts
+    return options, limits, ray
