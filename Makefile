@@ -20,10 +20,11 @@ $(STAMP): $(BIN)/python pyproject.toml requirements.txt
 	touch $(STAMP)
 
 # What only the tests need: pytest, hypothesis, Ray (the --engine ray tests start a local cluster; about 500 MB),
+# the serve extra (FastAPI, uvicorn, httpx; the page's test uses Debian's chromium when installed),
 # and NVIDIA's own code, the parity reference. --no-deps for the latter: it asks for torchvision, which it never
 # uses here and which would replace our torch.
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/pip install --disable-pip-version-check -q -e ".[onnx,openvino,test,ray]"
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[onnx,openvino,test,ray,serve]"
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps pix2pixhd==1.0
 	touch $(TEST_STAMP)
 

@@ -145,16 +145,19 @@ def _add_page(app: FastAPI, state: ServeState) -> None:
         return Response(page.joinpath("app.js").read_text(encoding="utf-8"), media_type="text/javascript")
 
     @app.get("/v1/info", summary="engines, sizes and limits")
-    async def info(request: Request):
-        authorise(state, request)
+    async def info():
         sizes = state.model.prepared_sizes if state.model else []
         return {"ready": state.model is not None, "sizes": [list(s) for s in sizes] or [list(state.page_size)],
                 "max_pixels": state.max_pixels, "max_batch": state.batcher.max_batch,
                 "engines": state.model.describe()["engines"] if state.model else []}
 
-    @app.get("/v1/classes", summary="the Cityscapes classes: id, name, colour")
+    @app.get("/v1/classes", summary="the Cityscapes classes: id, name, colour, and whether painting its colour "
+                                    "reads back as it (colours several classes share read as one of them)")
     async def classes():
-        return [{"id": lab.id, "name": lab.name, "color": list(lab.color)} for lab in LABELS]
+        from ..labels import AMBIGUOUS_IDS
+
+        return [{"id": lab.id, "name": lab.name, "color": list(lab.color), "paintable": lab.id not in AMBIGUOUS_IDS}
+                for lab in LABELS]
 
     @app.get("/v1/scene", summary="a starting scene (synthetic.py) in Cityscapes colours, as PNG")
     async def scene(request: Request, height: int = Query(256, ge=32), width: int = Query(512, ge=32),

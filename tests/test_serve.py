@@ -1,0 +1,230 @@
+"""``serve``: run's pixels over HTTP, batching, bad requests, the queue bound, disconnects, the key, the probes.
+
+One small generator (64x128 maps) is loaded once for the module, with ``run``'s engine choice (the CPU graph from
+the model cache where OpenVINO or ONNX Runtime is installed), and served by uvicorn in a thread over states with
+different limits.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'pix2pixhd-deploy[serve]')")
+httpx = pytest.importorskip("httpx", reason="httpx is not installed (pip install 'pix2pixhd-deploy[serve]')")
+
+from conftest import run_cli  # noqa: E402
+from serve_helpers import SIZE, make_data, picture, png_bytes, server_thread  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The small model loaded once, the maps, and run's pictures of them (the default path, as a user runs it)."""
+    from pix2pixhd_deploy.serve.model import ModelOptions, ServeModel
+
+    root = tmp_path_factory.mktemp("serve")
+    checkpoint, pairs = make_data(root, count=8)
+    run_cli(["pix2pixhd-deploy", "run", "--checkpoint", checkpoint, "--cityscapes", root / "val", "-o", root / "run"])
+    options = ModelOptions(model=str(checkpoint), sizes=(SIZE,))
+    model = ServeModel.load(options)
+    yield {"root": root, "checkpoint": checkpoint, "pairs": pairs, "options": options, "model": model}
+    model.close()
+
+
+def make_state(served, **limits):
+    from pix2pixhd_deploy.serve.options import ServeLimits
+    from pix2pixhd_deploy.serve.state import ServeState
+
+    state = ServeState(served["options"], ServeLimits(**limits))
+    state.model = served["model"]
+    return state
+
+
+def files_of(pair):
+    return {"label": (pair.label.name, pair.label.read_bytes()), "instance": (pair.instance.name,
+                                                                                  pair.instance.read_bytes())}
+
+
+async def post_all(url, requests, **client_options):
+    async with httpx.AsyncClient(timeout=120, **client_options) as client:
+        return await asyncio.gather(*(client.post(f"{url}/v1/synthesize", **r) for r in requests))
+
+
+def run_picture(served, pair):
+    from PIL import Image
+
+    return np.asarray(Image.open(served["root"] / "run" / "images" / f"{pair.name}_synthesized_image.png"))
+
+
+def test_eight_concurrent_clients_get_runs_pictures_in_batches(served):
+    pairs = served["pairs"]
+    with server_thread(make_state(served, max_batch=4, max_wait_ms=200)) as url:
+        answers = asyncio.run(post_all(url, [{"files": files_of(p)} for p in pairs]))
+        for pair, r in zip(pairs, answers):
+            assert r.status_code == 200, r.text
+            assert r.headers["content-type"] == "image/png"
+            assert np.array_equal(picture(r.content), run_picture(served, pair)), pair.name
+            assert float(r.headers["X-Compute-Seconds"]) > 0
+        assert max(int(r.headers["X-Batch-Size"]) for r in answers) > 1  # 8 at once, 200 ms to gather: batched
+        # JPEG as run writes it (the same encoder on the same pixels), and instances derived from the labels
+        jpg = httpx.post(f"{url}/v1/synthesize?format=jpg&instances=labels", files={"label": files_of(pairs[0])["label"]},
+                         timeout=60)
+        assert jpg.status_code == 200 and jpg.headers["content-type"] == "image/jpeg"
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'pix2pixhd_requests_total{status="200"} 9.0' in metrics
+        assert "pix2pixhd_batch_size_bucket" in metrics and "pix2pixhd_queue_depth 0.0" in metrics
+
+
+def test_fit_pad_crops_back_to_the_maps_size_and_other_sizes_run_on_torch(served):
+    from pix2pixhd_deploy.synthetic import make_scene
+
+    label, inst = make_scene(70, 100, seed=3)  # padded to 96x128: no prepared graph
+    with server_thread(make_state(served)) as url:
+        r = httpx.post(f"{url}/v1/synthesize?fit=pad", files={"label": ("a.png", png_bytes(label)),
+                                                               "instance": ("b.png", png_bytes(inst))}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert picture(r.content).shape == (70, 100, 3) and r.headers["X-Backend"] == "torch"
+
+
+def bad_requests(served, tmp_path):
+    """(what, files, query, expected status, the CLI's words for the same file or None)."""
+    from pix2pixhd_deploy.synthetic import make_scene
+
+    good = served["pairs"][0].label.read_bytes()
+    label, _ = make_scene(*SIZE, seed=0)
+    out_of_range = label.copy()
+    out_of_range[0, :5] = 200
+    colours = np.zeros(SIZE + (3,), np.uint8)
+    colours[...] = (1, 2, 3)
+    bomb = png_bytes(np.zeros((4000, 4000), np.uint8))  # 16 M pixels in a few kB
+    return [
+        ("not a PNG", {"label": ("notes.txt", b"hello, world")}, "", 400, "not an image file"),
+        ("truncated", {"label": ("cut.png", good[: len(good) // 2])}, "", 400, "damaged or truncated"),
+        ("bomb", {"label": ("bomb.png", bomb)}, "", 413, "more than this server takes"),
+        ("ids out of range", {"label": ("ids.png", png_bytes(out_of_range))}, "instances=labels", 400,
+         "label ids 200 (5 px) are outside 0..34"),
+        ("unknown colours", {"label": ("c.png", png_bytes(colours))}, "instances=labels", 400,
+         "no Cityscapes label colour"),
+        ("too small", {"label": ("tiny.png", png_bytes(label[:8, :8]))}, "instances=labels", 400, "too small"),
+        ("missing label", {"instance": ("i.png", good)}, "", 400, "no 'label' file field"),
+        ("no instance map", {"label": ("l.png", good)}, "instances=files", 400, "has no instance map"),
+        ("bad format", {"label": ("l.png", good)}, "format=gif", 400, "unknown format='gif'"),
+        ("not multipart", None, "", 400, "no 'label' file field"),
+    ]
+
+
+def test_bad_requests_get_one_clear_4xx_and_a_burst_leaves_it_serving(served, tmp_path):
+    cases = bad_requests(served, tmp_path)
+    with server_thread(make_state(served, max_pixels=2_000_000)) as url:
+        for what, files, query, status, words in cases:
+            r = httpx.post(f"{url}/v1/synthesize?{query}", files=files, timeout=60) if files else \
+                httpx.post(f"{url}/v1/synthesize", content=b"x=1", timeout=60)
+            assert r.status_code == status, (what, r.text)
+            message = r.json()["error"]
+            assert words in message and "\n" not in message, (what, message)
+            assert "/tmp" not in message, (what, message)  # no server path in any answer
+        burst = [{"files": f, "params": dict(p.split("=") for p in q.split("&") if p)} for _, f, q, _, _ in cases
+                 if f] * 12
+        answers = asyncio.run(post_all(url, burst[:100]))
+        assert len(answers) == 100 and all(400 <= r.status_code < 500 for r in answers)
+        good = httpx.post(f"{url}/v1/synthesize", files=files_of(served["pairs"][1]), timeout=60)
+        assert good.status_code == 200
+        assert np.array_equal(picture(good.content), run_picture(served, served["pairs"][1]))
+        assert httpx.get(f"{url}/healthz").status_code == 200 and httpx.get(f"{url}/readyz").status_code == 200
+        assert 'pix2pixhd_errors_total{kind="bad_request"}' in httpx.get(f"{url}/metrics").text
+
+
+def test_the_same_words_as_the_cli(served, tmp_path):
+    """A map the CLI refuses gives the CLI's sentence (``error: <UserError>``, from the same reader) over HTTP,
+    with the upload's name where the CLI names the file."""
+    from pix2pixhd_deploy.errors import UserError
+    from pix2pixhd_deploy.labelmaps import read_label_ids
+
+    path = tmp_path / "x.png"
+    path.write_bytes(b"hello, world")
+    with pytest.raises(UserError) as cli:
+        read_label_ids(path)
+    with server_thread(make_state(served)) as url:
+        r = httpx.post(f"{url}/v1/synthesize", files={"label": ("x.png", b"hello, world")}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"] == str(cli.value).replace(str(path), "label (x.png)")
+
+
+def blocking_state(served, gate: threading.Event, **limits):
+    """A state whose computation waits for ``gate`` (so a test decides when a batch finishes)."""
+    state = make_state(served, **limits)
+    compute = state.batcher.compute
+
+    def held(labels, insts):
+        gate.wait(60)
+        return compute(labels, insts)
+
+    state.batcher.compute = held
+    return state
+
+
+def test_a_full_queue_answers_503_with_retry_after(served):
+    gate = threading.Event()
+    pairs = served["pairs"]
+    with server_thread(blocking_state(served, gate, max_batch=1, max_wait_ms=0, max_queue=2)) as url:
+        async def scenario():
+            async with httpx.AsyncClient(timeout=120) as client:
+                first = [asyncio.create_task(client.post(f"{url}/v1/synthesize", files=files_of(p))) for p in pairs[:3]]
+                await asyncio.sleep(1.5)  # one computing (held), two queued: the queue is full
+                late = await client.post(f"{url}/v1/synthesize", files=files_of(pairs[3]))
+                gate.set()
+                return late, await asyncio.gather(*first)
+
+        late, first = asyncio.run(scenario())
+    assert late.status_code == 503 and late.headers["Retry-After"] == "1" and "busy" in late.json()["error"]
+    assert [r.status_code for r in first] == [200, 200, 200]
+
+
+def test_a_client_that_leaves_does_not_take_its_batch_down(served):
+    gate = threading.Event()
+    pairs = served["pairs"]
+    with server_thread(blocking_state(served, gate, max_batch=4, max_wait_ms=500)) as url:
+        async def scenario():
+            async with httpx.AsyncClient(timeout=120) as client, httpx.AsyncClient(timeout=1.0) as impatient:
+                stay = [asyncio.create_task(client.post(f"{url}/v1/synthesize", files=files_of(p))) for p in pairs[:3]]
+                with pytest.raises(httpx.TimeoutException):
+                    await impatient.post(f"{url}/v1/synthesize", files=files_of(pairs[3]))
+                gate.set()
+                return await asyncio.gather(*stay)
+
+        answers = asyncio.run(scenario())
+        after = httpx.post(f"{url}/v1/synthesize", files=files_of(pairs[4]), timeout=60)
+    assert [r.status_code for r in answers] == [200, 200, 200]
+    for pair, r in zip(pairs, answers):
+        assert np.array_equal(picture(r.content), run_picture(served, pair))
+    assert after.status_code == 200
+
+
+def test_an_api_key_is_required_when_set(served):
+    with server_thread(make_state(served, api_key="s3cret")) as url:
+        files = files_of(served["pairs"][0])
+        assert httpx.post(f"{url}/v1/synthesize", files=files, timeout=60).status_code == 401
+        wrong = httpx.post(f"{url}/v1/synthesize", files=files, headers={"Authorization": "Bearer nope"}, timeout=60)
+        assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
+        assert httpx.get(f"{url}/metrics").status_code == 401
+        right = httpx.post(f"{url}/v1/synthesize", files=files, headers={"Authorization": "Bearer s3cret"},
+                           timeout=60)
+        assert right.status_code == 200
+        assert httpx.get(f"{url}/healthz").status_code == 200  # probes stay open for the orchestrator
+        assert "/v1/synthesize" in httpx.get(f"{url}/openapi.json").json()["paths"]
+        assert "<canvas" in httpx.get(f"{url}/").text
+
+
+def test_the_page_helpers(served):
+    from pix2pixhd_deploy.labels import COLOUR_TO_ID
+
+    with server_thread(make_state(served)) as url:
+        classes = httpx.get(f"{url}/v1/classes").json()
+        assert {c["name"] for c in classes if c["paintable"]} >= {"road", "car", "person", "sky"}
+        assert all(COLOUR_TO_ID[tuple(c["color"])] == c["id"] for c in classes if c["paintable"])
+        scene = httpx.get(f"{url}/v1/scene?height=64&width=128&seed=2")
+        assert picture(scene.content).shape == (64, 128, 3)
+        ids = httpx.post(f"{url}/v1/colorize", files={"label": ("l.png", served["pairs"][0].label.read_bytes())})
+        assert picture(ids.content).shape == (64, 128, 3)
+        assert httpx.get(f"{url}/v1/info").json()["sizes"] == [list(SIZE)]
