@@ -86,3 +86,21 @@ def test_replicas_serve_runs_pictures_and_survive_a_replica_killed_mid_load(tmp_
         stop.set()
         thread.join(120)
         ray.shutdown()
+
+
+def test_the_kuberay_builder_reads_its_settings_from_the_environment(monkeypatch, tmp_path):
+    from ray.serve import Application
+
+    from pix2pixhd_deploy.errors import UserError
+    from pix2pixhd_deploy.serve.ray_serve import app_from_env
+
+    monkeypatch.delenv("PIX2PIXHD_CHECKPOINT", raising=False)
+    with pytest.raises(UserError, match="PIX2PIXHD_CHECKPOINT"):
+        app_from_env()
+    monkeypatch.setenv("PIX2PIXHD_CHECKPOINT", str(tmp_path / "ck"))
+    monkeypatch.setenv("PIX2PIXHD_SIZES", "512,1024;1024,2048")
+    app = app_from_env({"replicas": "3"})
+    assert isinstance(app, Application)
+    deployment = app._bound_deployment
+    assert deployment.num_replicas == 3
+    assert deployment.init_args[0]["sizes"] == ((512, 1024), (1024, 2048))

@@ -80,3 +80,24 @@ def import_ray_serve():
     except ImportError as exc:
         raise UserError("serve --engine ray needs Ray Serve", fix="pip install 'pix2pixhd-deploy[ray]'") from exc
     return ray, serve
+
+
+def app_from_env(args: Optional[dict] = None):
+    """The application for Ray Serve config files and KubeRay's ``serveConfigV2`` (``import_path:
+    pix2pixhd_deploy.serve.ray_serve:app_from_env``): the model from ``PIX2PIXHD_CHECKPOINT``, sizes from
+    ``PIX2PIXHD_SIZES`` (``H,W;H,W``), replicas and CPUs from ``PIX2PIXHD_REPLICAS`` / ``PIX2PIXHD_CPUS``; the
+    API key from ``PIX2PIXHD_API_KEY`` as usual. ``args``: Ray Serve's application arguments, same names in lower
+    case without the prefix (they win over the environment)."""
+    import os
+
+    def setting(name: str, default=None):
+        return (args or {}).get(name.lower(), os.environ.get(f"PIX2PIXHD_{name}", default))
+
+    checkpoint = setting("CHECKPOINT")
+    if not checkpoint:
+        raise UserError("no model for the Ray Serve application", fix="set PIX2PIXHD_CHECKPOINT (or the "
+                                                                      "application argument checkpoint)")
+    sizes = tuple(tuple(int(v) for v in s.split(",")) for s in str(setting("SIZES", "1024,2048")).split(";"))
+    options = ModelOptions(model=str(checkpoint), sizes=sizes)
+    return deployment(options, ServeLimits(), RayOptions(replicas=int(setting("REPLICAS", 1)),
+                                                         cpus_per_replica=float(setting("CPUS", 1))))

@@ -6,8 +6,11 @@ requests in flight (queued ones included) are answered, then the process exits 0
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import threading
 from typing import Callable, Optional
 
 from ..errors import UserError
@@ -24,6 +27,27 @@ def check_exposure(host: str, api_key: Optional[str]) -> None:
     if host not in LOCAL_HOSTS and not api_key:
         log.warning("serve: listening on %s without --api-key: anyone who can reach this machine can use the model "
                     "(set --api-key or PIX2PIXHD_API_KEY)", host)
+
+
+def _draining_server(config):
+    """uvicorn's server, ending with exit status 0 after SIGTERM/SIGINT once the requests are answered (uvicorn
+    itself raises the signal again after its clean shutdown, which makes the exit status -15 for a clean stop)."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return DrainingServer(config)
 
 
 def serve(options: ModelOptions, limits: ServeLimits, *, host: str = "127.0.0.1", port: int = 8000,
@@ -49,7 +73,7 @@ def serve(options: ModelOptions, limits: ServeLimits, *, host: str = "127.0.0.1"
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=120)
-    server = uvicorn.Server(config)
+    server = _draining_server(config)
     try:
         server.run()
     finally:
