@@ -166,7 +166,7 @@ def main() -> None:
         if not args.skip_large:
             results.append(bench_model("label2city_1024p", (512, 1024), args.large_requests, args.concurrency,
                                        root))
-    from pix2pixhd_deploy.pipeline import machine
+    from pix2pixhd_deploy.provenance import machine
 
     report = {"machine": machine(), "results": results}
     print(table(results))

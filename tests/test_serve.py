@@ -171,7 +171,10 @@ def test_a_full_queue_answers_503_with_retry_after(served):
         async def scenario():
             async with httpx.AsyncClient(timeout=120) as client:
                 first = [asyncio.create_task(client.post(f"{url}/v1/synthesize", files=files_of(p))) for p in pairs[:3]]
-                await asyncio.sleep(1.5)  # one computing (held), two queued: the queue is full
+                for _ in range(600):  # until one is computing (held) and two are queued: the queue is full
+                    if "pix2pixhd_queue_depth 2.0" in (await client.get(f"{url}/metrics")).text:
+                        break
+                    await asyncio.sleep(0.05)
                 late = await client.post(f"{url}/v1/synthesize", files=files_of(pairs[3]))
                 gate.set()
                 return late, await asyncio.gather(*first)
