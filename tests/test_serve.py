@@ -164,6 +164,19 @@ def blocking_state(served, gate: threading.Event, **limits):
     return state
 
 
+async def queue_depth(client, url, want: int, timeout: float = 120) -> int:
+    """The batcher's queue depth from /metrics, polled until it is ``want`` or ``timeout`` passes."""
+    import re
+    import time
+
+    end, depth = time.monotonic() + timeout, -1
+    while time.monotonic() < end and depth != want:
+        text = (await client.get(f"{url}/metrics")).text
+        depth = int(float(re.search(r"^pix2pixhd_queue_depth (\S+)$", text, re.M).group(1)))
+        await asyncio.sleep(0.05)
+    return depth
+
+
 def test_a_full_queue_answers_503_with_retry_after(served):
     gate = threading.Event()
     pairs = served["pairs"]
@@ -171,12 +184,12 @@ def test_a_full_queue_answers_503_with_retry_after(served):
         async def scenario():
             async with httpx.AsyncClient(timeout=120) as client:
                 first = [asyncio.create_task(client.post(f"{url}/v1/synthesize", files=files_of(p))) for p in pairs[:3]]
-                for _ in range(600):  # until one is computing (held) and two are queued: the queue is full
-                    if "pix2pixhd_queue_depth 2.0" in (await client.get(f"{url}/metrics")).text:
-                        break
-                    await asyncio.sleep(0.05)
-                late = await client.post(f"{url}/v1/synthesize", files=files_of(pairs[3]))
-                gate.set()
+                try:
+                    depth = await queue_depth(client, url, 2)  # one computing (held), two queued: the queue is full
+                    assert depth == 2, f"the queue never held 2 maps (depth {depth})"
+                    late = await client.post(f"{url}/v1/synthesize", files=files_of(pairs[3]))
+                finally:
+                    gate.set()
                 return late, await asyncio.gather(*first)
 
         late, first = asyncio.run(scenario())
