@@ -4,12 +4,12 @@ at a time, JPEG out, as test.py does), label PNGs in to pictures out, on N real 
 
 For each N (default 1, 3 and 15) the processes alternate in this one run: the upstream loop, then ``run`` with a
 warm model cache (the CPU graph already built), then, for the N in ``--cold``, ``run`` with an empty cache (it builds
-the graph first). Each figure is the wall clock of the whole process (start-up, model load, every image) and the
+the graph first; the first such run fills the cache the warm runs use). Each figure is the wall clock of the whole process (start-up, model load, every image) and the
 time from the command to the first picture on disk. The pictures of ``run`` are compared with the upstream loop's
 (saved, besides its JPEGs, as raw uint8 arrays: about 10 ms an image, inside its timing): the share of values within
 one level and the largest difference.
 
-    .venv/bin/python benchmarks/default_path.py                 # N = 1, 3, 15; cold cache for N = 3
+    .venv/bin/python benchmarks/default_path.py                 # N = 1, 3, 15; cold cache for N = 1
     .venv/bin/python benchmarks/default_path.py -n 3 --cold     # a quick look
 """
 from __future__ import annotations
@@ -49,6 +49,10 @@ def timed(cmd, pictures: Path, env=None) -> dict:
     return {"seconds": seconds, "first_picture_s": first, "stderr_tail": err.strip().splitlines()[-3:]}
 
 
+def filled(cache: Path) -> bool:
+    return any(cache.glob("graphs/*/entry.json"))
+
+
 def accuracy(run_images: Path, upstream_images: Path) -> dict:
     from PIL import Image
 
@@ -65,8 +69,8 @@ def accuracy(run_images: Path, upstream_images: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, nargs="+", default=[1, 3, 15], help="image counts (default 1 3 15)")
-    ap.add_argument("--cold", type=int, nargs="*", default=[3],
-                    help="counts also measured with an empty model cache (default 3; --cold alone: every count)")
+    ap.add_argument("--cold", type=int, nargs="*", default=[1],
+                    help="counts also measured with an empty model cache (default 1; --cold alone: every count)")
     ap.add_argument("--samples", type=Path, default=SAMPLES, help="folder with test_label/ and test_inst/")
     ap.add_argument("--checkpoint", type=Path, help="latest_net_G.pth (default: seeded random label2city_1024p)")
     ap.add_argument("--json", type=Path, help="write the figures here")
@@ -96,15 +100,17 @@ def main() -> None:
             (data / sub).mkdir(parents=True, exist_ok=True)
             for p in sorted((args.samples / sub).glob("*.png"))[:n]:
                 shutil.copy(p, data / sub / p.name)
-        if not any(warm_cache.glob("graphs/*/entry.json")):  # the warm cache is filled once, outside the timing
-            subprocess.run([python, "-m", "pix2pixhd_deploy", "-q", "run", "--dataroot", str(data), "--checkpoint",
-                            str(ckpt), "--output", str(work / "fill"), "--cache-dir", str(warm_cache)], check=True)
         row = {"images": n}
         up = work / f"upstream{n}"
         shutil.rmtree(up, ignore_errors=True)
         row["upstream"] = timed([python, __file__, "--upstream-loop", str(data), str(ckpt), str(up)], up / "images")
-        for label, cache in [("warm", warm_cache)] + ([("cold", work / f"cache-cold{n}")] if n in cold else []):
-            if label == "cold":
+        # a cold run first where asked (the first one fills the warm cache), then the warm one
+        sides = ([("cold", warm_cache if not filled(warm_cache) else work / f"cache-cold{n}")] if n in cold else [])
+        if not sides and not filled(warm_cache):  # filled outside the timing
+            subprocess.run([python, "-m", "pix2pixhd_deploy", "-q", "run", "--dataroot", str(data), "--checkpoint",
+                            str(ckpt), "--output", str(work / "fill"), "--cache-dir", str(warm_cache)], check=True)
+        for label, cache in sides + [("warm", warm_cache)]:
+            if label == "cold" and cache != warm_cache:
                 shutil.rmtree(cache, ignore_errors=True)
             out = work / f"run_{label}{n}"
             shutil.rmtree(out, ignore_errors=True)
@@ -113,6 +119,7 @@ def main() -> None:
             row[label]["speed_up"] = row["upstream"]["seconds"] / row[label]["seconds"]
             row[label]["accuracy"] = accuracy(out / "images", up / "images")
         results.append(row)
+        row["load_average"] = os.getloadavg()
         print(json.dumps(row, indent=1), flush=True)
 
     print(f"\nmachine: {machine()}")
