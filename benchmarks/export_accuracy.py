@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "data" / "cityscapes_samples"
 sys.path.insert(0, str(REPO / "src"))
 
-from pix2pixhd_deploy.compare import compare_arrays  # noqa: E402
+from pix2pixhd_deploy.compare_metrics import compare_arrays  # noqa: E402
 from pix2pixhd_deploy.dataset import cityscapes_pairs, find_pairs, load_pair  # noqa: E402
 from pix2pixhd_deploy.encoding import encode_input  # noqa: E402
 from pix2pixhd_deploy.export import run_onnxruntime_cpu  # noqa: E402

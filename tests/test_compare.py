@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
-from pix2pixhd_deploy.compare import (compare_arrays, compare_dirs, output_stem, preset_tolerance, psnr, ssim)
+from pix2pixhd_deploy.compare import compare_dirs
+from pix2pixhd_deploy.compare_folders import output_stem
+from pix2pixhd_deploy.compare_metrics import compare_arrays, preset_tolerance, psnr, ssim
 from pix2pixhd_deploy.errors import UserError
 from pix2pixhd_deploy.postprocess import tensor2im
 

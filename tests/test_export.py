@@ -11,7 +11,7 @@ from torch import nn
 
 from conftest import SMALL_LOCAL, rng_input, run_cli
 from pix2pixhd_deploy import export as ex
-from pix2pixhd_deploy.compare import preset_tolerance, psnr
+from pix2pixhd_deploy.compare_metrics import preset_tolerance, psnr
 from pix2pixhd_deploy.errors import UserError
 from pix2pixhd_deploy.network import LoadedGenerator, random_generator
 from pix2pixhd_deploy.runners import OnnxRuntimeRunner

@@ -149,7 +149,7 @@ def case(request):
 
 
 def _close_enough(case: Case, ref: np.ndarray, got: np.ndarray) -> None:
-    from pix2pixhd_deploy.compare import psnr
+    from pix2pixhd_deploy.compare_metrics import psnr
 
     if case.min_psnr:
         assert psnr(ref, got, 2.0) >= case.min_psnr

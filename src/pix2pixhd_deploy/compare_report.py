@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import html
 import logging
-import os
 from pathlib import Path
 from typing import Dict, List, Optional
-from urllib.parse import quote
 
 import numpy as np
 
-from .compare import Comparison, ImageComparison, format_figure
+from .compare import Comparison
+from .compare_metrics import ImageComparison, format_figure
 from .errors import PathLike
-from .fileio import atomic_save_image, atomic_write_text, ensure_output_dir
+from .fileio import atomic_save_image, ensure_output_dir
+from .report import page_start, picture_cell, write_page
 
 log = logging.getLogger(__name__)
 
@@ -90,69 +90,69 @@ class CompareReport:
         self._rows.append((result, cells))
 
     def finish(self, comparison: Comparison) -> Path:
-        """Write the page; returns its path."""
-        base = self.page.parent
-        e = html.escape
-        verdict = "PASS" if comparison.passed else "FAIL"
-        unit = "" if comparison.units == "raw" else " levels"
-        parts = [
-            "<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\">", f"<title>{e(self.title)}</title>",
-            "<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
-            "td,th{padding:3px 8px;text-align:left;vertical-align:top}.fig td,.fig th,.sum td,.sum th"
-            "{border:1px solid #ccc}.pass{color:#1a7f37;font-weight:bold}.fail{color:#c62828;font-weight:bold}"
-            ".pics td{text-align:center}</style>",
-            "</head><body>", f"<h1>{e(self.title)}</h1>",
-            f"<p>Verdict: <span class=\"{verdict.lower()}\">{verdict}</span> — {len(comparison.images)} image "
-            f"pair(s), {sum(not i.passed for i in comparison.images)} failed.</p>",
-            "<table class=\"sum\">",
-            f"<tr><th>A</th><td>{e(comparison.folder_a)}</td></tr>",
-            f"<tr><th>B</th><td>{e(comparison.folder_b)}</td></tr>",
-            f"<tr><th>units</th><td>{e(comparison.to_dict()['units_note'])}</td></tr>",
-            f"<tr><th>tolerance</th><td>preset {e(comparison.tolerance.preset)} ({e(comparison.preset_reason)})"
-            "</td></tr>",
-        ]
-        for check in comparison.checks:
-            cls = "pass" if check.passed else "fail"
-            parts.append(f"<tr><th>check</th><td class=\"{cls}\">{e(check.line())}</td></tr>")
-        if comparison.only_a or comparison.only_b:
-            parts.append(f"<tr><th>unpaired</th><td>{len(comparison.only_a)} only in A, {len(comparison.only_b)} "
-                         "only in B (allowed)</td></tr>")
-        parts.append("</table>")
-
-        summary = comparison.summary()
-        parts.append("<h2>Summary over all images</h2><table class=\"sum\"><tr><th>figure</th><th>worst</th>"
-                     "<th>median</th><th>mean</th></tr>")
-        for figure, values in summary.items():
-            parts.append(f"<tr><td>{e(figure)}</td>" + "".join(f"<td>{e(format_figure(values[k]))}</td>"
-                                                                for k in ("worst", "median", "mean")) + "</tr>")
-        parts.append("</table>")
-        parts.append(f"<p>Difference maps: {e(_ramp_note(self.amplify))}. Errors are in "
-                     f"{'raw [-1, 1] units' if comparison.units == 'raw' else 'levels'}.</p>")
-
+        """Write the page: the verdict and the settings, the summary over all images, then each image."""
+        parts = page_start(self.title, STYLE)
+        parts += _verdict(comparison)
+        parts += _summary(comparison, self.amplify)
         for result, cells in self._rows:
-            status = ("<span class=\"pass\">pass</span>" if result.passed else
-                      f"<span class=\"fail\">FAIL: {e('; '.join(result.failures))}</span>")
-            parts.append(f"<h3 id=\"{e(result.name, quote=True)}\">{e(result.name)} — {status}</h3>")
-            parts.append("<table class=\"fig\"><tr>" + "".join(
-                f"<th>{e(h)}</th>" for h in ("max abs", "mean abs", "PSNR (dB)", "SSIM", "pixels > 1 level",
-                                            "max level diff", "size")) + "</tr><tr>" + "".join(
-                f"<td>{e(v)}</td>" for v in (
-                    format_figure(result.max_abs) + unit, format_figure(result.mean_abs) + unit,
-                    format_figure(result.psnr_db), format_figure(result.ssim),
-                    f"{result.over_one_level_share:.4%}", str(result.max_level_diff),
-                    f"{result.width}x{result.height}")) + "</tr></table>")
-            parts.append("<table class=\"pics\"><tr>")
-            for caption, file in cells:
-                if file is None:
-                    parts.append(f"<td>{e(caption)}</td>")
-                    continue
-                rel = e(quote(Path(os.path.relpath(file, base)).as_posix()), quote=True)
-                parts.append(f"<td><a href=\"{rel}\"><img src=\"{rel}\" width=\"{self.width}\" "
-                             f"alt=\"{e(result.name)} {e(caption)}\"></a><br>{e(caption)}</td>")
-            parts.append("</tr></table>")
-        parts.append("</body></html>")
-        atomic_write_text(self.page, "\n".join(parts) + "\n")
-        return self.page
+            parts += self._image(result, cells, "" if comparison.units == "raw" else " levels")
+        return write_page(self.page, parts)
+
+    def _image(self, result: ImageComparison, cells: List[tuple], unit: str) -> List[str]:
+        """One image's heading (its verdict), its figures and its pictures."""
+        e = html.escape
+        status = ("<span class=\"pass\">pass</span>" if result.passed else
+                  f"<span class=\"fail\">FAIL: {e('; '.join(result.failures))}</span>")
+        figures = {"max abs": format_figure(result.max_abs) + unit, "mean abs": format_figure(result.mean_abs) + unit,
+                   "PSNR (dB)": format_figure(result.psnr_db), "SSIM": format_figure(result.ssim),
+                   "pixels > 1 level": f"{result.over_one_level_share:.4%}",
+                   "max level diff": str(result.max_level_diff), "size": f"{result.width}x{result.height}"}
+        return [f"<h3 id=\"{e(result.name, quote=True)}\">{e(result.name)} — {status}</h3>",
+                "<table class=\"fig\"><tr>" + "".join(f"<th>{e(h)}</th>" for h in figures) + "</tr><tr>"
+                + "".join(f"<td>{e(v)}</td>" for v in figures.values()) + "</tr></table>",
+                "<table class=\"pics\"><tr>",
+                *(f"<td>{e(caption)}</td>" if file is None else
+                  picture_cell(file, self.page.parent, caption, width=self.width, alt=f"{result.name} {caption}")
+                  for caption, file in cells),
+                "</tr></table>"]
+
+
+STYLE = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
+         "td,th{padding:3px 8px;text-align:left;vertical-align:top}.fig td,.fig th,.sum td,.sum th"
+         "{border:1px solid #ccc}.pass{color:#1a7f37;font-weight:bold}.fail{color:#c62828;font-weight:bold}"
+         ".pics td{text-align:center}")
+
+
+def _verdict(comparison: Comparison) -> List[str]:
+    """The verdict, the folders, the units, the tolerance and each check."""
+    e = html.escape
+    verdict = "PASS" if comparison.passed else "FAIL"
+    parts = [f"<p>Verdict: <span class=\"{verdict.lower()}\">{verdict}</span> — {len(comparison.images)} image "
+             f"pair(s), {sum(not i.passed for i in comparison.images)} failed.</p>",
+             "<table class=\"sum\">",
+             f"<tr><th>A</th><td>{e(comparison.folder_a)}</td></tr>",
+             f"<tr><th>B</th><td>{e(comparison.folder_b)}</td></tr>",
+             f"<tr><th>units</th><td>{e(comparison.units_note)}</td></tr>",
+             f"<tr><th>tolerance</th><td>preset {e(comparison.tolerance.preset)} ({e(comparison.preset_reason)})"
+             "</td></tr>"]
+    parts += [f"<tr><th>check</th><td class=\"{'pass' if c.passed else 'fail'}\">{e(c.line())}</td></tr>"
+              for c in comparison.checks]
+    if comparison.only_a or comparison.only_b:
+        parts.append(f"<tr><th>unpaired</th><td>{len(comparison.only_a)} only in A, {len(comparison.only_b)} "
+                     "only in B (allowed)</td></tr>")
+    return parts + ["</table>"]
+
+
+def _summary(comparison: Comparison, amplify: float) -> List[str]:
+    """Each figure's worst, median and mean over all images, and how to read the difference maps."""
+    e = html.escape
+    parts = ["<h2>Summary over all images</h2><table class=\"sum\"><tr><th>figure</th><th>worst</th>"
+             "<th>median</th><th>mean</th></tr>"]
+    parts += [f"<tr><td>{e(figure)}</td>" + "".join(f"<td>{e(format_figure(values[k]))}</td>"
+                                                    for k in ("worst", "median", "mean")) + "</tr>"
+              for figure, values in comparison.summary().items()]
+    return parts + ["</table>", f"<p>Difference maps: {e(_ramp_note(amplify))}. Errors are in "
+                                f"{'raw [-1, 1] units' if comparison.units == 'raw' else 'levels'}.</p>"]
 
 
 def _ramp_note(amplify: float) -> str:

@@ -6,7 +6,7 @@ instance ids: the statistics of a real Cityscapes map), or a real label / instan
 (``check_map`` / ``check_inst``). Uniform noise would give the instance norms statistics no real input has, and hide
 the errors that real inputs show (issue 11: 4e-4 on noise, 7.6e-3 on a real map, for the same graph).
 
-The tolerance is :func:`..compare.tolerance_for`'s, for the graph (:func:`check_tolerance`):
+The tolerance is :func:`..compare_metrics.tolerance_for`'s, for the graph (:func:`check_tolerance`):
 
 * fp32 float output with precise norms (the default): the ``fp32`` preset on raw outputs, max abs error <= 1e-4;
 * fp32 float output with fused ``InstanceNormalization`` (``--fused-norm``, or a dynamic H/W): the ``fp32`` preset on
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..compare import CHECKS, Check, ImageComparison, Tolerance, compare_arrays, format_figure
-from ..compare import summarise_checks, tolerance_for
+from ..compare_metrics import CHECKS, Check, ImageComparison, Tolerance, compare_arrays, format_figure
+from ..compare_metrics import summarise_checks, tolerance_for
 from ..errors import UserError
 from ..postprocess import tensor2im
 from .options import ExportOptions
