@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,19 @@ def upstream_networks():
 @pytest.fixture(scope="session")
 def upstream_util():
     return import_upstream("pix2pixhd.util.util")
+
+
+#: the one line a --keep-going run with bad inputs ends with, for preprocess, infer and run (local and Ray) alike
+FAILED_INPUTS_LINE = re.compile(
+    r"^error: (?P<path>.+): (?P<count>\d+) (?P<what>\w+)\(s\) failed \((?P<shown>.+)\); the other (?P<done>\d+) "
+    r"were written\. fix or remove those inputs and run again: finished outputs are kept\.$")
+
+
+def failed_inputs_line(stderr: str) -> "re.Match":
+    """The --keep-going summary line in ``stderr``, parsed: path, count, what, shown (``name: error; ...``), done."""
+    found = [m for m in map(FAILED_INPUTS_LINE.match, stderr.splitlines()) if m]
+    assert len(found) == 1, stderr
+    return found[0]
 
 
 def run_cli(args, cwd=None, check=True, timeout=600, env=None) -> subprocess.CompletedProcess:

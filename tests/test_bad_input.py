@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import failed_inputs_line, run_cli
 from pix2pixhd_deploy.fileio import TMP_PREFIX
 
 LABEL = "test_label/city_000000_000001_gtFine_labelIds.png"
@@ -263,21 +263,33 @@ def test_bad_bin_files(command, damage, tmp_path, request):
 
 
 def test_infer_and_preprocess_keep_going(tmp_path, prep, scene_dataroot, small_checkpoint):
-    """A bad input does not stop the run: the others are done, the bad ones are reported at the end, exit 2."""
+    """A bad input does not stop the run: the others are done, the bad ones are reported at the end, exit 2, in
+    run's line and record ({name: {error, path, fix}}; tests/test_pipeline.py, tests/test_ray_engine.py)."""
     _nan_bin(prep / "city_000000_000001_gtFine_labelIds.bin")
     _cut_bin(prep / "city_000000_000002_gtFine_labelIds.bin")
     proc = run_cli(["pix2pixhd-deploy", "infer", "--model", small_checkpoint, "--input", prep, "--output",
                     tmp_path / "res", "--output_dirname", "go", "--device", "cpu", "--keep-going"], check=False)
     line = error_line(proc, "2 input(s) failed", "000001_gtFine_labelIds.bin", "000002_gtFine_labelIds.bin",
                       "the other 1 were written")
-    assert line.startswith("error: ")
+    parsed = failed_inputs_line(proc.stderr)
+    assert parsed["what"] == "input" and parsed["count"] == "2" and parsed["done"] == "1"
+    assert "city_000000_000001_gtFine_labelIds.bin: the input holds 2 NaN" in parsed["shown"]  # found at reading
+    assert parsed["shown"].startswith("city_000000_000002_gtFine_labelIds.bin: the file has 1000 bytes")  # at the scan
     assert [p.name for p in (tmp_path / "res" / "go").iterdir()] == ["city_000000_000000_gtFine_labelIds_0.bin"]
     summary = json.loads((tmp_path / "res" / "go_summary.json").read_text())
-    assert len(summary["failed"]) == 2 and len(summary["filesinfo"]) == 1
+    assert len(summary["filesinfo"]) == 1
+    nan = summary["failed"]["city_000000_000001_gtFine_labelIds.bin"]
+    assert list(summary["failed"]) == ["city_000000_000002_gtFine_labelIds.bin", "city_000000_000001_gtFine_labelIds.bin"]
+    assert set(nan) == {"error", "path", "fix"} and nan["path"] == str(prep / "city_000000_000001_gtFine_labelIds.bin")
 
     _ids(scene_dataroot)
     proc = run_cli(["pix2pixhd_preprocess.py", scene_dataroot, tmp_path / "prep2", "--keep-going"], check=False)
-    error_line(proc, "1 pair(s) failed", Path(LABEL).name, "label ids 40", "the other 2 were written")
+    error_line(proc, "1 pair(s) failed", Path(LABEL).stem, "label ids 40", "the other 2 were written")
+    parsed = failed_inputs_line(proc.stderr)
+    assert (parsed["what"], parsed["count"], parsed["done"]) == ("pair", "1", "2")
+    assert parsed["shown"].startswith(f"{Path(LABEL).stem}: label ids 40")
+    record = json.loads((tmp_path / "prep2" / "pix2pixhd_sizes.json").read_text())["failed"]
+    assert list(record) == [Path(LABEL).stem] and record[Path(LABEL).stem]["path"].endswith(LABEL)
     assert sorted(p.name for p in (tmp_path / "prep2").iterdir()) == [
         "city_000000_000000_gtFine_labelIds.bin", "city_000000_000002_gtFine_labelIds.bin",
         "pix2pixhd_sizes.json"]

@@ -22,7 +22,7 @@ from PIL import Image
 
 from pix2pixhd_deploy.dataset import read_instance_map, read_label_map
 from pix2pixhd_deploy.errors import UserError
-from pix2pixhd_deploy.infer import read_input
+from pix2pixhd_deploy.infer_files import read_input
 from pix2pixhd_deploy.postprocess import read_output_bin
 
 TRIED: Counter = Counter()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SMALL_LOCAL, run_cli
+from conftest import SMALL_LOCAL, failed_inputs_line, run_cli
 from pix2pixhd_deploy.fileio import TMP_PREFIX
 from pix2pixhd_deploy.postprocess import tensor2im
 from pix2pixhd_deploy.synthetic import write_cityscapes_split
@@ -106,6 +106,9 @@ def test_keep_going_reports_bad_images_and_exits_nonzero(tmp_path, scene_dataroo
     assert proc.stderr.strip().count("\n") == 0 or "Traceback" not in proc.stderr
     proc = run_cli(cmd + [tmp_path / "go", "--keep-going"], check=False)
     assert proc.returncode == 2 and "1 image(s) failed" in proc.stderr
+    parsed = failed_inputs_line(proc.stderr)  # the line preprocess and infer end with (tests/test_bad_input.py)
+    assert (parsed["what"], parsed["count"], parsed["done"]) == ("image", "1", "2")
+    assert parsed["shown"].startswith(f"{bad.stem}: label ids 40")
     assert len(pictures(tmp_path / "go")) == 2
 
 

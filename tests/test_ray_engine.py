@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SMALL_LOCAL, run_cli
+from conftest import SMALL_LOCAL, failed_inputs_line, run_cli
 from pix2pixhd_deploy.fileio import TMP_PREFIX
 
 POOL = {"num_workers": 2, "cpus_per_worker": 0.5}
@@ -159,6 +159,8 @@ def test_cli_engine_ray_on_a_running_cluster_with_a_bad_input(tmp_path, ray_clus
     assert proc.returncode == 2 and "label ids 40 (8192 px) are outside 0..34" in proc.stderr
     proc = run_cli(cmd + ["--keep-going"], check=False)
     assert proc.returncode == 2 and "1 image(s) failed" in proc.stderr and bad.name in proc.stderr
+    parsed = failed_inputs_line(proc.stderr)  # the local engine's line, and preprocess's and infer's
+    assert (parsed["what"], parsed["count"]) == ("image", "1") and "label ids 40" in parsed["shown"]
     # the local engine, keeping going over the same inputs
     settings = reference["settings"]()
     settings.batch_size = 1

@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .dataset import Pair, find_pairs, resolve_instances
-from .errors import PathLike, UserError, failed_inputs_error
+from .errors import Failures, PathLike, UserError
 from .fileio import (atomic_write_array, atomic_write_text, check_free_space, ensure_output_dir, progress,
                      remove_stale_temporaries)
 from .labelmaps import MapOptions, check_label_ids, fitted_size, load_maps
@@ -112,10 +112,6 @@ def encode_input_torch(label, inst, label_nc: int = LABEL_NC, dtype=None):
 
 # ------------------------------------------------------------------------------------ the preprocess stage
 
-def bin_bytes(channels: int, height: int, width: int) -> int:
-    return channels * height * width * 4
-
-
 def _image_size(path: Path) -> Tuple[int, int]:
     """(height, width) from the file's header, without decoding it."""
     from PIL import Image
@@ -166,16 +162,16 @@ def preprocess_dataset(dataroot: PathLike, out_dir: PathLike, *, label_nc: int =
     ``instances`` (None: ``files`` when the data root has instance maps, else ``labels``; ``use_instance=False``
     means ``none``) and ``fit`` as :mod:`labelmaps`. Free disk is checked before the first write; files that
     already exist with the right size are kept, so an interrupted run resumes. A bad pair stops the run, or with
-    ``keep_going`` is skipped (it gets no ``.bin``) and all the bad ones are reported in one error at the end.
+    ``keep_going`` is skipped (it gets no ``.bin``; the sidecar's ``failed`` records it) and all the bad ones are
+    reported in one error at the end.
     """
     options = MapOptions(label_nc=label_nc, base=base, fit=fit,
                          instances=resolve_instances(dataroot, instances if use_instance else "none", phase=phase))
     pairs = find_pairs(dataroot, phase=phase, instances=options.instances)
-    channels = input_channels(label_nc, options.use_instance)
     sidecar = sizes_sidecar(pairs, options)
     out_dir = Path(out_dir)
     _check_sidecar(out_dir, sidecar)
-    failed: Dict[str, Tuple[str, str]] = {}  # pair name -> (file, problem)
+    failed = Failures("pair")
 
     def encode(pair: Pair) -> Optional[np.ndarray]:
         try:
@@ -183,35 +179,20 @@ def preprocess_dataset(dataroot: PathLike, out_dir: PathLike, *, label_nc: int =
         except UserError as exc:
             if not keep_going:
                 raise
-            log.error("%s", exc)
-            failed[pair.name] = (exc.path or str(pair.label), exc.problem)
+            failed.add(exc, pair.name)
             return None
 
-    def nbytes(pair: Pair) -> int:
-        entry = sidecar["images"][pair.name]
-        return bin_bytes(channels, entry["input_height"], entry["input_width"])
-
-    ready: Dict[str, np.ndarray] = {}
-    for pair in pairs:  # the first pair is read before anything is written: a bad input leaves nothing behind
-        x = encode(pair)
-        if x is not None:
-            ready[pair.name] = x
-            break
+    ready = _first_encoded(pairs, encode)
     if not ready:
-        raise failed_inputs_error(list(failed.values()), 0, what="pair", path=dataroot)
-    todo = [p for p in pairs
-            if p.name not in failed and not (skip_existing and (out_dir / f"{p.name}.bin").is_file()
-                                             and (out_dir / f"{p.name}.bin").stat().st_size == nbytes(p))]
-    each = {nbytes(p) for p in todo}
-    need = sum(nbytes(p) for p in todo)
-    check_free_space(out_dir, need, what=f"{len(todo)} input tensors " + (
-        f"of {next(iter(each)) / 2**20:.0f} MiB" if len(each) == 1 else f"({need / 2**20:.0f} MiB in all)"))
-    out_dir = ensure_output_dir(out_dir)
-    remove_stale_temporaries(out_dir)
-    atomic_write_text(out_dir / SIZES_SIDECAR, json.dumps(sidecar, indent=1, sort_keys=True))
-    complete = len(pairs) - len(todo) - len(failed)
-    if complete:
-        log.info("%d of %d .bin files are already complete in %s; skipping them", complete, len(pairs), out_dir)
+        raise failed.error(0, path=dataroot)
+    channels = input_channels(label_nc, options.use_instance)
+    nbytes = {name: channels * e["input_height"] * e["input_width"] * 4 for name, e in sidecar["images"].items()}
+    todo = [p for p in pairs if p.name not in failed
+            and not (skip_existing and _has_bin(out_dir / f"{p.name}.bin", nbytes[p.name]))]
+    out_dir = _prepare_output(out_dir, [nbytes[p.name] for p in todo], sidecar)
+    if len(pairs) > len(todo) + len(failed):
+        log.info("%d of %d .bin files are already complete in %s; skipping them", len(pairs) - len(todo) - len(failed),
+                 len(pairs), out_dir)
     for pair in progress(todo, desc="preprocess"):
         x = ready.pop(pair.name, None)
         if x is None:
@@ -219,5 +200,33 @@ def preprocess_dataset(dataroot: PathLike, out_dir: PathLike, *, label_nc: int =
         if x is not None:
             atomic_write_array(out_dir / f"{pair.name}.bin", x)
     if failed:
-        raise failed_inputs_error(list(failed.values()), len(pairs) - len(failed), what="pair", path=dataroot)
+        atomic_write_text(out_dir / SIZES_SIDECAR, json.dumps({**sidecar, "failed": failed.records}, indent=1,
+                                                              sort_keys=True))
+        raise failed.error(len(pairs) - len(failed), path=dataroot)
     return [out_dir / f"{p.name}.bin" for p in pairs]
+
+
+def _first_encoded(pairs: List[Pair], encode: Callable[[Pair], Optional[np.ndarray]]) -> Dict[str, np.ndarray]:
+    """The first pair that encodes (name -> input), read before anything is written: a bad input leaves nothing
+    behind; empty when none does (``encode`` raised for a bad pair, or recorded it under ``--keep-going``)."""
+    for pair in pairs:
+        x = encode(pair)
+        if x is not None:
+            return {pair.name: x}
+    return {}
+
+
+def _has_bin(path: Path, nbytes: int) -> bool:
+    return path.is_file() and path.stat().st_size == nbytes
+
+
+def _prepare_output(out_dir: Path, sizes: List[int], sidecar: Dict[str, object]) -> Path:
+    """Free disk checked for the inputs still to write (``sizes`` in bytes), then the folder made, the leftovers
+    of an interrupted run removed and the sidecar written."""
+    each, need = set(sizes), sum(sizes)
+    check_free_space(out_dir, need, what=f"{len(sizes)} input tensors " + (
+        f"of {next(iter(each)) / 2**20:.0f} MiB" if len(each) == 1 else f"({need / 2**20:.0f} MiB in all)"))
+    out_dir = ensure_output_dir(out_dir)
+    remove_stale_temporaries(out_dir)
+    atomic_write_text(out_dir / SIZES_SIDECAR, json.dumps(sidecar, indent=1, sort_keys=True))
+    return out_dir

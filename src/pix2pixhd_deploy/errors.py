@@ -6,10 +6,12 @@ traceback.
 """
 from __future__ import annotations
 
+import logging
 import os
-from typing import Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
+log = logging.getLogger(__name__)
 
 
 class UserError(Exception):
@@ -34,13 +36,37 @@ class UserError(Exception):
         return "".join(parts).replace("\n", " ")
 
 
-def failed_inputs_error(failed: Sequence[Tuple[str, str]], done: int, *, what: str,
-                        path: Optional[PathLike] = None, limit: int = 5) -> UserError:
-    """The error that ends a ``--keep-going`` run with bad inputs: how many, which and why, and what was kept.
+class Failures:
+    """The inputs a ``--keep-going`` run skipped: one record for ``preprocess``, ``infer`` and ``run`` (local and
+    Ray), and one summary line.
 
-    ``failed``: (file, problem) pairs in the order they were met.
+    ``records`` is the JSON they all write (run's manifest, infer's summary, preprocess's sizes sidecar):
+    ``{name: {"error", "path", "fix"}}`` in the order met, where ``name`` is what the run calls the input (a pair's
+    label stem; infer's first input file). ``what`` names the inputs in the summary line (``image``, ``pair``...).
     """
-    shown = "; ".join(f"{name}: {why}" for name, why in failed[:limit])
-    more = f" and {len(failed) - limit} more" if len(failed) > limit else ""
-    return UserError(f"{len(failed)} {what}(s) failed ({shown}{more}); the other {done} were written", path=path,
-                     fix="fix or remove those inputs and run again: finished outputs are kept")
+
+    def __init__(self, what: str):
+        self.what = what
+        self.records: Dict[str, Dict[str, str]] = {}
+
+    def add(self, exc: UserError, *names: str) -> None:
+        """Log ``exc`` once and record it for each of ``names`` (the first error of an input is the one kept)."""
+        log.error("%s", exc)
+        for name in names:
+            self.records.setdefault(name, {"error": exc.problem, "path": exc.path or "", "fix": exc.fix or ""})
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.records
+
+    def error(self, done: int, *, path: Optional[PathLike] = None, limit: int = 5) -> UserError:
+        """The error that ends the run: how many failed, which and why, and how many were written.
+
+        ``<path>: N <what>(s) failed (<name>: <error>; ...[ and K more]); the other <done> were written. <fix>.``
+        """
+        shown = "; ".join(f"{name}: {r['error']}" for name, r in list(self.records.items())[:limit])
+        more = f" and {len(self) - limit} more" if len(self) > limit else ""
+        return UserError(f"{len(self)} {self.what}(s) failed ({shown}{more}); the other {done} were written",
+                         path=path, fix="fix or remove those inputs and run again: finished outputs are kept")

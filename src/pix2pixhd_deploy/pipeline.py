@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .adapters import make_engine
 from .dataset import Pair, cityscapes_pairs, find_pairs, resolve_instances
-from .errors import PathLike, UserError
+from .errors import Failures, PathLike, UserError
 from .labelmaps import MapOptions, planned_size
 from .labels import LABEL_NC
 from .runfolder import RunFolder
@@ -102,7 +102,7 @@ class RunReport:
     output: Path
     done: int = 0
     skipped: int = 0
-    failed: List[Tuple[str, str]] = field(default_factory=list)
+    failed: Failures = field(default_factory=lambda: Failures("image"))  #: the run folder's record
     seconds: float = 0.0
     compute_seconds: float = 0.0
     index: Optional[Path] = None
@@ -198,7 +198,7 @@ def run(pairs: Sequence[Pair], output: PathLike, runner, settings: RunSettings, 
     (activated here), or a function that returns one activated (:func:`open_runner`), called only when there is
     work. ``choice``: what :mod:`choose` decided, for the manifest."""
     with RunFolder(output, settings) as folder:
-        report = RunReport(output=folder.out)
+        report = RunReport(output=folder.out, failed=folder.failed)
         todo = folder.todo(pairs)
         report.skipped = len(pairs) - len(todo)
         start = time.perf_counter()

@@ -21,7 +21,7 @@ import numpy as np
 from .errors import PathLike, UserError
 from .fileio import atomic_save_image, ensure_output_dir, natural_sorted, progress, remove_stale_temporaries, \
     stem_of
-from .infer import infer_hw
+from .infer_files import infer_hw
 from .labelmaps import crop_to
 
 log = logging.getLogger(__name__)

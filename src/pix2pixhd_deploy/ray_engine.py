@@ -279,6 +279,7 @@ def run_ray(pairs: Sequence[Pair], output: PathLike, settings: RunSettings, *, a
     engine = {"name": "ray", "address": report.address, "num_workers": num_workers,
               "gpus_per_worker": gpus_per_worker, "cpus_per_worker": cpus_per_worker}
     with RunFolder(report.output, settings, engine=engine) as folder:
+        report.failed = folder.failed
         todo = folder.todo(pairs)
         report.skipped = len(pairs) - len(todo)
         start = time.perf_counter()
@@ -419,9 +420,7 @@ def _collect(rows: Iterable[Dict[str, object]], total: int, report: RayRunReport
                                 fix=str(row["error_fix"]) or None)
                 if not keep_going:
                     raise exc
-                log.error("%s", exc)
-                report.failed.append((name, exc.problem))
-                folder.record_failure(name, exc)
+                folder.failed.add(exc, name)
                 continue
             worker = str(row["worker"])
             folder.record(name, {"decode_s": round(float(row["decode_s"]), 4),

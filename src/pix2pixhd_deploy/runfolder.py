@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from .dataset import Pair
-from .errors import PathLike, UserError, failed_inputs_error
+from .errors import Failures, PathLike, UserError
 from .fileio import (TMP_PREFIX, atomic_save_image, atomic_write_array, atomic_write_text, check_free_space,
                      ensure_output_dir, open_own_file, remove_stale_temporaries)
 from .labelmaps import crop_to
@@ -227,10 +227,11 @@ class RunFolder:
             self.images: Dict[str, Dict[str, object]] = dict(previous.get("images", {})) if same else {}
             if same:
                 self.images.update(_read_journal(self.out / JOURNAL))  # what a killed run had not merged yet
-            self.failed: Dict[str, Dict[str, str]] = {}
+            self.failed = Failures("image")  # --keep-going's record, the same under every engine
             self.manifest: Dict[str, object] = {
                 "tool": "pix2pixhd-deploy run", "identity": identity, "settings": dataclasses.asdict(self.settings),
-                "versions": versions(), "machine": machine(), "images": self.images, "failed": self.failed}
+                "versions": versions(), "machine": machine(), "images": self.images,
+                "failed": self.failed.records}
             if self.engine:
                 self.manifest["engine"] = self.engine
         except BaseException:
@@ -301,10 +302,6 @@ class RunFolder:
         self._append({"name": name, "entry": entry})
         self.images[name] = entry
 
-    def record_failure(self, name: str, exc: UserError) -> None:
-        """One input that failed under ``--keep-going``: the same record under every engine."""
-        self.failed[name] = {"error": exc.problem, "path": exc.path or "", "fix": exc.fix or ""}
-
     def _append(self, record: Dict[str, object]) -> None:
         line = (json.dumps(record, sort_keys=True) + "\n").encode()
         with self._journal_lock:
@@ -335,8 +332,8 @@ class RunFolder:
                     rows.append(IndexRow(p.name, [("input_label", label), ("synthesized_image", picture)]))
             report.index = write_index_html(self.out / "index.html", rows,
                                             title=f"pix2pixhd-deploy run: {self.out.name}")
-        if report.failed:
-            raise failed_inputs_error(report.failed, report.done, what="image", path=self.out)
+        if self.failed:
+            raise self.failed.error(report.done, path=self.out)
 
 
 def _read_journal(path: Path) -> Dict[str, Dict[str, object]]:

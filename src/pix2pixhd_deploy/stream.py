@@ -236,10 +236,7 @@ class Stream:
         """``--keep-going``: record the inputs and go on; otherwise the error stops the run."""
         if not self.keep_going:
             raise exc
-        log.error("%s", exc)
-        for item in items:
-            self.report.failed.append((item.pair.name, exc.problem))
-            self.folder.record_failure(item.pair.name, exc)
+        self.folder.failed.add(exc, *(item.pair.name for item in items))
 
     def _start(self, name: str, stage) -> threading.Thread:
         def body() -> None:
