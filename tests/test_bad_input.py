@@ -269,8 +269,8 @@ def test_infer_and_preprocess_keep_going(tmp_path, prep, scene_dataroot, small_c
     _cut_bin(prep / "city_000000_000002_gtFine_labelIds.bin")
     proc = run_cli(["pix2pixhd-deploy", "infer", "--model", small_checkpoint, "--input", prep, "--output",
                     tmp_path / "res", "--output_dirname", "go", "--device", "cpu", "--keep-going"], check=False)
-    line = error_line(proc, "2 input(s) failed", "000001_gtFine_labelIds.bin", "000002_gtFine_labelIds.bin",
-                      "the other 1 were written")
+    error_line(proc, "2 input(s) failed", "000001_gtFine_labelIds.bin", "000002_gtFine_labelIds.bin",
+               "the other 1 were written")
     parsed = failed_inputs_line(proc.stderr)
     assert parsed["what"] == "input" and parsed["count"] == "2" and parsed["done"] == "1"
     assert "city_000000_000001_gtFine_labelIds.bin: the input holds 2 NaN" in parsed["shown"]  # found at reading

@@ -139,6 +139,18 @@ def atomic_write_array(path: PathLike, array: np.ndarray) -> None:
         np.ascontiguousarray(array).tofile(fh)
 
 
+#: the formats pictures are written in: PNG (lossless) and JPEG (upstream test.py's, Pillow's quality 75)
+IMAGE_FORMATS = ("png", "jpg")
+
+
+def image_format(fmt: str) -> str:
+    """``png`` or ``jpg`` from a user's spelling of it (``PNG``, ``.jpeg``...); anything else is a UserError."""
+    name = fmt.lower().lstrip(".").replace("jpeg", "jpg")
+    if name not in IMAGE_FORMATS:
+        raise UserError(f"unknown image format {fmt!r}", fix="use png or jpg")
+    return name
+
+
 def atomic_save_image(path: PathLike, image: np.ndarray, **save_kwargs) -> None:
     """Save an (H, W) or (H, W, 3) uint8 array with Pillow; the format comes from the suffix."""
     from PIL import Image

@@ -49,6 +49,11 @@ FIT_MODES = ("resize", "pad")
 #: continue from here, above every Cityscapes id, so that no two instances share an id.
 OVERFLOW_INSTANCE_ID = 100_000
 
+# Pillow's notes on damaged metadata (UserWarnings from its plugins) would print lines beside the one error a damaged
+# map gets, which says it better. One narrow filter for the process, set once: ``warnings.catch_warnings`` swaps the
+# process-wide filter list, so around each open in the decode threads it could leave another thread's list behind.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
 # the Cityscapes colour table as sorted packed 0xRRGGBB keys, for a vectorised lookup
 _KEYS = np.array(sorted((r << 16) | (g << 8) | b for r, g, b in COLOUR_TO_ID), dtype=np.int64)
 _KEY_IDS = np.array([COLOUR_TO_ID[((k >> 16) & 255, (k >> 8) & 255, k & 255)] for k in _KEYS], dtype=np.uint8)
@@ -110,10 +115,8 @@ def open_image(path: "Path | Upload", what: str):
     if not isinstance(path, Upload) and not path.is_file():
         raise UserError(f"the {what} does not exist", path=path, fix="check the path")
     try:
-        with warnings.catch_warnings():  # Pillow's notes on damaged metadata: the error below says it better
-            warnings.simplefilter("ignore", UserWarning)
-            img = Image.open(io.BytesIO(path.data) if isinstance(path, Upload) else path)
-            img.load()
+        img = Image.open(io.BytesIO(path.data) if isinstance(path, Upload) else path)
+        img.load()
     except Image.DecompressionBombError as exc:
         raise UserError(f"the {what} is far too large to be a Cityscapes map ({exc})", path=path,
                         fix=f"check that this is the {what} PNG") from exc

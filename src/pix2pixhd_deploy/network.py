@@ -27,7 +27,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -311,14 +311,20 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     model.load_state_dict(state_dict, strict=True)
 
 
+def read_checkpoint(path: PathLike) -> Tuple[Path, Dict[str, torch.Tensor], GeneratorConfig]:
+    """(file, state dict with foreign keys renamed, the architecture it holds) of an upstream checkpoint (or a
+    folder holding one): what :func:`load_generator` builds our network from and upstream's is loaded with."""
+    file = resolve_checkpoint(path)
+    state = checkpoint_filter_fn(read_state_dict(file))
+    return file, state, infer_config(state, path=file)
+
+
 def load_generator(path: PathLike, *, expect: Optional[GeneratorConfig] = None) -> "LoadedGenerator":
     """Load an upstream ``latest_net_G.pth`` (or a folder holding it) strictly; the architecture comes from it.
 
     ``expect``: settings the user gave (e.g. ``--ngf``); a disagreement with the file is an error, not garbage.
     """
-    file = resolve_checkpoint(path)
-    state = checkpoint_filter_fn(read_state_dict(file))
-    config = infer_config(state, path=file)
+    file, state, config = read_checkpoint(path)
     if expect is not None and expect != config:
         diffs = [f"{f.name}={getattr(expect, f.name)} given, file has {getattr(config, f.name)}"
                  for f in dataclasses.fields(GeneratorConfig) if getattr(expect, f.name) != getattr(config, f.name)]

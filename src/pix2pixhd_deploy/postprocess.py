@@ -19,14 +19,12 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from .errors import PathLike, UserError
-from .fileio import atomic_save_image, ensure_output_dir, natural_sorted, progress, remove_stale_temporaries, \
-    stem_of
+from .fileio import atomic_save_image, ensure_output_dir, image_format, natural_sorted, progress, \
+    remove_stale_temporaries, stem_of
 from .infer_files import infer_hw
 from .labelmaps import crop_to
 
 log = logging.getLogger(__name__)
-
-IMAGE_FORMATS = ("png", "jpg")
 
 
 def tensor2im(chw: np.ndarray) -> np.ndarray:
@@ -105,11 +103,7 @@ _OUTPUT_INDEX = re.compile(r"_\d+$")
 def postprocess_dir(bin_dir: PathLike, out_dir: PathLike, *, fmt: str = "png",
                     hw: Optional[Tuple[int, int]] = None, sizes: Optional[PathLike] = None) -> List[Path]:
     """Turn every output ``.bin`` in ``bin_dir`` into a picture in ``out_dir``; returns the pictures in order."""
-    fmt = fmt.lower().lstrip(".")
-    if fmt == "jpeg":
-        fmt = "jpg"
-    if fmt not in IMAGE_FORMATS:
-        raise UserError(f"unknown image format {fmt!r}", fix="use png or jpg")
+    fmt = image_format(fmt)
     bin_dir = Path(bin_dir)
     if not bin_dir.is_dir():
         raise UserError("the output folder to convert does not exist", path=bin_dir,

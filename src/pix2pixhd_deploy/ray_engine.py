@@ -11,8 +11,8 @@ How the work is spread, after Ray Data's offline batch inference pattern:
 1. the pairs still to do (complete outputs are skipped first, as the local engine does) become a Ray Dataset of
    file paths, one block per forward pass of ``batch_size`` consecutive pairs, as the local engine groups them
    (the grouping can change a pixel by a level, so it is not left to Ray);
-2. :func:`decode_row` reads each PNG pair with :func:`labelmaps.load_maps` (any kind of label map, instance maps
-   from files or derived, fitted to the generator's size), as CPU tasks on any node;
+2. :func:`decode_row` reads each PNG pair with the local engine's reader, :func:`stream.decode_pair` (any kind of
+   label map, instance maps from files or derived, fitted to the generator's size), as CPU tasks on any node;
 3. :class:`GeneratorStage`, a pool of ``num_workers`` actors (``ActorPoolStrategy``), builds the runner once per actor
    with :func:`runners.make_runner` (on the actor's GPU when it is given one), turns each batch of maps into uint8
    pictures with :func:`adapters.make_engine` -- the same code as the local engine, so the same pixels -- and
@@ -53,9 +53,10 @@ from .adapters import make_engine
 from .dataset import Pair
 from .errors import PathLike, UserError
 from .fileio import ensure_output_dir, progress
-from .labelmaps import MapOptions, load_maps
+from .labelmaps import MapOptions
 from .pipeline import RunReport, RunSettings, runner_for_settings
 from .runfolder import RunFolder, crop_back, write_outputs
+from .stream import decode_pair
 
 log = logging.getLogger(__name__)
 
@@ -89,21 +90,12 @@ def _error_fields(exc: Optional[UserError]) -> Dict[str, str]:
 def decode_row(row: Dict[str, object], *, options: MapOptions) -> Dict[str, object]:
     """One pair's paths -> its uint8 label map, int32 instance map and the map's own size (a CPU task). A bad input
     becomes an error row, so that ``--keep-going`` can go on and the driver can name the file."""
-    t = time.perf_counter()
     pair = Pair(str(row["key"]), Path(str(row["label"])), Path(str(row["instance"])) if row["instance"] else None)
-    label = np.zeros((1, 1), np.uint8)
-    inst = np.zeros((1, 1), np.int32)
-    size = np.zeros(2, np.int64)
-    try:
-        label, loaded_inst, map_size = load_maps(pair, options)
-        size = np.array(map_size, np.int64)
-        if loaded_inst is not None:
-            inst = loaded_inst
-        error = None
-    except UserError as exc:
-        error = exc
-    return {"name": row["name"], "label": label, "instance": inst, "size": size, "decode_s": time.perf_counter() - t,
-            **_error_fields(error)}
+    item = decode_pair(0, pair, options)
+    # Arrow columns want a value in every row: an error row (or one without instances) carries 1x1 placeholders
+    return {"name": row["name"], "label": item.label if item.label is not None else np.zeros((1, 1), np.uint8),
+            "instance": item.inst if item.inst is not None else np.zeros((1, 1), np.int32),
+            "size": np.array(item.size or (0, 0), np.int64), "decode_s": item.seconds, **_error_fields(item.error)}
 
 
 class GeneratorStage:

@@ -25,7 +25,7 @@ import numpy as np
 from .dataset import Pair
 from .errors import Failures, PathLike, UserError
 from .fileio import (TMP_PREFIX, atomic_save_image, atomic_write_array, atomic_write_text, check_free_space,
-                     ensure_output_dir, open_own_file, remove_stale_temporaries)
+                     ensure_output_dir, image_format, open_own_file, remove_stale_temporaries)
 from .labelmaps import crop_to
 from .labels import colorize
 from .provenance import machine, model_file, model_hash, versions
@@ -198,9 +198,7 @@ class RunFolder:
     """
 
     def __init__(self, output: PathLike, settings: RunSettings, *, engine: Optional[Dict[str, object]] = None):
-        settings.image_format = settings.image_format.lower().replace("jpeg", "jpg")
-        if settings.image_format not in ("png", "jpg"):
-            raise UserError(f"unknown image format {settings.image_format!r}", fix="use png or jpg")
+        settings.image_format = image_format(settings.image_format)
         self.settings = settings
         self.created = not Path(output).exists()
         self.out = ensure_output_dir(output)

@@ -20,7 +20,7 @@ import numpy as np
 from .dataset import Pair
 from .errors import UserError
 from .fileio import (progress)
-from .labelmaps import Maps, load_maps
+from .labelmaps import MapOptions, load_maps
 from .runfolder import RunFolder, crop_back, write_outputs
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ class Stream:
                  keep_going: bool = False, workers: int = 2, show_progress: bool = True):
         self.folder, self.engine, self.settings, self.report = folder, engine, settings, report
         self.keep_going = keep_going
+        self.options = settings.map_options()
         self.batch = max(1, settings.batch_size)
         self.streams = max(1, settings.streams)
         self.workers = max(1, workers)
@@ -181,14 +182,7 @@ class Stream:
                 self.decode_slots.release()
                 return
             index, pair = task
-            start = time.perf_counter()
-            try:
-                label, inst, size = decode_pair(pair, self.settings)
-                item = Decoded(index, pair, label, inst, size=size)
-            except UserError as exc:
-                item = Decoded(index, pair, error=exc)
-            item.seconds = time.perf_counter() - start
-            self.decoded.put(item)
+            self.decoded.put(decode_pair(index, pair, self.options))
 
     def _compute_stage(self) -> None:
         while (batch := self._get(self.to_compute)) is not None:
@@ -284,7 +278,15 @@ class Stream:
             raise _Stopped
 
 
-def decode_pair(pair: Pair, settings: RunSettings) -> Maps:
-    """One pair read by the one reader (:func:`labelmaps.load_maps`) as the settings say: the uint8 label map (its
-    ids checked), the int32 instance map (from its file or derived; None without instances) and the map's size."""
-    return load_maps(pair, settings.map_options())
+def decode_pair(index: int, pair: Pair, options: MapOptions) -> Decoded:
+    """One pair read by the one reader (:func:`labelmaps.load_maps`), timed: the uint8 label map (its ids checked),
+    the int32 instance map (from its file or derived; None without instances) and the map's size, or the
+    :class:`UserError` that stopped it. The local and the Ray engine decode with it."""
+    start = time.perf_counter()
+    try:
+        label, inst, size = load_maps(pair, options)
+        item = Decoded(index, pair, label, inst, size=size)
+    except UserError as exc:
+        item = Decoded(index, pair, error=exc)
+    item.seconds = time.perf_counter() - start
+    return item

@@ -37,7 +37,7 @@ from typing import List, Optional
 import numpy as np
 
 from .errors import PathLike, UserError
-from .fileio import atomic_save_image, ensure_output_dir, progress, remove_stale_temporaries
+from .fileio import atomic_save_image, ensure_output_dir, image_format, progress, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +86,14 @@ class UpstreamGenerator:
         import torch
 
         from .labels import LABEL_NC
-        from .network import checkpoint_filter_fn, infer_config, load_state_dict_strict, read_state_dict, \
-            resolve_checkpoint
+        from .network import load_state_dict_strict, read_checkpoint
 
         networks = import_upstream("pix2pixhd.models.networks")
         model_mod = import_upstream("pix2pixhd.models.pix2pixHD_model")
         base_dataset = import_upstream("pix2pixhd.data.base_dataset")
         self.util = import_upstream("pix2pixhd.util.util")
 
-        file = resolve_checkpoint(checkpoint)
-        state = checkpoint_filter_fn(read_state_dict(file))
-        cfg = infer_config(state, path=file)
+        file, state, cfg = read_checkpoint(checkpoint)
         if cfg.input_nc not in (LABEL_NC, LABEL_NC + 1):
             raise UserError(f"the checkpoint takes {cfg.input_nc} input channels; label2city models take "
                             f"{LABEL_NC} (no instance maps) or {LABEL_NC + 1}", path=file,
@@ -142,10 +139,7 @@ def make_upstream_outputs(checkpoint: PathLike, dataroot: PathLike, out_dir: Pat
     from .dataset import find_pairs, resolve_instances
     from .labelmaps import MapOptions, crop_to, load_maps
 
-    fmt = fmt.lower().lstrip(".")
-    fmt = "jpg" if fmt == "jpeg" else fmt
-    if fmt not in ("png", "jpg"):
-        raise UserError(f"unknown picture format {fmt!r}", fix="use png or jpg")
+    fmt = image_format(fmt)
     generator = UpstreamGenerator(checkpoint)
     if generator.no_instance:
         instances = "none"
