@@ -36,6 +36,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .devices import parse_device
 from .errors import PathLike, UserError
 from .provenance import machine, model_identity, versions
 
@@ -55,7 +56,7 @@ def _hardware(runner, machine: Dict[str, object]) -> str:
     name = runner.name
     gpus = machine.get("gpus") or []
     if name == "torch" and str(getattr(runner, "device", "")).startswith("cuda"):
-        index = int(str(runner.device).split(":")[1]) if ":" in str(runner.device) else 0
+        index = parse_device(runner.device).index or 0
         return str(gpus[index]) if index < len(gpus) else str(runner.device)
     if name == "onnxruntime" and any(p in ("cuda", "tensorrt") for p in getattr(runner, "providers", [])):
         return str(gpus[0]) if gpus else "NVIDIA GPU"
