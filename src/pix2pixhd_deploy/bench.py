@@ -36,6 +36,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .devices import parse_device
 from .errors import PathLike, UserError
 from .provenance import machine, model_identity, versions
 
@@ -55,7 +56,7 @@ def _hardware(runner, machine: Dict[str, object]) -> str:
     name = runner.name
     gpus = machine.get("gpus") or []
     if name == "torch" and str(getattr(runner, "device", "")).startswith("cuda"):
-        index = int(str(runner.device).split(":")[1]) if ":" in str(runner.device) else 0
+        index = parse_device(runner.device).index or 0
         return str(gpus[index]) if index < len(gpus) else str(runner.device)
     if name == "onnxruntime" and any(p in ("cuda", "tensorrt") for p in getattr(runner, "providers", [])):
         return str(gpus[0]) if gpus else "NVIDIA GPU"
@@ -173,35 +174,21 @@ def run_bench(model: PathLike, *, backend: Optional[str] = None, device: Optiona
     ``runner_options`` go to :func:`~pix2pixhd_deploy.runners.make_runner` (providers, ...). ``e2e_batches=0``
     skips the end-to-end part. A batch size that a static-batch model cannot take is recorded as skipped.
     """
-    from .adapters import encoding_of, make_engine
     from .runners import backend_for
 
     batch_sizes = [int(b) for b in batch_sizes]
-    for name, value, least in (("--loops", loops, 1), ("--warmup", warmup, 0), ("--e2e-batches", e2e_batches, 0)):
-        if value < least:
-            raise UserError(f"{name} must be at least {least}, not {value}", fix=f"pass {name} {least} or more")
-    if not batch_sizes or min(batch_sizes) < 1:
-        raise UserError(f"batch sizes must be 1 or more, not {batch_sizes}", fix="pass e.g. --batch-sizes 1 4 8")
-    if (height is None) != (width is None):
-        raise UserError("--height and --width go together", fix="pass both, or neither for the model's size")
+    _check_settings(batch_sizes, loops, warmup, e2e_batches, height, width)
     name = backend_for(model, backend)
     with contextlib.suppress(ImportError):
         import torch  # noqa: F401  (loaded, so that the machine record has torch's threads and the GPUs)
-    host = machine()
     settings = {"model": str(model), "backend": name, "device": device, "fp16": fp16, "batch_sizes": batch_sizes,
                 "loops": loops, "warmup": warmup, "height": height, "width": width,
                 "dataroot": str(dataroot) if dataroot else None, "e2e_batches": e2e_batches, "seed": seed,
                 **{k: v for k, v in runner_options.items() if v is not None}}
-    report: Dict[str, object] = {
-        "tool": "pix2pixhd-deploy bench", "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": host, "versions": versions(), "settings": settings, "model": model_identity(model),
-        "throughput_formula": "device-only images/s = 1000 x batch size / mean compute ms (ais_bench's); "
-                              "end-to-end images/s = images / total seconds",
-        "timing_note": TIMING_NOTES.get(name), "runs": []}
-
-    pairs, data_hw, instances = None, None, None
+    report = _new_report(model, name, settings)
     with tempfile.TemporaryDirectory(prefix="pix2pixhd-bench-") as tmp:
-        tmp = Path(tmp)
+        inputs = _EndToEndInputs(dataroot, Path(tmp), needed=max(batch_sizes) * max(e2e_batches, 1), seed=seed,
+                                 wanted=bool(e2e_batches or dataroot is not None))
         runner = None
         try:
             for bs in batch_sizes:
@@ -210,57 +197,98 @@ def run_bench(model: PathLike, *, backend: Optional[str] = None, device: Optiona
                         runner.deactivate()
                     runner = _activate(model, name, bs, device=device, fp16=fp16, height=height, width=width,
                                        **runner_options)
-                label_nc, use_instance = encoding_of(runner)
-                engine = make_engine(runner, label_nc, use_instance)
-                spec = runner.input_spec()
-                config = getattr(runner, "config", None)
-                base = config.size_multiple if config is not None else 32
-                run: Dict[str, object] = {"backend": name, "runtime": runner.describe(),
-                                          "hardware": _hardware(runner, host), "batch_size": bs,
-                                          "model_form": engine.describe()}
-                run["device"] = f"{run['hardware']}, {run['runtime']}"
-                if spec.batch is not None and spec.batch != bs:
-                    run["skipped"] = f"the model has a static batch of {spec.batch}"
-                    report["runs"].append(run)
-                    log.warning("batch %d skipped: %s", bs, run["skipped"])
-                    continue
-                hw = engine.size or ((height, width) if height else None)
-                if pairs is None and (e2e_batches or dataroot is not None):
-                    needed = max(batch_sizes) * max(e2e_batches, 1)
-                    pairs, data_hw, instances = _e2e_pairs(dataroot, hw, tmp, needed, seed, base, use_instance)
-                hw = hw or data_hw or DEFAULT_HW
-                log.info("bench %s, batch %d, %dx%d: %d warm-up + %d timed executions", runner.describe(), bs,
-                         hw[1], hw[0], warmup, loops)
-                feeds = engine.feeds(*realistic_maps(bs, hw[0], hw[1], seed=seed))
-                cuda = _torch_cuda_device(runner)
-                if cuda:
-                    import torch
-
-                    torch.cuda.reset_peak_memory_stats(cuda)
-                run["input_shape"] = list(feeds[spec.name].shape)
-                run["input_shapes"] = {k: list(v.shape) for k, v in feeds.items()}
-                run["device_only"] = bench_device_only(runner, feeds, loops=loops, warmup=warmup)
-                del feeds
-                if e2e_batches:
-                    out_dir = tmp / f"e2e_bs{bs}"
-                    out_dir.mkdir()
-                    run["end_to_end"] = bench_end_to_end(engine, pairs, batch_size=bs, batches=e2e_batches,
-                                                         out_dir=out_dir, base=base, instances=instances)
-                else:
-                    run["end_to_end"] = None
-                run["peak_host_mib"] = peak_host_mib()
-                # other work on the machine slows the figures down: the load says how busy it was
-                run["load_average"] = [round(v, 2) for v in os.getloadavg()]
-                run["peak_device_mib"] = None
-                if cuda:
-                    import torch
-
-                    run["peak_device_mib"] = round(torch.cuda.max_memory_allocated(cuda) / 2 ** 20, 1)
-                report["runs"].append(run)
+                report["runs"].append(_bench_batch_size(
+                    runner, name, bs, report["machine"], inputs, loops=loops, warmup=warmup, e2e_batches=e2e_batches,
+                    seed=seed, asked_hw=(height, width) if height else None))
         finally:
             if runner is not None:
                 runner.deactivate()
     return report
+
+
+def _check_settings(batch_sizes: Sequence[int], loops: int, warmup: int, e2e_batches: int, height: Optional[int],
+                    width: Optional[int]) -> None:
+    for name, value, least in (("--loops", loops, 1), ("--warmup", warmup, 0), ("--e2e-batches", e2e_batches, 0)):
+        if value < least:
+            raise UserError(f"{name} must be at least {least}, not {value}", fix=f"pass {name} {least} or more")
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise UserError(f"batch sizes must be 1 or more, not {list(batch_sizes)}",
+                        fix="pass e.g. --batch-size 1 4 8")
+    if (height is None) != (width is None):
+        raise UserError("--height and --width go together", fix="pass both, or neither for the model's size")
+
+
+def _new_report(model: PathLike, name: str, settings: Dict[str, object]) -> Dict[str, object]:
+    """The report's header (tool, time, machine, versions, settings, model); ``runs`` filled per batch size."""
+    return {
+        "tool": "pix2pixhd-deploy bench", "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine(), "versions": versions(), "settings": settings, "model": model_identity(model),
+        "throughput_formula": "device-only images/s = 1000 x batch size / mean compute ms (ais_bench's); "
+                              "end-to-end images/s = images / total seconds",
+        "timing_note": TIMING_NOTES.get(name), "runs": []}
+
+
+class _EndToEndInputs:
+    """The label maps the end-to-end part reads, found or made once (:func:`_e2e_pairs`) for every batch size."""
+
+    def __init__(self, dataroot: Optional[PathLike], tmp: Path, *, needed: int, seed: int, wanted: bool):
+        self.dataroot, self.tmp, self.needed, self.seed, self.wanted = dataroot, tmp, needed, seed, wanted
+        self.pairs, self.hw, self.instances = None, None, None
+
+    def prepare(self, hw: Optional[Tuple[int, int]], base: int, use_instance: bool) -> None:
+        if self.pairs is None and self.wanted:
+            self.pairs, self.hw, self.instances = _e2e_pairs(self.dataroot, hw, self.tmp, self.needed, self.seed,
+                                                             base, use_instance)
+
+
+def _bench_batch_size(runner, name: str, bs: int, host: Dict[str, object], inputs: _EndToEndInputs, *, loops: int,
+                      warmup: int, e2e_batches: int, seed: int,
+                      asked_hw: Optional[Tuple[int, int]]) -> Dict[str, object]:
+    """One batch size's figures: device-only, end-to-end, memory and the machine's load (or why it was skipped)."""
+    from .adapters import encoding_of, make_engine
+
+    label_nc, use_instance = encoding_of(runner)
+    engine = make_engine(runner, label_nc, use_instance)
+    spec = runner.input_spec()
+    config = getattr(runner, "config", None)
+    base = config.size_multiple if config is not None else 32
+    run: Dict[str, object] = {"backend": name, "runtime": runner.describe(), "hardware": _hardware(runner, host),
+                              "batch_size": bs, "model_form": engine.describe()}
+    run["device"] = f"{run['hardware']}, {run['runtime']}"
+    if spec.batch is not None and spec.batch != bs:
+        run["skipped"] = f"the model has a static batch of {spec.batch}"
+        log.warning("batch %d skipped: %s", bs, run["skipped"])
+        return run
+    hw = engine.size or asked_hw
+    inputs.prepare(hw, base, use_instance)
+    hw = hw or inputs.hw or DEFAULT_HW
+    log.info("bench %s, batch %d, %dx%d: %d warm-up + %d timed executions", runner.describe(), bs, hw[1], hw[0],
+             warmup, loops)
+    feeds = engine.feeds(*realistic_maps(bs, hw[0], hw[1], seed=seed))
+    cuda = _torch_cuda_device(runner)
+    if cuda:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(cuda)
+    run["input_shape"] = list(feeds[spec.name].shape)
+    run["input_shapes"] = {k: list(v.shape) for k, v in feeds.items()}
+    run["device_only"] = bench_device_only(runner, feeds, loops=loops, warmup=warmup)
+    del feeds
+    run["end_to_end"] = None
+    if e2e_batches:
+        out_dir = inputs.tmp / f"e2e_bs{bs}"
+        out_dir.mkdir()
+        run["end_to_end"] = bench_end_to_end(engine, inputs.pairs, batch_size=bs, batches=e2e_batches,
+                                             out_dir=out_dir, base=base, instances=inputs.instances)
+    run["peak_host_mib"] = peak_host_mib()
+    # other work on the machine slows the figures down: the load says how busy it was
+    run["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    run["peak_device_mib"] = None
+    if cuda:
+        import torch
+
+        run["peak_device_mib"] = round(torch.cuda.max_memory_allocated(cuda) / 2 ** 20, 1)
+    return run
 
 
 def _activate(model: PathLike, name: str, batch_size: int, **options):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Collection, Dict, Optional, Tuple
 
 from . import __version__
+from .devices import parse_device
 from .errors import PathLike, UserError
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,11 @@ def _is_checkpoint(model: PathLike) -> bool:
 
 
 def _wants_gpu(device: Optional[str]) -> bool:
-    text = "auto" if device is None else str(device).strip().lower()
-    if text == "cpu":
-        return False
-    if text.startswith("cuda"):
+    kind = parse_device(device).kind
+    if kind == "cuda":
         return True
+    if kind not in ("auto", "number"):
+        return False
     # auto or a bare device number: the GPU when torch sees one. Importing torch costs seconds of a warm start, so it
     # is asked only where an NVIDIA driver is loaded at all.
     if importlib.util.find_spec("torch") is None or not Path("/proc/driver/nvidia/version").exists():

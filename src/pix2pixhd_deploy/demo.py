@@ -20,6 +20,7 @@ Layout under the output folder mirrors the seed's guide::
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -52,16 +53,19 @@ NOISE_NOTICE = ("These pictures come from RANDOM weights, so they are noise. Giv
                 "latest_net_G.pth with --checkpoint to get street photos.")
 
 
-def _stage(name: str, timings: List[Tuple[str, float]]):
-    class _Timer:
-        def __enter__(self):
-            log.info("%s ...", name)
-            self.start = time.perf_counter()
+class _Steps:
+    """The demo's steps: each one's time (:meth:`step`) and the report's lines."""
 
-        def __exit__(self, *exc):
-            timings.append((name, time.perf_counter() - self.start))
+    def __init__(self):
+        self.timings: List[Tuple[str, float]] = []
+        self.lines: List[str] = []
 
-    return _Timer()
+    @contextlib.contextmanager
+    def step(self, name: str):
+        log.info("%s ...", name)
+        start = time.perf_counter()
+        yield
+        self.timings.append((name, time.perf_counter() - start))
 
 
 def run_demo(output: PathLike = "demo_out", *, checkpoint: Optional[PathLike] = None,
@@ -72,77 +76,109 @@ def run_demo(output: PathLike = "demo_out", *, checkpoint: Optional[PathLike] = 
 
     ``instances`` and ``fit`` as ``run`` takes them; with ``fit="pad"`` preprocess's sidecar makes postprocess crop
     the chain's pictures back too, so the two paths still agree pixel for pixel."""
+    out = ensure_output_dir(output)
+    steps = _Steps()
+    data = Path(dataroot) if dataroot is not None else _gather_data(out, cityscapes, num_images, size, seed, steps)
+    ckpt, random_weights = _checkpoint(out, checkpoint, seed, steps)
+    pairs, instances = discover(data, None, instances=instances)
+    bins, pictures = _seed_chain(out, data, ckpt, steps, device=device, batchsize=batchsize, instances=instances,
+                                 fit=fit)
+    settings = _default_path(out, ckpt, pairs, steps, device=device, batchsize=batchsize, instances=instances,
+                             fit=fit)
+    steps.lines.append(_agreement(out, pairs, pictures, settings.image_format))
+    index = write_index_html(out / "index.html", _index_rows(out, pairs, settings.image_format),
+                             title="pix2pixhd-deploy demo: label2city_1024p",
+                             notice=NOISE_NOTICE if random_weights else None)
+    steps.lines.append(f"{len(bins)} images; stages: " + ", ".join(f"{n.split(' (')[0]} {s:.1f}s"
+                                                                   for n, s in steps.timings))
+    steps.lines.append(f"pictures: {out / 'run' / 'images'} (and the seed chain's in "
+                       f"{out / 'result' / 'bs1generated'})")
+    steps.lines.append(f"open {index} to see each label map beside its output")
+    if random_weights:
+        steps.lines.append("NOTE: " + NOISE_NOTICE)
+    return "\n".join(steps.lines)
+
+
+def _gather_data(out: Path, cityscapes: Optional[PathLike], num_images: int, size: Tuple[int, int], seed: int,
+                 steps: _Steps) -> Path:
+    """The data root of the chain: a gtFine split (synthetic scenes without ``cityscapes``) converted as
+    ``datasets_deal.py`` does."""
     from .synthetic import write_cityscapes_split
 
-    out = ensure_output_dir(output)
-    timings: List[Tuple[str, float]] = []
-    lines = []
+    data = out / "pix2pixHD" / "datasets" / "cityscapes"
+    split = Path(cityscapes) if cityscapes else out / "gtFine" / "val"
+    if cityscapes is None:
+        with steps.step(f"synthesise {num_images} scenes ({size[1]}x{size[0]})"):
+            write_cityscapes_split(split, num_images, height=size[0], width=size[1], seed=seed)
+    with steps.step("convert (datasets_deal.py)"):
+        report = convert_cityscapes(split, data / "test_inst", data / "test_label",
+                                    progress_fn=lambda k: progress(k, desc="convert"))
+    steps.lines.append(f"convert: {report.summary()}")
+    return data
 
-    if dataroot is None:
-        data = out / "pix2pixHD" / "datasets" / "cityscapes"
-        split = Path(cityscapes) if cityscapes else out / "gtFine" / "val"
-        if cityscapes is None:
-            with _stage(f"synthesise {num_images} scenes ({size[1]}x{size[0]})", timings):
-                write_cityscapes_split(split, num_images, height=size[0], width=size[1], seed=seed)
-        with _stage("convert (datasets_deal.py)", timings):
-            report = convert_cityscapes(split, data / "test_inst", data / "test_label",
-                                        progress_fn=lambda k: progress(k, desc="convert"))
-        lines.append(f"convert: {report.summary()}")
-    else:
-        data = Path(dataroot)
 
-    if checkpoint is None:
-        ckpt = out / "pix2pixHD" / "checkpoints" / "label2city_1024p" / CHECKPOINT_NAME
-        if not ckpt.is_file():
-            with _stage("make a random-weight label2city_1024p checkpoint", timings):
-                save_checkpoint(random_generator(LABEL2CITY_1024P, seed=seed), ckpt)
-        random_weights = True
-    else:
-        ckpt = Path(checkpoint)
-        random_weights = False
+def _checkpoint(out: Path, checkpoint: Optional[PathLike], seed: int, steps: _Steps) -> Tuple[Path, bool]:
+    """The checkpoint given, or a seeded random-weight label2city_1024p one (made once); and whether it is random."""
+    if checkpoint is not None:
+        return Path(checkpoint), False
+    ckpt = out / "pix2pixHD" / "checkpoints" / "label2city_1024p" / CHECKPOINT_NAME
+    if not ckpt.is_file():
+        with steps.step("make a random-weight label2city_1024p checkpoint"):
+            save_checkpoint(random_generator(LABEL2CITY_1024P, seed=seed), ckpt)
+    return ckpt, True
 
-    pairs, instances = discover(data, None, instances=instances)
+
+def _seed_chain(out: Path, data: Path, ckpt: Path, steps: _Steps, *, device: Optional[str], batchsize: int,
+                instances: str, fit: str):
+    """The seed's chain: preprocess -> infer (torch, ais_bench's flags) -> postprocess; the .bin inputs and the
+    pictures."""
     prep = out / "prep_datasets"
-    with _stage("preprocess (pix2pixhd_preprocess.py)", timings):
+    with steps.step("preprocess (pix2pixhd_preprocess.py)"):
         bins = preprocess_dataset(data, prep, instances=instances, fit=fit)
-    with _stage("infer (torch)", timings):
+    with steps.step("infer (torch)"):
         with TorchRunner(ckpt, device=device) as runner:
             result = run_inference(runner, inputs=str(prep), output=out / "result", output_dirname="bs1",
                                    batchsize=batchsize, warmup_count=0,
                                    argv=["pix2pixhd-deploy", "demo"])
-        lines.append(f"infer: {runner.describe()}, {result.summary['NPU_compute_time']['mean']:.0f} ms per "
-                     f"execution (batch {result.batch_size}), {result.throughput:.3f} images/s")
-    with _stage("postprocess (pix2pixhd_postprocess.py)", timings):
+        steps.lines.append(f"infer: {runner.describe()}, {result.summary['NPU_compute_time']['mean']:.0f} ms per "
+                           f"execution (batch {result.batch_size}), {result.throughput:.3f} images/s")
+    with steps.step("postprocess (pix2pixhd_postprocess.py)"):
         pictures = postprocess_dir(result.output_dir, out / "result" / "bs1generated")
+    return bins, pictures
 
-    # the default path on the same data, as the README tells users: run --checkpoint (label maps in, pictures
-    # out, nothing in between; on a CPU the CPU graph from the model cache, built on first use)
-    with _stage("run (the default path)", timings):
+
+def _default_path(out: Path, ckpt: Path, pairs, steps: _Steps, *, device: Optional[str], batchsize: int,
+                  instances: str, fit: str) -> RunSettings:
+    """The default path on the same data, as the README tells users: run --checkpoint (label maps in, pictures
+    out, nothing in between; on a CPU the CPU graph from the model cache, built on first use)."""
+    with steps.step("run (the default path)"):
         use_instance = instances != "none"
         choice = choose(ckpt, device=device, use_instance=use_instance, sizes=map_sizes(pairs, fit=fit))
         settings = RunSettings.from_choice(choice, device=device, batch_size=batchsize, use_instance=use_instance,
                                            instances=instances, fit=fit)
         report = run(pairs, out / "run", lambda: open_runner(settings, choice), settings, write_index=False,
                      choice=choice.describe())
-    lines.append(f"run: {choice.reason}")
-    lines.append(report.summary().splitlines()[0])
+    steps.lines.append(f"run: {choice.reason}")
+    steps.lines.append(report.summary().splitlines()[0])
+    return settings
+
+
+def _agreement(out: Path, pairs, pictures, image_format: str) -> str:
+    """How far run's pictures are from the seed chain's, in levels."""
     by_stem = {stem_of(p): p for p in pictures}
     diffs = []
-    rows = []
     for pair in pairs:
         chain_picture = by_stem[stem_of(output_image_name(f"{pair.name}_0.bin"))]
-        picture, label_png = image_paths(out / "run", pair.name, settings.image_format)
+        picture, _ = image_paths(out / "run", pair.name, image_format)
         diffs.append(np.abs(np.asarray(Image.open(chain_picture), dtype=np.int16)
                             - np.asarray(Image.open(picture), dtype=np.int16)))
-        rows.append(IndexRow(pair.name, [("input_label", label_png), ("synthesized_image", picture)]))
-    lines.append(f"run vs the seed's chain (torch): largest difference {max(int(d.max()) for d in diffs)} level(s), "
-                 f"{100 * np.mean([np.mean(d == 0) for d in diffs]):.3f}% of values identical")
-    index = write_index_html(out / "index.html", rows, title="pix2pixhd-deploy demo: label2city_1024p",
-                             notice=NOISE_NOTICE if random_weights else None)
+    return (f"run vs the seed's chain (torch): largest difference {max(int(d.max()) for d in diffs)} level(s), "
+            f"{100 * np.mean([np.mean(d == 0) for d in diffs]):.3f}% of values identical")
 
-    lines.append(f"{len(bins)} images; stages: " + ", ".join(f"{n.split(' (')[0]} {s:.1f}s" for n, s in timings))
-    lines.append(f"pictures: {out / 'run' / 'images'} (and the seed chain's in {out / 'result' / 'bs1generated'})")
-    lines.append(f"open {index} to see each label map beside its output")
-    if random_weights:
-        lines.append("NOTE: " + NOISE_NOTICE)
-    return "\n".join(lines)
+
+def _index_rows(out: Path, pairs, image_format: str) -> List[IndexRow]:
+    rows = []
+    for pair in pairs:
+        picture, label_png = image_paths(out / "run", pair.name, image_format)
+        rows.append(IndexRow(pair.name, [("input_label", label_png), ("synthesized_image", picture)]))
+    return rows

@@ -231,16 +231,6 @@ def format_summary(result: InferResult, display_all: bool = False) -> str:
 
 # ------------------------------------------------------------------------------------------------ several devices
 
-def parse_devices(text: Optional[str]) -> List[Optional[str]]:
-    """ais_bench's ``--device``: one device, or a comma-separated list (one process per device)."""
-    if text is None or "," not in str(text):
-        return [text]
-    devices = [d.strip() for d in str(text).split(",") if d.strip()]
-    if len(set(devices)) != len(devices) or not all(d.isdigit() for d in devices):
-        raise UserError(f"--device {text!r}: a list must be distinct device numbers", fix="pass e.g. --device 0,1")
-    return devices
-
-
 def _device_job(job: Dict[str, object]) -> Dict[str, object]:
     """One device's run in its own process (ais_bench starts one per device): summary figures for the parent."""
     from .runners import make_runner

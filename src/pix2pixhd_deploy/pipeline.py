@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .adapters import make_engine
 from .dataset import Pair, cityscapes_pairs, find_pairs, resolve_instances
+from .devices import parse_device
 from .errors import Failures, PathLike, UserError
 from .labelmaps import MapOptions, planned_size
 from .labels import LABEL_NC
@@ -93,8 +94,10 @@ class RunSettings:
             from .runners.torch_runner import resolve_device
 
             return resolve_device(self.device).split(":")[0]
-        text = str(self.device or "cpu").strip().lower()
-        return "cpu" if text.isdigit() and self.backend != "ais_bench" else text.split(":")[0]
+        kind = parse_device(self.device).kind
+        if kind == "number":  # the runtime's accelerator N: an NPU for ais_bench (the cpu provider otherwise)
+            return "npu" if self.backend == "ais_bench" else "cpu"
+        return "cpu" if kind == "auto" else kind
 
 
 @dataclass

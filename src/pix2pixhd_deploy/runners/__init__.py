@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Mapping, Optional
 
+from ..devices import parse_device
 from ..errors import PathLike, UserError
 from .ais_bench_runner import AisBenchRunner
 from .base import Runner, TensorSpec
@@ -75,8 +76,7 @@ def make_runner(model: PathLike, *, backend: Optional[str] = None, device: Optio
     if name == "onnxruntime":
         providers = options.get("providers")
         provider_options = {k: dict(v) for k, v in (options.get("provider_options") or {}).items()}
-        text = str(device or "").strip().lower()
-        if providers is None and text.startswith("cuda"):
+        if providers is None and parse_device(device).kind == "cuda":
             providers = ["cuda"]  # --device cuda[:N] asks for the GPU
         if fp16:
             if "tensorrt" not in (providers or []):

@@ -43,6 +43,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from ..devices import parse_device
 from ..errors import PathLike, UserError
 from .base import Runner, TensorSpec, format_shape, graph_input_format
 
@@ -61,16 +62,12 @@ _ACL_DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "
 
 
 def _device_id(device: Optional[str]) -> int:
-    text = "0" if device is None else str(device).strip().lower()
-    if text in ("", "auto"):
-        return 0
-    for prefix in ("npu:", "ascend:"):
-        if text.startswith(prefix):
-            text = text[len(prefix):]
-    if not text.isdigit():
+    """The NPU number of ``--device`` (:mod:`devices`): ``N``, ``npu:N``, ``ascend:N``; auto -> 0."""
+    parsed = parse_device(device)
+    if parsed.kind not in ("auto", "number", "npu"):
         raise UserError(f"the ais_bench runner takes an NPU number as --device, not {device!r}",
                         fix="pass --device 0 (see npu-smi info for the numbers)")
-    return int(text)
+    return parsed.index or 0
 
 
 def _dtype_name(datatype) -> str:

@@ -32,6 +32,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..devices import parse_device
 from ..errors import PathLike, UserError
 from .base import Runner, TensorSpec, graph_input_format
 
@@ -269,11 +270,5 @@ class OnnxRuntimeRunner(Runner):
 
     # ------------------------------------------------------------------ helpers
     def _device_id(self) -> Optional[int]:
-        text = None if self.device is None else str(self.device).strip().lower()
-        if not text or text in ("auto", "cpu"):
-            return None
-        text = text.split(":", 1)[1] if ":" in text else text
-        if not text.isdigit():
-            raise UserError(f"unknown device {self.device!r} for the onnxruntime runner",
-                            fix="pass a device number (--device 0), or cuda:N")
-        return int(text)
+        """The accelerator number of ``--device`` (:mod:`devices`: ``N``, ``cuda:N``, ``npu:N``); None: not given."""
+        return parse_device(self.device).index

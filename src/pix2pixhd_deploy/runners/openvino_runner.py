@@ -17,6 +17,7 @@ from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 
+from ..devices import parse_device
 from ..errors import PathLike, UserError
 from .base import Runner, TensorSpec, graph_input_format
 
@@ -33,6 +34,16 @@ def _spec(port) -> TensorSpec:
     return TensorSpec(port.get_any_name(), dims, _DTYPES.get(type_name, type_name))
 
 
+def _ov_device(device: Optional[str]) -> str:
+    """OpenVINO's device name for ``--device`` (:mod:`devices`): the CPU for auto, cpu and a bare number (OpenVINO
+    has no accelerator numbered the ais_bench way); ``gpu.N`` -> ``GPU.N``; other kinds upper-cased for OpenVINO to
+    accept or refuse at activation."""
+    parsed = parse_device(device)
+    if parsed.kind in ("auto", "cpu", "number"):
+        return "CPU"
+    return parsed.kind.upper() + ("" if parsed.index is None else f".{parsed.index}")
+
+
 class OpenVinoRunner(Runner):
     name = "openvino"
 
@@ -45,8 +56,7 @@ class OpenVinoRunner(Runner):
         super().__init__()
         self.model = Path(model)
         self.compiled_dir = compiled_dir
-        text = (device or "cpu").strip().lower()
-        self.ov_device = "CPU" if text in ("cpu", "auto") or text.isdigit() else text.upper()
+        self.ov_device = _ov_device(device)
         self.intra_op_threads = threads
 
     def activate_impl(self) -> None:

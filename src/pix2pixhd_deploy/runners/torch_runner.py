@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from ..devices import parse_device
 from ..errors import PathLike, UserError
 from .base import INPUT_FORMATS, MAPS_INPUT_NAMES, OUTPUT_FORMATS, STEMS_INPUT_NAMES, Runner, TensorSpec
 
@@ -20,26 +21,27 @@ log = logging.getLogger(__name__)
 
 
 def resolve_device(device: Optional[str]) -> str:
-    """``None``/``auto`` -> cuda:0 if present else cpu; an integer (ais_bench's ``--device 0``) -> cuda:N if CUDA is
-    present, else the CPU (logged); ``cpu``/``cuda``/``cuda:N`` as given (a missing GPU is an error)."""
+    """The torch device for ``--device`` (:mod:`devices`): auto -> cuda:0 if present else cpu; a bare number N ->
+    cuda:N if CUDA is present, else the CPU (logged); ``cpu``/``cuda``/``cuda:N`` as given (a missing GPU is an
+    error)."""
     import torch
 
-    text = "auto" if device is None else str(device).strip().lower()
-    if text == "auto":
+    parsed = parse_device(device)
+    if parsed.kind == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if text.isdigit():
+    if parsed.kind == "number":
         if torch.cuda.is_available():
-            return f"cuda:{int(text)}"
-        log.info("device %s: no CUDA device here, running on the CPU", text)
+            return f"cuda:{parsed.index}"
+        log.info("device %s: no CUDA device here, running on the CPU", parsed.index)
         return "cpu"
-    if text.startswith("cuda"):
+    if parsed.kind == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"device {device!r} was asked for but torch sees no CUDA GPU",
                             fix="use --device cpu, or install a CUDA build of torch on a machine with a GPU")
-        return text if ":" in text else "cuda:0"
-    if text == "cpu":
+        return f"cuda:{parsed.index or 0}"
+    if parsed.kind == "cpu":
         return "cpu"
-    raise UserError(f"unknown device {device!r}", fix="use cpu, cuda, cuda:N or a device number")
+    raise UserError(f"the torch runner cannot run on device {device!r}", fix="use cpu, cuda, cuda:N or a device number")
 
 
 class TorchRunner(Runner):

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from ..cliargs import ADDRESS, ENGINE, parse_hw
 from ..errors import UserError
 from .model import CITYSCAPES_SIZE, ModelOptions
 from .uploads import DEFAULT_MAX_PIXELS
@@ -55,26 +56,11 @@ class RayOptions:
         return {"autoscaling_config": {"min_replicas": low, "max_replicas": high, "target_ongoing_requests": 4}}
 
 
-def _hw(text: str) -> Tuple[int, int]:
-    from ..cli import _hw as parse
-
-    return parse(text)
-
-
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    model = p.add_argument_group("model", "loaded once, with run's engine choice and model cache")
-    model.add_argument("--checkpoint", help="latest_net_G.pth or the folder that holds it")
-    model.add_argument("--model", help="a model file: .pth, .onnx or .om (instead of --checkpoint)")
-    model.add_argument("--backend", default=None, choices=("torch", "onnxruntime", "openvino", "ais_bench"),
-                       help="the runtime (default: as run: for a checkpoint on a CPU, the CPU graph from the cache)")
-    model.add_argument("--size", type=_hw, action="append", metavar="H,W",
-                       help="a map size to prepare a CPU graph for at start-up, repeatable (default 1024,2048); "
-                            "other sizes run on torch from the checkpoint")
-    model.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: GPU if any)")
-    model.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA)")
-    model.add_argument("--cache-dir", default=None, help="the model cache (default: run's)")
-    model.add_argument("--label-nc", type=int, default=35, help="one-hot channels (default 35)")
-    model.add_argument("--no-instance", action="store_true", help="a model trained without instance maps")
+    """serve's own flags; the model, device and --label-nc/--no-instance are the groups of :mod:`..cliargs`."""
+    p.add_argument("--size", type=parse_hw, action="append", metavar="H,W",
+                   help="a map size to prepare a CPU graph for at start-up, repeatable (default 1024,2048); other "
+                        "sizes run on torch from the checkpoint")
     http = p.add_argument_group("serving")
     http.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine "
                                                           "only; 0.0.0.0 for every interface)")
@@ -89,9 +75,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     http.add_argument("--api-key", default=None,
                       help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV} if set, else none)")
     ray = p.add_argument_group("ray", "serve --engine ray: Ray Serve replicas (pip install 'pix2pixhd-deploy[ray]')")
-    ray.add_argument("--engine", choices=("local", "ray"), default="local", help="local: uvicorn in this process "
-                                                                                 "(default); ray: Ray Serve")
-    ray.add_argument("--address", default=None, help="ray: the cluster (default: RAY_ADDRESS, else a local one)")
+    ENGINE.add(ray)
+    ADDRESS.add(ray)
     ray.add_argument("--replicas", type=int, default=None, help="ray: a fixed number of replicas (default 1)")
     ray.add_argument("--min-replicas", type=int, default=None, help="ray: autoscaling lower bound")
     ray.add_argument("--max-replicas", type=int, default=None, help="ray: autoscaling upper bound")
@@ -100,12 +85,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_serve_arguments(args) -> Tuple[ModelOptions, ServeLimits, Optional[RayOptions]]:
-    model = args.checkpoint or args.model
-    if model is None or (args.checkpoint and args.model):
-        raise UserError("give one model", fix="pass --checkpoint latest_net_G.pth or --model X.onnx")
-    options = ModelOptions(model=model, backend=args.backend, device=args.device, fp16=args.fp16,
-                           sizes=tuple(args.size or [CITYSCAPES_SIZE]), label_nc=args.label_nc,
-                           use_instance=not args.no_instance, cache_dir=args.cache_dir)
+    """The parsed groups (``args.opt``: model, device, data) and serve's own flags as serve's option objects."""
+    o = args.opt
+    options = ModelOptions(model=o.model.path, backend=o.model.backend, device=o.device.device, fp16=o.device.fp16,
+                           sizes=tuple(args.size or [CITYSCAPES_SIZE]), label_nc=o.data.label_nc,
+                           use_instance=o.data.instances != "none", cache_dir=o.model.cache_dir)
     limits = ServeLimits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                          max_pixels=args.max_pixels, api_key=args.api_key)
     ray_given = [f for f in ("address", "replicas", "min_replicas", "max_replicas") if getattr(args, f) is not None]
