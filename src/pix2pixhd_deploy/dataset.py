@@ -225,14 +225,18 @@ def cityscapes_pairs(split_dir: PathLike, *, label_suffix: str = LABEL_SUFFIX,
     label_by_key = _index_by_key(labels, split_dir)
     if instances != "files":
         return [Pair(k, label_by_key[k], None) for k in sorted(label_by_key)]
-    inst_by_key = _index_by_key(insts, split_dir)
-    lonely = sorted(label_by_key.keys() ^ inst_by_key.keys())
+    return _paired(label_by_key, _index_by_key(insts, split_dir), split_dir,
+                   "each label map needs its instance map and the reverse")
+
+
+def _paired(map_by_key: Dict[str, Path], inst_by_key: Dict[str, Path], folder: Path, rule: str) -> List[Pair]:
+    """Pairs by key, or one UserError naming every file without its partner (``rule`` says what pairs with what)."""
+    lonely = sorted(map_by_key.keys() ^ inst_by_key.keys())
     if lonely:
-        names = [(label_by_key.get(k) or inst_by_key[k]).name for k in lonely]
-        raise UserError(f"{len(lonely)} file(s) have no partner (each label map needs its instance map and the "
-                        f"reverse): {_describe(names)}", path=split_dir,
+        names = [(map_by_key.get(k) or inst_by_key[k]).name for k in lonely]
+        raise UserError(f"{len(lonely)} file(s) have no partner ({rule}): {_describe(names)}", path=folder,
                         fix="restore the missing files or remove these ones")
-    return [Pair(k, label_by_key[k], inst_by_key[k]) for k in sorted(label_by_key)]
+    return [Pair(k, map_by_key[k], inst_by_key[k]) for k in sorted(map_by_key)]
 
 
 def colour_pairs(source: PathLike) -> List[Pair]:
@@ -254,14 +258,8 @@ def colour_pairs(source: PathLike) -> List[Pair]:
     colour_by_key = _index_by_key(colours, source)
     if not insts:
         return [Pair(k, colour_by_key[k], None) for k in sorted(colour_by_key)]
-    inst_by_key = _index_by_key(insts, source)
-    lonely = sorted(colour_by_key.keys() ^ inst_by_key.keys())
-    if lonely:
-        names = [(colour_by_key.get(k) or inst_by_key[k]).name for k in lonely]
-        raise UserError(f"{len(lonely)} file(s) have no partner (with instance maps present, each colour map "
-                        f"needs its instance map and the reverse): {_describe(names)}", path=source,
-                        fix="restore the missing files or remove these ones")
-    return [Pair(k, colour_by_key[k], inst_by_key[k]) for k in sorted(colour_by_key)]
+    return _paired(colour_by_key, _index_by_key(insts, source), source,
+                   "with instance maps present, each colour map needs its instance map and the reverse")
 
 
 def _write_ids(src: Path, dst: Path, report: ConvertReport) -> None:
