@@ -272,3 +272,41 @@ def test_engine_ray_makes_runs_default_choice(tmp_path, ray_cluster, reference):
     manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
     assert manifest["settings"]["backend"] in ("openvino", "onnxruntime") and manifest["settings"]["graph_key"]
     assert_same_outputs(outputs(tmp_path / "ray"), outputs(tmp_path / "local"))
+
+
+class _FakeCluster:
+    """Just what _check_resources asks of ray."""
+
+    def __init__(self, cpus, gpus=0.0):
+        self.have = {"CPU": cpus, "GPU": gpus}
+
+    def cluster_resources(self):
+        return self.have
+
+
+@pytest.mark.parametrize("workers, cpus_each, fix", [(2, 1.0, "--num-workers 1 or fewer"),
+                                                      (1, 2.0, "lower --cpus-per-worker")])
+def test_a_local_cluster_the_pool_would_fill_is_refused_in_one_line(workers, cpus_each, fix):
+    """On a cluster this process started (it never grows) model actors that hold every CPU would leave the decoding
+    tasks waiting for ever: refused before anything runs, with the number of workers that fits."""
+    from pix2pixhd_deploy.errors import UserError
+    from pix2pixhd_deploy.ray_engine import _check_resources
+
+    with pytest.raises(UserError) as err:
+        _check_resources(_FakeCluster(2.0), workers, cpus_each, 0.0, local=True)
+    assert "leave none for decoding" in str(err.value) and fix in str(err.value)
+    _check_resources(_FakeCluster(2.0), 2, 0.5, 0.0, local=True)  # the module's pool fits: no error
+
+
+def test_a_joined_cluster_short_of_cpus_only_warns(caplog):
+    """A cluster joined by address may grow (an autoscaler), so there it is a warning, not a refusal."""
+    from pix2pixhd_deploy.ray_engine import _check_resources
+
+    with caplog.at_level(logging.WARNING):
+        _check_resources(_FakeCluster(2.0), 2, 1.0, 0.0, local=False)
+        _check_resources(_FakeCluster(2.0), 1, 0.5, 1.0, local=False)
+    assert "leave less than one for decoding" in caplog.text and "waits for GPU nodes" in caplog.text
+    from pix2pixhd_deploy.errors import UserError
+
+    with pytest.raises(UserError, match="GPU"):
+        _check_resources(_FakeCluster(2.0), 1, 0.5, 1.0, local=True)

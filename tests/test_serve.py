@@ -244,3 +244,40 @@ def test_the_page_helpers(served):
         ids = httpx.post(f"{url}/v1/colorize", files={"label": ("l.png", served["pairs"][0].label.read_bytes())})
         assert picture(ids.content).shape == (64, 128, 3)
         assert httpx.get(f"{url}/v1/info").json()["sizes"] == [list(SIZE)]
+
+
+def test_a_batch_waits_for_company_only_while_requests_are_on_their_way():
+    """The oldest job waits (up to --max-wait-ms) for more only while other requests are still uploading or
+    decoding: a lone client's batch starts at once, one still on its way joins it, and one that fails (released
+    without a job) lets the batch go."""
+    from pix2pixhd_deploy.serve.batcher import Batcher
+
+    sizes = []
+
+    def compute(labels, insts):
+        sizes.append(labels.shape[0])
+        return np.zeros(labels.shape + (3,), np.uint8), 0.001, "fake"
+
+    async def scenario():
+        batcher = Batcher(compute, max_batch=4, max_wait_s=600.0)
+        label = np.zeros((8, 8), np.uint8)
+        await asyncio.wait_for(batcher.submit(label, None), 60)  # nobody else is coming: not 600 s
+        coming = batcher.arriving()  # a second request still uploading
+        first = batcher.submit(label, None)
+        await asyncio.sleep(0.2)
+        assert not first.done()  # waits for it
+        second = batcher.submit(label, None)
+        coming.release()
+        await asyncio.wait_for(asyncio.gather(first, second), 60)
+        failing = batcher.arriving()
+        third = batcher.submit(label, None)
+        await asyncio.sleep(0.2)
+        assert not third.done()
+        failing.release()
+        failing.release()  # idempotent: the handler and the middleware both release
+        await asyncio.wait_for(third, 60)
+        assert batcher._coming == 0
+        batcher.close()
+
+    asyncio.run(scenario())
+    assert sizes == [1, 2, 1]

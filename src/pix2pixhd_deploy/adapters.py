@@ -57,6 +57,7 @@ class MapsAdapter:
         self.static_batch = self.specs[0].batch
         self.size = self.specs[0].spatial
         self.stems = None
+        self.inference_time = 0.0  #: the runner's compute seconds for the last batch of maps
         self._check_encoding(threads)
 
     # ------------------------------------------------------------------ checks made once

@@ -236,14 +236,28 @@ def _batches_as_blocks(ray, items: List[Dict[str, str]], batch: int):
     return ray.data.from_arrow([pa.Table.from_pylist(chunk) for chunk in chunks])
 
 
-def _check_resources(ray, num_workers: int, cpus_per_worker: float, gpus_per_worker: float) -> None:
-    """Warn (an autoscaler may still add nodes) when the pool cannot start on the cluster as it is."""
+def _check_resources(ray, num_workers: int, cpus_per_worker: float, gpus_per_worker: float, *,
+                     local: bool = False) -> None:
+    """Warn (an autoscaler may still add nodes) when the pool cannot start on the cluster as it is; refuse when
+    ``local`` (a cluster this process started, which never grows) cannot run it: the model actors would hold every
+    CPU and the decoding tasks would wait for ever."""
     have = ray.cluster_resources()
     cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
     if gpus_per_worker and gpus < gpus_per_worker * num_workers:
+        if local:
+            raise UserError(f"this machine has {gpus:g} GPU(s) for Ray, but {num_workers} worker(s) x "
+                            f"{gpus_per_worker:g} GPU(s) were asked for",
+                            fix="lower --num-workers or --gpus-per-worker, or drop --gpus-per-worker to run on CPUs")
         log.warning("the Ray cluster has %g GPU(s) but %d worker(s) x %g GPU(s) were asked for; the run waits for "
                     "GPU nodes (drop --gpus-per-worker to run on CPUs)", gpus, num_workers, gpus_per_worker)
     if cpus < cpus_per_worker * num_workers + 1:
+        if local:
+            most = max(0, int((cpus - 1) // max(cpus_per_worker, 1e-9)))
+            raise UserError(f"this machine has {cpus:g} CPU(s) for Ray: {num_workers} worker(s) x "
+                            f"{cpus_per_worker:g} CPU(s) leave none for decoding the maps, so the run would wait "
+                            "for ever",
+                            fix=f"pass --num-workers {most} or fewer" if most else
+                                "lower --cpus-per-worker (e.g. 0.5), or run without --engine ray")
         log.warning("the Ray cluster has %g CPU(s): %d worker(s) x %g CPU(s) leave less than one for decoding, so "
                     "the run may wait; lower --num-workers or --cpus-per-worker", cpus, num_workers,
                     cpus_per_worker)
@@ -293,14 +307,17 @@ def _execute(ray, todo: List[Pair], out: Path, settings: RunSettings, report: Ra
              address: Optional[str], num_workers: int, gpus_per_worker: float, cpus_per_worker: float,
              keep_going: bool, show_progress: bool, stage_cls: type) -> None:
     started_here = not ray.is_initialized()
+    local = started_here and not (address or os.environ.get("RAY_ADDRESS"))
     if started_here:
-        kwargs = {"include_dashboard": False} if not (address or os.environ.get("RAY_ADDRESS")) else {}
-        ray.init(address=address, log_to_driver=False, **kwargs)
+        # no address: a cluster of this machine alone ("local"; Ray would otherwise join the last `ray start`
+        # cluster of the machine, which --address auto asks for)
+        ray.init(address="local" if local else address, log_to_driver=False,
+                 **({"include_dashboard": False} if local else {}))
     try:
         if not report.address:
             report.address = ray.get_runtime_context().gcs_address
             folder.manifest["engine"]["address"] = report.address
-        _check_resources(ray, num_workers, cpus_per_worker, gpus_per_worker)
+        _check_resources(ray, num_workers, cpus_per_worker, gpus_per_worker, local=local)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # one bar, ours, counting finished pictures
         batch = max(1, settings.batch_size)

@@ -96,6 +96,7 @@ class Runner(abc.ABC):
         self.is_active = False
         self.inference_time: Optional[float] = None
         self._compute_time: Optional[float] = None
+        self._stem_weights = None  # the stems sidecar, read once (stem_weights)
 
     # ------------------------------------------------------------------ public, validating
     def activate(self) -> "Runner":
@@ -110,6 +111,7 @@ class Runner(abc.ABC):
             return
         self.deactivate_impl()
         self.is_active = False
+        self._stem_weights = None
 
     def __enter__(self) -> "Runner":
         return self.activate()
@@ -186,7 +188,9 @@ class Runner(abc.ABC):
 
         if self.model is None:
             raise ValueError(f"{self.name}: an in-memory model has no stems sidecar")
-        return StemWeights.load(sidecar_path(self.model))
+        if self._stem_weights is None:  # read once per runner: the adapter and encoding_of both ask for them
+            self._stem_weights = StemWeights.load(sidecar_path(self.model))
+        return self._stem_weights
 
     # ------------------------------------------------------------------ helpers
     def _require_active(self) -> None:

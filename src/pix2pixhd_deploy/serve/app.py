@@ -66,6 +66,24 @@ def _choice(name: str, value: Optional[str], allowed) -> Optional[str]:
     return None if value is None else value.lower()
 
 
+class Arrivals:
+    """ASGI middleware: a ``POST /v1/synthesize`` counts as on its way to the batcher (:meth:`Batcher.arriving`)
+    from its first byte, while its upload is still being received, until the handler queues its job or it ends."""
+
+    def __init__(self, app, batcher):
+        self.app, self.batcher = app, batcher
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/v1/synthesize"):
+            return await self.app(scope, receive, send)
+        arrival = self.batcher.arriving()
+        scope.setdefault("state", {})["arrival"] = arrival  # request.state.arrival in the handler
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            arrival.release()
+
+
 def create_app(state: ServeState, on_startup: Optional[Callable[[], None]] = None) -> FastAPI:
     """The app over ``state`` (the model, its batcher and the server's limits); ``on_startup`` runs once the server
     listens."""
@@ -79,6 +97,7 @@ def create_app(state: ServeState, on_startup: Optional[Callable[[], None]] = Non
 
     app = FastAPI(title="pix2pixhd-deploy", version=state.version, lifespan=lifespan,
                   description="NVIDIA pix2pixHD label2city: Cityscapes label maps in, pictures out.")
+    app.add_middleware(Arrivals, batcher=state.batcher)
     _add_handlers(app, state)
     _add_probes(app, state)
     _add_page(app, state)
@@ -223,6 +242,9 @@ def _add_synthesize(app: FastAPI, state: ServeState) -> None:
         sources = [await _read_field(state, label, "label", True), await _read_field(state, instance, "instance",
                                                                                       False)]
         maps = await _decode(state, *sources, options)
+        arrival = getattr(request.state, "arrival", None)
+        if arrival is not None:  # its job is about to be queued: a batch need not wait for it any more
+            arrival.release()
         done = await _compute(state, maps)
         picture = crop_to(done.picture, maps.size) if options.fit == "pad" else done.picture
         body = await asyncio.to_thread(encode_picture, picture, fmt)

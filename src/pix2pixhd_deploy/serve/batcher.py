@@ -8,7 +8,8 @@ Rules:
 
 * Jobs wait by size (H, W). The size whose oldest job is oldest goes next; its batch takes up to ``max_batch``
   jobs, waiting at most ``max_wait_s`` after that oldest job arrived for more to come (``max_batch`` 1 or
-  ``max_wait_s`` 0: no batching).
+  ``max_wait_s`` 0: no batching), and only while more are on their way: requests the server is still receiving or
+  decoding (:meth:`Batcher.arriving`). With none, the batch starts at once, so a lone client never waits.
 * At most ``max_queue`` jobs wait; one more raises :class:`QueueFull` at once (the app answers 503 with
   ``Retry-After``), so memory stays bounded however many clients come.
 * One batch is computed at a time, in one worker thread (the runtimes use every core for one batch already).
@@ -58,6 +59,20 @@ class Done:
 Compute = Callable[[np.ndarray, Optional[np.ndarray]], Tuple[np.ndarray, float, str]]
 
 
+class Arrival:
+    """One request counted as on its way to the queue, from its first byte until :meth:`release` (idempotent)."""
+
+    def __init__(self, batcher: "Batcher"):
+        self._batcher, self._released = batcher, False
+        batcher._coming += 1
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._batcher._coming -= 1
+            self._batcher._nudge()
+
+
 class Batcher:
     def __init__(self, compute: Compute, *, max_batch: int = 4, max_wait_s: float = 0.01, max_queue: int = 64,
                  on_batch: Optional[Callable[[int], None]] = None):
@@ -71,6 +86,7 @@ class Batcher:
         self._worker: Optional[asyncio.Task] = None
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="serve-compute")
         self._closing = False
+        self._coming = 0          # requests being received or decoded: jobs that may join a batch soon
 
     @property
     def depth(self) -> int:
@@ -80,6 +96,14 @@ class Batcher:
     @property
     def in_flight(self) -> int:
         return self._count + self._busy
+
+    def arriving(self) -> "Arrival":
+        """A request is on its way in (its upload or decoding): a batch may wait for its job until it is released."""
+        return Arrival(self)
+
+    def _nudge(self) -> None:
+        if self._wake is not None:  # a batch waiting for company looks again: maybe nobody is coming now
+            self._wake.set()
 
     def submit(self, label: np.ndarray, inst: Optional[np.ndarray]) -> "asyncio.Future[Done]":
         """Queue one job; its future resolves to :class:`Done`. Raises :class:`QueueFull`."""
@@ -112,7 +136,7 @@ class Batcher:
         size = min(self._waiting, key=lambda s: self._waiting[s][0].arrived)
         queue = self._waiting[size]
         deadline = queue[0].arrived + self.max_wait_s
-        while len(queue) < self.max_batch and not self._closing:
+        while len(queue) < self.max_batch and not self._closing and self._coming:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
