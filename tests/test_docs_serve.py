@@ -88,3 +88,26 @@ def test_the_docs_commands_and_a_sigterm_that_drains(server, tmp_path):
     assert server["proc"].wait(120) == 0
     time.sleep(0.5)
     assert any("serve: stopped" in line for line in server["lines"]), server["lines"]
+
+
+def test_the_docs_benchmark_command_runs_and_reports_its_ratios(tmp_path):
+    """The measurement command of docs/serve.md, cut down to the small model, one concurrency and one round (the
+    figures are not checked: they are the benchmark's, not a test's)."""
+    import json
+    import shlex
+
+    text = (REPO / "docs" / "serve.md").read_text()
+    block = text.split("## Measured figures", 1)[1].split("```sh", 1)[1].split("```", 1)[0].strip()
+    args = shlex.split(block)
+    assert args[:2] == ["python", "benchmarks/serve_load.py"], block
+    cmd = [sys.executable, str(REPO / args[1]), *args[2:], "--models", "small", "--small-requests", "4",
+           "--concurrency", "2", "--repeats", "1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "serve_load.json").read_text())
+    (small,) = report["results"]
+    assert small["model"] == "small" and len(small["run"]) == 1 and small["run"][0]["images"] == 4
+    assert {(r["max_batch"], r["concurrency"]) for r in small["serve"]} == {(4, 2), (1, 2)}
+    assert all(r["requests"] == 4 and r["images_per_s"] > 0 for r in small["serve"])
+    assert "vs run's steady rate" in proc.stdout and "images/s steady" in proc.stdout
