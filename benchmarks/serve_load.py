@@ -32,6 +32,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -65,8 +66,6 @@ def make_model(kind: str, folder: Path) -> Path:
 
 def run_rates(checkpoint: Path, split: Path, out: Path) -> dict:
     """``run`` on ``split``: its whole-process images/s and its steady rate (see the module docstring)."""
-    import shutil
-
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
     proc = subprocess.run(cli("run", "--checkpoint", checkpoint, "--cityscapes", split, "-o", out),

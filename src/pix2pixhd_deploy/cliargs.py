@@ -321,11 +321,14 @@ class EngineArgs(ArgGroup):
     def add_arguments(self, group) -> None:
         ENGINE.add(group)
         ADDRESS.add(group)
-        group.add_argument("--num-workers", type=int, default=1,
-                           help="ray: model actors, each loads the model once (default 1)")
-        group.add_argument("--gpus-per-worker", type=float, default=0.0, help="ray: GPUs per model actor (default 0)")
-        group.add_argument("--cpus-per-worker", type=float, default=1.0,
-                           help="ray: CPUs per model actor, also its torch threads (default 1)")
+        default = EngineSpec()  # the defaults parse compares with, written once
+        group.add_argument("--num-workers", type=int, default=default.num_workers,
+                           help=f"ray: model actors, each loads the model once (default {default.num_workers})")
+        group.add_argument("--gpus-per-worker", type=float, default=default.gpus_per_worker,
+                           help=f"ray: GPUs per model actor (default {default.gpus_per_worker:g})")
+        group.add_argument("--cpus-per-worker", type=float, default=default.cpus_per_worker,
+                           help=f"ray: CPUs per model actor, also its torch threads (default "
+                                f"{default.cpus_per_worker:g})")
 
     def parse(self, args) -> EngineSpec:
         spec = EngineSpec(args.engine, args.address, args.num_workers, args.gpus_per_worker, args.cpus_per_worker)
@@ -352,13 +355,13 @@ class OutputArgs(ArgGroup):
     key, title = "output", "output"
 
     def __init__(self, what: str, *, required: bool = False, default: Optional[str] = None,
-                 aliases: Sequence[str] = (), short: bool = True, image_format: bool = False,
+                 aliases: Sequence[str] = (), image_format: bool = False,
                  save_raw: bool = False, json: bool = False, json_aliases: Sequence[str] = ()):
-        self.what, self.required, self.default, self.aliases, self.short = what, required, default, aliases, short
+        self.what, self.required, self.default, self.aliases = what, required, default, aliases
         self.image_format, self.save_raw, self.json, self.json_aliases = image_format, save_raw, json, json_aliases
 
     def add_arguments(self, group) -> None:
-        group.add_argument(*self.aliases, "--output", *(("-o",) if self.short else ()), dest="output",
+        group.add_argument(*self.aliases, "--output", "-o", dest="output",
                            required=self.required, default=self.default,
                            help=self.what + (f" (default {self.default})" if self.default else ""))
         if self.image_format:

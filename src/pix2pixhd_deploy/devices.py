@@ -41,11 +41,6 @@ class Device:
 
     kind: str
     index: Optional[int] = None
-    text: Optional[str] = None
-
-    @property
-    def is_default(self) -> bool:
-        return self.kind == "auto"
 
 
 def parse_device(text: Optional[str]) -> Device:
@@ -57,9 +52,9 @@ def parse_device(text: Optional[str]) -> Device:
     if found is None or (found["kind"] and found["kind"] not in _KINDS):
         raise UserError(f"unknown device {text!r}", fix=f"use {DEVICE_FORMS}")
     if found["number"] is not None:
-        return Device("number", int(found["number"]), text)
+        return Device("number", int(found["number"]))
     index = found["index"]
-    return Device(_KINDS[found["kind"]], None if index is None else int(index), text)
+    return Device(_KINDS[found["kind"]], None if index is None else int(index))
 
 
 def parse_device_list(text: Optional[str]) -> List[Optional[str]]:

@@ -170,6 +170,7 @@ class OnnxRuntimeRunner(Runner):
         available = ort.get_available_providers()
         names: List[str] = []
         options: List[Dict[str, str]] = []
+        device_id = self._device_id()
         for short in self.providers:
             name = provider_name(short)
             if name not in available:
@@ -177,8 +178,8 @@ class OnnxRuntimeRunner(Runner):
                 raise UserError(f"ONNX Runtime {ort.__version__} here has no {name} (it has "
                                 f"{', '.join(available)})", fix=_INSTALL_HINT[package])
             opts = {k: str(v) for k, v in self.provider_options.get(short, {}).items()}
-            if short in _DEVICE_PROVIDERS and "device_id" not in opts and self._device_id() is not None:
-                opts["device_id"] = str(self._device_id())
+            if short in _DEVICE_PROVIDERS and "device_id" not in opts and device_id is not None:
+                opts["device_id"] = str(device_id)
             names.append(name)
             options.append(opts)
         if "CPUExecutionProvider" not in names:

@@ -153,15 +153,20 @@ def _add_probes(app: FastAPI, state: ServeState) -> None:
 
 
 def _add_page(app: FastAPI, state: ServeState) -> None:
+    from ..labels import AMBIGUOUS_IDS
+
     page = resources.files(__package__).joinpath("static")
+    html, js = (page.joinpath(name).read_text(encoding="utf-8") for name in ("index.html", "app.js"))
+    class_list = [{"id": lab.id, "name": lab.name, "color": list(lab.color), "paintable": lab.id not in AMBIGUOUS_IDS}
+                  for lab in LABELS]
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index():
-        return HTMLResponse(page.joinpath("index.html").read_text(encoding="utf-8"))
+        return HTMLResponse(html)
 
     @app.get("/static/app.js", include_in_schema=False)
     async def script():
-        return Response(page.joinpath("app.js").read_text(encoding="utf-8"), media_type="text/javascript")
+        return Response(js, media_type="text/javascript")
 
     @app.get("/v1/info", summary="engines, sizes and limits")
     async def info():
@@ -173,10 +178,7 @@ def _add_page(app: FastAPI, state: ServeState) -> None:
     @app.get("/v1/classes", summary="the Cityscapes classes: id, name, colour, and whether painting its colour "
                                     "reads back as it (colours several classes share read as one of them)")
     async def classes():
-        from ..labels import AMBIGUOUS_IDS
-
-        return [{"id": lab.id, "name": lab.name, "color": list(lab.color), "paintable": lab.id not in AMBIGUOUS_IDS}
-                for lab in LABELS]
+        return class_list
 
     @app.get("/v1/scene", summary="a starting scene (synthetic.py) in Cityscapes colours, as PNG")
     async def scene(request: Request, height: int = Query(256, ge=32), width: int = Query(512, ge=32),

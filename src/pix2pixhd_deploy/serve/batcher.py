@@ -74,11 +74,9 @@ class Arrival:
 
 
 class Batcher:
-    def __init__(self, compute: Compute, *, max_batch: int = 4, max_wait_s: float = 0.01, max_queue: int = 64,
-                 on_batch: Optional[Callable[[int], None]] = None):
+    def __init__(self, compute: Compute, *, max_batch: int = 4, max_wait_s: float = 0.01, max_queue: int = 64):
         self.compute = compute
         self.max_batch, self.max_wait_s, self.max_queue = max(1, max_batch), max(0.0, max_wait_s), max(1, max_queue)
-        self.on_batch = on_batch
         self._waiting: "OrderedDict[Tuple[int, int], Deque[Job]]" = OrderedDict()
         self._count = 0
         self._busy = 0            # jobs in the batch being computed
@@ -165,8 +163,6 @@ class Batcher:
             return
         finally:
             self._busy = 0
-        if self.on_batch:
-            self.on_batch(len(jobs))
         for j, picture in zip(jobs, pictures):
             if not j.future.done():
                 j.future.set_result(Done(picture, seconds, len(jobs), backend))

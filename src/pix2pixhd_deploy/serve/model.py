@@ -20,7 +20,6 @@ static graph refuses other sizes with one clear error).
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -56,6 +55,7 @@ class _Loaded:
     engine: object
     backend: str
     reason: str
+    checkpoint: Optional[str]  # the checkpoint a cached graph was made from (None: a --model file, or torch)
 
 
 @dataclass
@@ -64,7 +64,6 @@ class ServeModel:
 
     options: ModelOptions
     engines: Dict[Optional[Size], _Loaded] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def load(cls, options: ModelOptions) -> "ServeModel":
@@ -89,36 +88,31 @@ class ServeModel:
                                            use_instance=o.use_instance, cache_dir=o.cache_dir)
         runner = open_runner(settings, choice, threads=o.threads)
         engine = make_engine(runner, o.label_nc, o.use_instance, threads=o.threads)
-        loaded = _Loaded(runner, engine, choice.backend, choice.reason)
+        loaded = _Loaded(runner, engine, choice.backend, choice.reason, choice.checkpoint)
         fixed = choice.cache is not None or engine.size is not None
         self.engines[tuple(engine.size or size) if fixed else None] = loaded
         log.info("serve: %s", choice.reason)
         return loaded
 
     def engine_for(self, size: Size) -> _Loaded:
-        """The engine for maps of ``size`` (H, W as the network sees them)."""
-        with self._lock:
-            found = self.engines.get(size) or self.engines.get(None)
-            if found is not None:
-                return found
-            first = next(iter(self.engines.values()))
-            if first.backend in ("openvino", "onnxruntime") and self._has_checkpoint():
-                log.info("serve: %dx%d has no prepared graph, so torch runs it from the checkpoint (loaded once; "
-                         "add --size %d,%d to prepare its graph at start-up)", size[1], size[0], *size)
-                return self._open(size, backend="torch")
-            return first  # a --model file: its adapter names the sizes it takes
-
-    def _has_checkpoint(self) -> bool:
-        from ..choose import _is_checkpoint
-
-        return _is_checkpoint(self.options.model)
+        """The engine for maps of ``size`` (H, W as the network sees them). Called only from the batcher's one
+        compute thread, so an engine opened here on first use is opened once."""
+        found = self.engines.get(size) or self.engines.get(None)
+        if found is not None:
+            return found
+        first = next(iter(self.engines.values()))
+        if first.checkpoint is not None:  # a graph cached from a checkpoint: torch takes the other sizes
+            log.info("serve: %dx%d has no prepared graph, so torch runs it from the checkpoint (loaded once; "
+                     "add --size %d,%d to prepare its graph at start-up)", size[1], size[0], *size)
+            return self._open(size, backend="torch")
+        return first  # a --model file: its adapter names the sizes it takes
 
     # ------------------------------------------------------------------ the work
     def compute(self, labels: np.ndarray, insts: Optional[np.ndarray]) -> Tuple[np.ndarray, float, str]:
         """(pictures (N, H, W, 3) uint8, compute seconds, backend) for one batch of same-size maps."""
         loaded = self.engine_for(tuple(labels.shape[1:3]))
         pictures, _ = loaded.engine(labels, insts if self.options.use_instance else None)
-        return pictures, float(getattr(loaded.engine, "inference_time", 0.0)), loaded.backend
+        return pictures, float(loaded.engine.inference_time), loaded.backend
 
     def describe(self) -> Dict[str, object]:
         return {"engines": [{"size": list(k) if k else "any", "backend": v.backend, "reason": v.reason}

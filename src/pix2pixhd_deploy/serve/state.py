@@ -33,8 +33,7 @@ class ServeState:
     def __post_init__(self) -> None:
         self.api_key = self.limits.resolved_api_key()
         self.batcher = Batcher(self._compute, max_batch=self.limits.max_batch,
-                               max_wait_s=self.limits.max_wait_ms / 1000.0, max_queue=self.limits.max_queue,
-                               on_batch=lambda n: self.metrics.batch.observe(n))
+                               max_wait_s=self.limits.max_wait_ms / 1000.0, max_queue=self.limits.max_queue)
         self.metrics = Metrics(lambda: self.batcher.depth, self.limits.max_batch)
         self._decoding: Optional[asyncio.Semaphore] = None
 
@@ -77,6 +76,7 @@ class ServeState:
     def _compute(self, labels, insts):
         pictures, seconds, backend = self.model.compute(labels, insts)
         self.metrics.compute.observe(seconds)
+        self.metrics.batch.observe(len(labels))
         return pictures, seconds, backend
 
     def load(self) -> None:
