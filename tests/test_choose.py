@@ -142,3 +142,30 @@ def test_save_raw_builds_a_float_graph(tmp_path, scene_dataroot, small_checkpoin
     manifest = json.loads((tmp_path / "raw" / "manifest.json").read_text())
     assert manifest["choice"]["cache"]["key"]["output_format"] == "float"
     assert len(list((tmp_path / "raw" / "raw").glob("*_0.bin"))) == 3
+
+
+def test_a_checkpoint_rewritten_in_place_with_its_mtime_kept_gets_a_new_graph(tmp_path, scene_dataroot,
+                                                                             small_checkpoint):
+    """Other weights written into the same file (same path, size and inode) with the old mtime put back, as
+    ``cp -p`` or ``touch -r`` would: the cache must hash the file again, build a new entry and run the new weights."""
+    from conftest import SMALL_LOCAL
+    from pix2pixhd_deploy.network import random_generator, save_checkpoint
+
+    cache, path = tmp_path / "cache", small_checkpoint / "latest_net_G.pth"
+    run(scene_dataroot, small_checkpoint, tmp_path / "a", cache)
+    other = save_checkpoint(random_generator(SMALL_LOCAL, seed=2), tmp_path / "other" / "latest_net_G.pth")
+    before = path.stat()
+    assert other.stat().st_size == before.st_size  # same architecture, same layout: same size
+    with open(path, "r+b") as f:  # in place: the inode stays
+        f.write(other.read_bytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    proc = run(scene_dataroot, small_checkpoint, tmp_path / "b", cache)
+    assert "from the model cache" not in proc.stderr and "built in" in proc.stderr, proc.stderr
+    assert len([p for p in (cache / "graphs").iterdir() if not p.name.startswith(".tmp-")]) == 2
+    run(scene_dataroot, other.parent, tmp_path / "torch", cache, "--backend", "torch")
+    old, new, want = pictures(tmp_path / "a"), pictures(tmp_path / "b"), pictures(tmp_path / "torch")
+    for k in want:
+        assert np.abs(new[k].astype(int) - want[k]).max() <= 1, k  # the new weights' pictures
+        assert np.abs(new[k].astype(int) - old[k]).max() > 16, k   # not the old graph's

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'pix2pixhd-deploy[serve]')")
 httpx = pytest.importorskip("httpx", reason="httpx is not installed (pip install 'pix2pixhd-deploy[serve]')")
 
-from conftest import run_cli  # noqa: E402
+from conftest import assert_within_one_level, run_cli  # noqa: E402
 from serve_helpers import SIZE, make_data, picture, png_bytes, server_thread  # noqa: E402
 
 
@@ -281,3 +281,84 @@ def test_a_batch_waits_for_company_only_while_requests_are_on_their_way():
 
     asyncio.run(scenario())
     assert sizes == [1, 2, 1]
+
+
+def test_a_batch_holds_only_jobs_that_share_one_computation_and_the_batcher_survives_any_error():
+    """Jobs of one size with and without instance maps queue together but are computed apart; an error anywhere in
+    a batch (stacking, the computation, a short answer) reaches each of its jobs and the next batch is served."""
+    from pix2pixhd_deploy.serve.batcher import Batcher
+
+    gate, calls = threading.Event(), []
+
+    def compute(labels, insts):
+        gate.wait(60)
+        calls.append((labels.shape[0], None if insts is None else insts.shape[0]))
+        if labels[0, 0, 0] == 7:
+            raise RuntimeError("the runtime failed")
+        if labels[0, 0, 0] == 8:
+            return np.zeros((1,) + labels.shape[1:] + (3,), np.uint8), 0.0, "fake"  # one picture short
+        return np.repeat(labels[..., None], 3, axis=3), 0.001, "fake"
+
+    def maps(value, with_inst):
+        return np.full((8, 8), value, np.uint8), (np.full((8, 8), value, np.int32) if with_inst else None)
+
+    async def scenario():
+        batcher = Batcher(compute, max_batch=8, max_wait_s=0.0)
+        first = batcher.submit(*maps(0, True))  # computing (held) while the mixed burst queues behind it
+        await asyncio.sleep(0)
+        mixed = [batcher.submit(*maps(i, i % 2 == 0)) for i in range(1, 7)]
+        gate.set()
+        answers = await asyncio.wait_for(asyncio.gather(first, *mixed), 60)
+        assert [int(a.picture[0, 0, 0]) for a in answers] == list(range(7))  # each job its own picture
+        failing = batcher.submit(*maps(7, True))
+        with pytest.raises(RuntimeError, match="the runtime failed"):
+            await asyncio.wait_for(failing, 60)
+        short = [batcher.submit(*maps(8, False)) for _ in range(2)]
+        for future in short:
+            with pytest.raises(RuntimeError, match="1 pictures for 2 maps"):
+                await asyncio.wait_for(future, 60)
+        after = await asyncio.wait_for(batcher.submit(*maps(9, True)), 60)
+        assert after.picture[0, 0, 0] == 9 and not batcher._worker.done()
+        batcher.close()
+
+    asyncio.run(scenario())
+    # the first job alone, then the burst split by instance handling (3 with, 3 without), never mixed
+    assert sorted(calls[1:3], key=str) == [(3, 3), (3, None)] and calls[0] == (1, 1), calls
+
+
+def test_a_mixed_burst_answers_each_request_on_its_own_merits(served):
+    """8 concurrent requests of one size to an instance-map model: 4 with their instance maps, 4 asking
+    instances=none (which this model cannot take). The valid ones get run's pixels, the others one 400 naming the
+    fix, nothing hangs, and the server goes on serving and stops when told."""
+    gate = threading.Event()
+    pairs = served["pairs"]
+    state = blocking_state(served, gate, max_batch=8, max_wait_ms=0)
+    valid = [{"files": files_of(p)} for p in pairs[:4]]
+    none = [{"files": {"label": files_of(p)["label"]}, "params": {"instances": "none"}} for p in pairs[4:8]]
+    with server_thread(state) as url:
+        async def scenario():
+            async with httpx.AsyncClient(timeout=120) as client:
+                tasks = [asyncio.create_task(client.post(f"{url}/v1/synthesize", **r))
+                         for pair in zip(valid, none) for r in pair]
+                try:  # the first batch is held until every request is in a batch, queued or answered
+                    end = asyncio.get_running_loop().time() + 120
+                    while sum(t.done() for t in tasks) + state.batcher.in_flight < 8:
+                        assert asyncio.get_running_loop().time() < end, "the requests never all arrived"
+                        await asyncio.sleep(0.02)
+                finally:
+                    gate.set()
+                return await asyncio.wait_for(asyncio.gather(*tasks), 120)
+
+        answers = asyncio.run(scenario())
+        after = httpx.post(f"{url}/v1/synthesize", files=files_of(pairs[5]), timeout=60)
+        assert state.batcher._worker is not None and not state.batcher._worker.done()
+    for i, r in enumerate(answers):
+        pair = pairs[i // 2] if i % 2 == 0 else pairs[4 + i // 2]
+        if i % 2 == 0:
+            assert r.status_code == 200, r.text
+            # a batch of 3 in OpenVINO may differ from run's batch of 1 by one level in a few values
+            assert_within_one_level(picture(r.content), run_picture(served, pair), pair.name)
+        else:
+            assert r.status_code == 400, r.text
+            assert "instances=none" in r.json()["error"] and "instances=labels" in r.json()["error"]
+    assert after.status_code == 200 and np.array_equal(picture(after.content), run_picture(served, pairs[5]))

@@ -11,7 +11,7 @@ Layout::
     graphs/<key>/model.onnx          the exported graph (+ model.onnx.stems.npz for the stems form)
     graphs/<key>/compiled/           the runtime's compiled form (OpenVINO's CACHE_DIR blob)
     locks/<key>.lock                 held while one process builds the entry; another waits, then uses it
-    hashes.json                      checkpoint sha256 by (path, size, mtime, inode): a warm start reads no weights
+    hashes.json                      checkpoint sha256 by (path, size, mtime, ctime, inode): a warm start reads no weights
 
 An entry is built in a temporary folder beside the others and renamed into place, so two processes filling the
 cache at once both end with a complete entry. One whose ``entry.json`` is missing, names another key, or whose files
@@ -91,11 +91,13 @@ def cache_root(cache_dir: Optional[PathLike] = None) -> Path:
 # --------------------------------------------------------------------------------------------- hashes
 
 def cached_sha256(path: PathLike, root: Optional[Path] = None) -> str:
-    """The file's sha256 (a checkpoint, a graph), remembered in the cache by (real path, size, mtime, inode) so that
-    a warm start does not read 700 MB of weights again."""
+    """The file's sha256 (a checkpoint, a graph), remembered in the cache by (real path, size, mtime, ctime, inode)
+    so that a warm start does not read 700 MB of weights again. The ctime is there because a file rewritten in place
+    can keep its path, size, inode and even its mtime (``cp -p``, ``touch -r``, ``os.utime``), but every write sets
+    the ctime to now and nothing short of changing the clock sets it back."""
     path = Path(path).resolve()
     st = path.stat()
-    ident = f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    ident = f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
     table_path = (root or cache_root()) / "hashes.json"
     table: Dict[str, str] = {}
     with contextlib.suppress(OSError, ValueError):

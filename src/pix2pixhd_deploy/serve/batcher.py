@@ -6,13 +6,16 @@ Out: :class:`Done` for each job (its picture, the batch's compute seconds and si
 
 Rules:
 
-* Jobs wait by size (H, W). The size whose oldest job is oldest goes next; its batch takes up to ``max_batch``
+* Jobs wait by kind: size (H, W) and whether they carry an instance map, so that a batch only holds jobs that can
+  share one computation. The kind whose oldest job is oldest goes next; its batch takes up to ``max_batch``
   jobs, waiting at most ``max_wait_s`` after that oldest job arrived for more to come (``max_batch`` 1 or
   ``max_wait_s`` 0: no batching), and only while more are on their way: requests the server is still receiving or
   decoding (:meth:`Batcher.arriving`). With none, the batch starts at once, so a lone client never waits.
 * At most ``max_queue`` jobs wait; one more raises :class:`QueueFull` at once (the app answers 503 with
   ``Retry-After``), so memory stays bounded however many clients come.
 * One batch is computed at a time, in one worker thread (the runtimes use every core for one batch already).
+* Whatever goes wrong with a batch (stacking its maps, the computation) is that batch's error, handed to each of its
+  jobs; the task that answers batches keeps running whatever a request carries.
 * A job whose client went away (its future cancelled) before its batch started is dropped; one that leaves during
   the batch changes nothing for the others: the results of a batch are handed out only to futures still waiting.
 """
@@ -31,6 +34,10 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+#: (size (H, W), with an instance map): the jobs of one batch share it
+Kind = Tuple[Tuple[int, int], bool]
+
+
 class QueueFull(Exception):
     """The queue holds ``max_queue`` jobs already."""
 
@@ -43,8 +50,9 @@ class Job:
     arrived: float = field(default_factory=time.monotonic)
 
     @property
-    def size(self) -> Tuple[int, int]:
-        return tuple(self.label.shape)  # type: ignore[return-value]
+    def kind(self) -> Kind:
+        """What a batch's jobs must share: the maps' size and whether an instance map comes with them."""
+        return tuple(self.label.shape), self.inst is not None  # type: ignore[return-value]
 
 
 @dataclass
@@ -73,11 +81,17 @@ class Arrival:
             self._batcher._nudge()
 
 
+def _fail(jobs: List[Job], exc: BaseException) -> None:
+    for j in jobs:
+        if not j.future.done():
+            j.future.set_exception(exc)
+
+
 class Batcher:
     def __init__(self, compute: Compute, *, max_batch: int = 4, max_wait_s: float = 0.01, max_queue: int = 64):
         self.compute = compute
         self.max_batch, self.max_wait_s, self.max_queue = max(1, max_batch), max(0.0, max_wait_s), max(1, max_queue)
-        self._waiting: "OrderedDict[Tuple[int, int], Deque[Job]]" = OrderedDict()
+        self._waiting: "OrderedDict[Kind, Deque[Job]]" = OrderedDict()
         self._count = 0
         self._busy = 0            # jobs in the batch being computed
         self._wake: Optional[asyncio.Event] = None
@@ -109,7 +123,7 @@ class Batcher:
             raise QueueFull()
         self._start()
         job = Job(label, inst, asyncio.get_running_loop().create_future())
-        self._waiting.setdefault(job.size, deque()).append(job)
+        self._waiting.setdefault(job.kind, deque()).append(job)
         self._count += 1
         self._wake.set()
         return job.future
@@ -125,14 +139,21 @@ class Batcher:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            jobs = await self._next_batch()
-            if jobs:
-                await self._compute(jobs)
+            jobs: List[Job] = []
+            try:
+                jobs = await self._next_batch()
+                if jobs:
+                    await self._compute(jobs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bug here must not stop every later request being answered
+                log.exception("serve: the batcher hit an error; the batch's requests get it, the rest are served")
+                _fail(jobs, exc)
 
     async def _next_batch(self) -> List[Job]:
-        """Wait (at most max_wait_s after the oldest job came) for a full batch of the oldest job's size; take it."""
-        size = min(self._waiting, key=lambda s: self._waiting[s][0].arrived)
-        queue = self._waiting[size]
+        """Wait (at most max_wait_s after the oldest job came) for a full batch of the oldest job's kind; take it."""
+        kind = min(self._waiting, key=lambda k: self._waiting[k][0].arrived)
+        queue = self._waiting[kind]
         deadline = queue[0].arrived + self.max_wait_s
         while len(queue) < self.max_batch and not self._closing and self._coming:
             left = deadline - time.monotonic()
@@ -145,21 +166,21 @@ class Batcher:
                 break
         jobs = [queue.popleft() for _ in range(min(self.max_batch, len(queue)))]
         if not queue:
-            del self._waiting[size]
+            del self._waiting[kind]
         self._count -= len(jobs)
         return [j for j in jobs if not j.future.done()]  # clients that left before their batch started
 
     async def _compute(self, jobs: List[Job]) -> None:
-        labels = np.stack([j.label for j in jobs])
-        insts = None if jobs[0].inst is None else np.stack([j.inst for j in jobs])
         self._busy = len(jobs)
         try:
+            labels = np.stack([j.label for j in jobs])
+            insts = None if jobs[0].inst is None else np.stack([j.inst for j in jobs])
             pictures, seconds, backend = await asyncio.get_running_loop().run_in_executor(
                 self._pool, self.compute, labels, insts)
-        except Exception as exc:  # the batch's error goes to each of its requests; the server keeps serving
-            for j in jobs:
-                if not j.future.done():
-                    j.future.set_exception(exc)
+            if len(pictures) != len(jobs):
+                raise RuntimeError(f"the computation returned {len(pictures)} pictures for {len(jobs)} maps")
+        except Exception as exc:  # noqa: BLE001 - the batch's error goes to each of its requests; serving goes on
+            _fail(jobs, exc)
             return
         finally:
             self._busy = 0

@@ -63,12 +63,17 @@ class ServeState:
 
     def map_options(self, instances: Optional[str], fit: Optional[str], *, has_instance: bool) -> MapOptions:
         """How a request's maps are read: ``instances`` defaults to the uploaded instance map when there is one,
-        else instances derived from the label map; a model without instance maps takes none."""
+        else instances derived from the label map; a model without instance maps takes none, and a model with them
+        refuses ``none``."""
         if not self.model_options.use_instance:
             if instances not in (None, "none"):
                 raise UserError(f"instances={instances} was asked for, and this model takes no instance maps",
                                 fix="leave instances out (or pass instances=none)")
             instances = "none"
+        elif instances == "none":  # refused here, before the job could join a batch of maps that have them
+            raise UserError("instances=none was asked for, and this model takes instance maps",
+                            fix="upload the instance map (-F instance=@map_instanceIds.png), or pass instances=labels "
+                                "to derive it from the label map")
         return MapOptions(label_nc=self.label_nc, instances=instances or ("files" if has_instance else "labels"),
                           fit=fit or "resize")
 
