@@ -8,10 +8,10 @@ import os
 import sys
 
 try:
-    from pix2pixhd_deploy.cli import run_script
+    from pix2pixhd_deploy.cli.main import run_script
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src"))
-    from pix2pixhd_deploy.cli import run_script
+    from pix2pixhd_deploy.cli.main import run_script
 
 if __name__ == "__main__":
     raise SystemExit(run_script("export", "pix2pixhd_pth2onnx.py"))

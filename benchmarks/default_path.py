@@ -83,7 +83,7 @@ def main() -> None:
     cold = set(args.n if args.cold == [] else args.cold)
 
     sys.path.insert(0, str(REPO / "src"))
-    from pix2pixhd_deploy.network import LABEL2CITY_1024P, random_generator, save_checkpoint
+    from pix2pixhd_deploy.model.network import LABEL2CITY_1024P, random_generator, save_checkpoint
     from pix2pixhd_deploy.provenance import machine
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-default-"))

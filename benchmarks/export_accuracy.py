@@ -20,16 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "data" / "cityscapes_samples"
 sys.path.insert(0, str(REPO / "src"))
 
-from pix2pixhd_deploy.compare_metrics import compare_arrays  # noqa: E402
-from pix2pixhd_deploy.dataset import cityscapes_pairs, find_pairs, load_pair  # noqa: E402
-from pix2pixhd_deploy.encoding import encode_input  # noqa: E402
+from pix2pixhd_deploy.compare.metrics import compare_arrays  # noqa: E402
+from pix2pixhd_deploy.data.dataset import cityscapes_pairs, find_pairs, load_pair  # noqa: E402
 from pix2pixhd_deploy.export import run_onnxruntime_cpu  # noqa: E402
-from pix2pixhd_deploy.network import LABEL2CITY_1024P, load_generator, random_generator, save_checkpoint  # noqa: E402
+from pix2pixhd_deploy.model.encoding import encode_input  # noqa: E402
+from pix2pixhd_deploy.model.network import LABEL2CITY_1024P, load_generator, random_generator, save_checkpoint  # noqa: E402
 from pix2pixhd_deploy.provenance import machine, versions  # noqa: E402
 
 GRAPHS = {"default (precise norms)": [], "--fused-norm": ["--fused-norm"]}

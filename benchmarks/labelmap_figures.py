@@ -30,10 +30,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from pix2pixhd_deploy.dataset import find_pairs  # noqa: E402
-from pix2pixhd_deploy.encoding import edges_from_instances  # noqa: E402
-from pix2pixhd_deploy.labelmaps import colours_to_ids, instances_from_labels, read_instance_ids, read_label_ids  # noqa: E402,E501
-from pix2pixhd_deploy.labels import ID_TO_LABEL, PALETTE  # noqa: E402
+from pix2pixhd_deploy.data.dataset import find_pairs  # noqa: E402
+from pix2pixhd_deploy.data.labelmaps import colours_to_ids, instances_from_labels, read_instance_ids, read_label_ids  # noqa: E402,E501
+from pix2pixhd_deploy.data.labels import ID_TO_LABEL, PALETTE  # noqa: E402
+from pix2pixhd_deploy.model.encoding import edges_from_instances  # noqa: E402
 from pix2pixhd_deploy.provenance import machine  # noqa: E402
 
 SAMPLES = Path(os.environ.get("PIX2PIXHD_SAMPLES", REPO.parent / "shared" / "data" / "cityscapes_samples"))

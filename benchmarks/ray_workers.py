@@ -33,11 +33,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from pix2pixhd_deploy.dataset import cityscapes_pairs  # noqa: E402
-from pix2pixhd_deploy.network import LABEL2CITY_1024P, GeneratorConfig, random_generator, save_checkpoint  # noqa: E402
-from pix2pixhd_deploy.pipeline import RunSettings, run, runner_for_run  # noqa: E402
+from pix2pixhd_deploy.data.dataset import cityscapes_pairs  # noqa: E402
+from pix2pixhd_deploy.data.synthetic import write_cityscapes_split  # noqa: E402
+from pix2pixhd_deploy.model.network import LABEL2CITY_1024P, GeneratorConfig, random_generator, save_checkpoint  # noqa: E402
 from pix2pixhd_deploy.provenance import machine, versions  # noqa: E402
-from pix2pixhd_deploy.synthetic import write_cityscapes_split  # noqa: E402
+from pix2pixhd_deploy.run.local import run  # noqa: E402
+from pix2pixhd_deploy.run.settings import RunSettings  # noqa: E402
+from pix2pixhd_deploy.runners.open import runner_for_run  # noqa: E402
 
 #: the tests' small LocalEnhancer (tests/conftest.py SMALL_LOCAL)
 SMALL = GeneratorConfig(input_nc=36, output_nc=3, ngf=8, netG="local", n_downsample_global=2, n_blocks_global=1,
@@ -51,7 +53,7 @@ def load_average() -> str:
 def bench(args) -> dict:
     import ray
 
-    from pix2pixhd_deploy.ray_engine import run_ray
+    from pix2pixhd_deploy.run.ray import run_ray
 
     work = Path(tempfile.mkdtemp(prefix="ray_workers_"))
     try:

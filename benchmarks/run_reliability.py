@@ -60,12 +60,13 @@ class FakeEngine:
 
 def child(split: Path, count: int, model: Path, out: Path) -> None:
     """One measured run (in its own process): ``pipeline.run`` over the first ``count`` pairs, peak RSS as JSON."""
-    from pix2pixhd_deploy import pipeline
-    from pix2pixhd_deploy.dataset import cityscapes_pairs
+    from pix2pixhd_deploy.data.dataset import cityscapes_pairs
+    from pix2pixhd_deploy.run import local as pipeline
+    from pix2pixhd_deploy.run.settings import RunSettings
 
     pipeline.make_engine = lambda runner, *args, **kwargs: FakeEngine()
     pairs = cityscapes_pairs(split)[:count]
-    settings = pipeline.RunSettings(model=str(model), backend="onnxruntime", batch_size=1)  # no torch import
+    settings = RunSettings(model=str(model), backend="onnxruntime", batch_size=1)  # no torch import
     start = time.perf_counter()
     report = pipeline.run(pairs, out, FakeRunner(), settings, show_progress=False, write_index=False)
     seconds = time.perf_counter() - start
@@ -74,7 +75,7 @@ def child(split: Path, count: int, model: Path, out: Path) -> None:
 
 
 def peak_rss(counts, height: int, width: int) -> None:
-    from pix2pixhd_deploy.synthetic import write_cityscapes_split
+    from pix2pixhd_deploy.data.synthetic import write_cityscapes_split
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -35,7 +35,7 @@ def upstream_loop(dataroot: Path, checkpoint: Path, out: Path, save_arrays: bool
     from PIL import Image
 
     sys.path.insert(0, str(REPO / "src"))
-    from pix2pixhd_deploy.upstream import import_upstream, to_tensor  # torchvision stub + its to_tensor
+    from pix2pixhd_deploy.model.upstream import import_upstream, to_tensor
 
     base_dataset = import_upstream("pix2pixhd.data.base_dataset")
     make_dataset = import_upstream("pix2pixhd.data.image_folder").make_dataset
@@ -122,7 +122,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(REPO / "src"))
-    from pix2pixhd_deploy.network import LABEL2CITY_1024P, random_generator, save_checkpoint
+    from pix2pixhd_deploy.model.network import LABEL2CITY_1024P, random_generator, save_checkpoint
     from pix2pixhd_deploy.provenance import machine
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-run-"))

@@ -56,7 +56,7 @@ def env() -> dict:
 
 
 def make_model(kind: str, folder: Path) -> Path:
-    from pix2pixhd_deploy.network import LABEL2CITY_1024P, GeneratorConfig, random_generator, save_checkpoint
+    from pix2pixhd_deploy.model.network import LABEL2CITY_1024P, GeneratorConfig, random_generator, save_checkpoint
 
     small = GeneratorConfig(input_nc=36, output_nc=3, ngf=8, netG="local", n_downsample_global=2,
                             n_blocks_global=1, n_local_enhancers=1, n_blocks_local=1)
@@ -133,8 +133,8 @@ async def load(url: str, bodies, requests: int, concurrency: int) -> dict:
 
 
 def bench_model(kind: str, size, requests: int, concurrencies, repeats: int, root: Path) -> dict:
-    from pix2pixhd_deploy.dataset import cityscapes_pairs
-    from pix2pixhd_deploy.synthetic import write_cityscapes_split
+    from pix2pixhd_deploy.data.dataset import cityscapes_pairs
+    from pix2pixhd_deploy.data.synthetic import write_cityscapes_split
 
     checkpoint = make_model(kind, root)
     split = root / f"{kind}_val"

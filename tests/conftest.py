@@ -21,7 +21,7 @@ SAMPLES = Path(os.environ.get("PIX2PIXHD_SAMPLES", REPO.parent / "shared" / "dat
 REFERENCE = REPO.parent / "shared" / "reference"
 
 # A small LocalEnhancer with the label2city layout (36 in, 3 out): fast enough for many tests.
-from pix2pixhd_deploy.network import GeneratorConfig  # noqa: E402
+from pix2pixhd_deploy.model.network import GeneratorConfig  # noqa: E402
 
 SMALL_LOCAL = GeneratorConfig(input_nc=36, output_nc=3, ngf=8, netG="local", n_downsample_global=2,
                               n_blocks_global=1, n_local_enhancers=1, n_blocks_local=1)
@@ -40,8 +40,8 @@ def street_maps(request, tmp_path_factory):
     scenes in every clone (``generated``), and the real Cityscapes samples where they are present (``real``)."""
     if request.param == "real":
         return request.getfixturevalue("samples")
+    from pix2pixhd_deploy.data.synthetic import make_scene
     from pix2pixhd_deploy.fileio import atomic_save_image
-    from pix2pixhd_deploy.synthetic import make_scene
 
     root = tmp_path_factory.mktemp("street_maps")
     for sub in ("test_label", "test_inst"):
@@ -60,7 +60,7 @@ def import_upstream(module: str):
     puts a stub in its place during the import only, so no other code ever sees a fake torchvision.
     """
     from pix2pixhd_deploy.errors import UserError
-    from pix2pixhd_deploy.upstream import import_upstream as _import
+    from pix2pixhd_deploy.model.upstream import import_upstream as _import
 
     try:
         return _import(module)
@@ -107,8 +107,8 @@ def run_cli(args, cwd=None, check=True, timeout=600, env=None) -> subprocess.Com
 @pytest.fixture
 def scene_dataroot(tmp_path):
     """A data root with 3 small synthetic scenes (64x128) in test_label/ and test_inst/."""
+    from pix2pixhd_deploy.data.synthetic import make_scene
     from pix2pixhd_deploy.fileio import atomic_save_image
-    from pix2pixhd_deploy.synthetic import make_scene
 
     root = tmp_path / "data"
     (root / "test_label").mkdir(parents=True)
@@ -123,7 +123,7 @@ def scene_dataroot(tmp_path):
 @pytest.fixture
 def small_checkpoint(tmp_path):
     """A seeded random small LocalEnhancer saved as upstream saves it, in a folder like the seed's."""
-    from pix2pixhd_deploy.network import random_generator, save_checkpoint
+    from pix2pixhd_deploy.model.network import random_generator, save_checkpoint
 
     folder = tmp_path / "checkpoints" / "label2city_1024p"
     save_checkpoint(random_generator(SMALL_LOCAL, seed=1), folder / "latest_net_G.pth")

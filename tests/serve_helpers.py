@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from conftest import SMALL_LOCAL
+from PIL import Image
 
 SIZE = (64, 128)
 
@@ -45,9 +44,9 @@ def server_thread(state):
 
 def make_data(root: Path, count: int = 4):
     """A small checkpoint and ``count`` 64x128 Cityscapes-style pairs under ``root``."""
-    from pix2pixhd_deploy.dataset import cityscapes_pairs
-    from pix2pixhd_deploy.network import random_generator, save_checkpoint
-    from pix2pixhd_deploy.synthetic import write_cityscapes_split
+    from pix2pixhd_deploy.data.dataset import cityscapes_pairs
+    from pix2pixhd_deploy.data.synthetic import write_cityscapes_split
+    from pix2pixhd_deploy.model.network import random_generator, save_checkpoint
 
     checkpoint = save_checkpoint(random_generator(SMALL_LOCAL, seed=1), root / "ckpt" / "latest_net_G.pth")
     write_cityscapes_split(root / "val", count, height=SIZE[0], width=SIZE[1], city="ulm")

@@ -6,15 +6,15 @@ import importlib.util
 
 import numpy as np
 import pytest
+from conftest import SMALL_LOCAL, run_cli
 from PIL import Image
 
-from conftest import SMALL_LOCAL, run_cli
-from pix2pixhd_deploy.adapters import encoding_of, make_engine
-from pix2pixhd_deploy.encoding import encode_input
+from pix2pixhd_deploy.data.synthetic import make_scene
 from pix2pixhd_deploy.errors import UserError
-from pix2pixhd_deploy.postprocess import tensor2im
+from pix2pixhd_deploy.model.encoding import encode_input
 from pix2pixhd_deploy.runners import make_runner
-from pix2pixhd_deploy.synthetic import make_scene
+from pix2pixhd_deploy.runners.adapter import encoding_of, make_engine
+from pix2pixhd_deploy.seed.postprocess import tensor2im
 
 H, W = 64, 128
 FORMS = [(i, o) for i in ("tensor", "maps", "stems") for o in ("float", "uint8")]
@@ -23,7 +23,7 @@ GRAPH_BACKENDS = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("op
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from pix2pixhd_deploy.network import random_generator, save_checkpoint
+    from pix2pixhd_deploy.model.network import random_generator, save_checkpoint
 
     return save_checkpoint(random_generator(SMALL_LOCAL, seed=1), tmp_path_factory.mktemp("ck") / "latest_net_G.pth")
 

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import rng_input, run_cli
+
 from pix2pixhd_deploy.errors import UserError
-from pix2pixhd_deploy.runners import AisBenchRunner, TorchRunner, make_runner
-from pix2pixhd_deploy.runners import ais_bench_runner
+from pix2pixhd_deploy.runners import AisBenchRunner, TorchRunner, ais_bench_runner, make_runner
 
 FAKES = Path(__file__).resolve().parent / "fake_ascend"
 LINES = ("t2023", "ait", "current")
@@ -169,8 +168,8 @@ def test_called_from_a_worker_thread(line, small_checkpoint, tmp_path):
 
 
 def test_maps_om_with_two_integer_inputs_and_uint8_output(line, small_checkpoint, tmp_path):
-    from pix2pixhd_deploy.adapters import make_engine
     from pix2pixhd_deploy.export import seeded_maps
+    from pix2pixhd_deploy.runners.adapter import make_engine
 
     om = write_om(tmp_path / "maps_bs2.om", small_checkpoint, batch=2, input_format="maps", output_format="uint8")
     labels, insts = seeded_maps(3, H, W, seed=5)
@@ -186,7 +185,7 @@ def test_maps_om_with_two_integer_inputs_and_uint8_output(line, small_checkpoint
 
 def test_run_command_with_a_maps_uint8_om(line, small_checkpoint, scene_dataroot, tmp_path):
     """``run --model X.om``: the pipeline's compute threads call the runner (two streams: two threads)."""
-    from pix2pixhd_deploy.cli import main
+    from pix2pixhd_deploy.cli.main import main
 
     om = write_om(tmp_path / "maps_dyn.om", small_checkpoint, batch=-1, gears=(1, 2), input_format="maps",
                   output_format="uint8")
@@ -240,7 +239,7 @@ def test_seed_command_line_static_bs4_with_a_short_last_batch(line, small_checkp
     """The seed's ais_bench line with the program renamed: 5 inputs on a bs4 OM -> 2 runs, 5 outputs."""
     import json
 
-    from pix2pixhd_deploy.cli import main
+    from pix2pixhd_deploy.cli.main import main
 
     om = write_om(tmp_path / "pix2pixhd_bs4.om", small_checkpoint, batch=4)
     prep = tmp_path / "prep_datasets"
@@ -269,7 +268,7 @@ def test_seed_command_line_static_bs4_with_a_short_last_batch(line, small_checkp
 
 
 def test_seed_command_line_dynamic_om(line, small_checkpoint, tmp_path, monkeypatch):
-    from pix2pixhd_deploy.cli import main
+    from pix2pixhd_deploy.cli.main import main
 
     om = write_om(tmp_path / "pix2pixhd_dynbs.om", small_checkpoint, batch=-1)
     prep = tmp_path / "prep"
@@ -315,7 +314,7 @@ def _prep_bins(folder: Path, n: int, seed: int = 7) -> np.ndarray:
 
 
 def test_infer_without_output_saves_nothing_and_prints_the_summary(monkeypatch, small_checkpoint, tmp_path, capsys):
-    from pix2pixhd_deploy.cli import main
+    from pix2pixhd_deploy.cli.main import main
 
     install_fake(monkeypatch, "current")
     om = write_om(tmp_path / "bs1.om", small_checkpoint, batch=1)
@@ -329,7 +328,7 @@ def test_infer_without_output_saves_nothing_and_prints_the_summary(monkeypatch, 
 
 
 def test_npy_outputs_keep_the_batch_axis_and_the_split_axis_is_checked(monkeypatch, small_checkpoint, tmp_path):
-    from pix2pixhd_deploy.cli import main
+    from pix2pixhd_deploy.cli.main import main
 
     install_fake(monkeypatch, "ait")
     om = write_om(tmp_path / "bs2.om", small_checkpoint, batch=2)
@@ -349,7 +348,7 @@ def test_ais_bench_flags_left_out_are_refused_in_one_line(flag, tmp_path):
 
 
 def test_two_devices_one_process_each(monkeypatch, small_checkpoint, tmp_path, capsys):
-    from pix2pixhd_deploy.cli import main
+    from pix2pixhd_deploy.cli.main import main
 
     install_fake(monkeypatch, "t2023")  # the spawned processes import the fake from this sys.path
     om = write_om(tmp_path / "bs1.om", small_checkpoint, batch=1)
@@ -366,7 +365,7 @@ def test_two_devices_one_process_each(monkeypatch, small_checkpoint, tmp_path, c
 
 
 def test_a_maps_om_through_infer_takes_one_folder_per_input(monkeypatch, small_checkpoint, tmp_path):
-    from pix2pixhd_deploy.cli import main
+    from pix2pixhd_deploy.cli.main import main
     from pix2pixhd_deploy.export import seeded_maps
 
     install_fake(monkeypatch, "current")
@@ -389,8 +388,8 @@ def test_a_maps_om_through_infer_takes_one_folder_per_input(monkeypatch, small_c
 def test_every_atc_line_export_prints_compiles_and_runs(form, monkeypatch, small_checkpoint, tmp_path):
     """Each printed atc line is checked by the fake atc (names, ranks, static sizes, NCHW only for 4-D inputs) and
     the OM it makes runs through the runner with the graph's own inputs."""
-    from pix2pixhd_deploy.adapters import make_engine
     from pix2pixhd_deploy.export import seeded_maps
+    from pix2pixhd_deploy.runners.adapter import make_engine
 
     install_fake(monkeypatch, "current")
     _, report = export_graph(small_checkpoint, form, "uint8" if form == "maps" else "float")

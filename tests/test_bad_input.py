@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import failed_inputs_line, run_cli
 from PIL import Image
 
-from conftest import failed_inputs_line, run_cli
 from pix2pixhd_deploy.fileio import TMP_PREFIX
 
 LABEL = "test_label/city_000000_000001_gtFine_labelIds.png"
@@ -77,7 +77,7 @@ def assert_no_partial(folder: Path, size: int = BIN_64x128) -> None:
 def with_free_disk(free: int, *args) -> list:
     """The command line, run with the free disk reported as ``free`` bytes (a full disk, simulated)."""
     code = ("import sys; from pix2pixhd_deploy import fileio; fileio.free_bytes_fn = lambda p: %d; "
-            "from pix2pixhd_deploy.cli import main; sys.exit(main(sys.argv[1:]))" % free)
+            "from pix2pixhd_deploy.cli.main import main; sys.exit(main(sys.argv[1:]))" % free)
     return [sys.executable, "-c", code, *args]
 
 
@@ -392,7 +392,7 @@ def test_output_path_that_is_a_file_or_cannot_be_made(case, tmp_path, scene_data
                              ["cannot create the output folder", "choose a folder"]),
     }[case]
     if case == "convert into a file":
-        from pix2pixhd_deploy.synthetic import write_cityscapes_split
+        from pix2pixhd_deploy.data.synthetic import write_cityscapes_split
 
         write_cityscapes_split(tmp_path / "val", 1, height=32, width=64, city="ulm")
         named, says = blocker, ["is an existing file, not a folder", "choose a folder path"]
@@ -454,7 +454,7 @@ def _interrupt(cmd, watch: Path, pattern: str, sig: int) -> subprocess.Completed
                                          ("run", signal.SIGINT)], ids=["preprocess-SIGINT", "preprocess-SIGKILL",
                                                                        "run-SIGINT"])
 def test_interrupted_then_rerun_completes(command, sig, tmp_path, small_checkpoint):
-    from pix2pixhd_deploy.synthetic import write_cityscapes_split
+    from pix2pixhd_deploy.data.synthetic import write_cityscapes_split
 
     n, h, w = 6, 256, 512
     split = tmp_path / "val"
@@ -487,8 +487,8 @@ def test_interrupted_then_rerun_completes(command, sig, tmp_path, small_checkpoi
     assert_no_partial(watch, size)
     assert snapshot(split) == before
     if command == "preprocess":  # the resumed files are the ones an uninterrupted run writes
-        from pix2pixhd_deploy.dataset import find_pairs
-        from pix2pixhd_deploy.encoding import encode_pair
+        from pix2pixhd_deploy.data.dataset import find_pairs
+        from pix2pixhd_deploy.model.encoding import encode_pair
 
         last = find_pairs(tmp_path / "data")[-1]
         assert np.array_equal(np.fromfile(out / f"{last.name}.bin", np.float32), encode_pair(last).ravel())
@@ -499,7 +499,7 @@ def test_interrupted_then_rerun_completes(command, sig, tmp_path, small_checkpoi
 def test_two_preprocess_runs_into_one_folder(tmp_path):
     """Atomic writes make two runs writing the same files safe, and neither deletes the other's temporary files
     (a run removes only those of processes that are gone)."""
-    from pix2pixhd_deploy.synthetic import write_cityscapes_split
+    from pix2pixhd_deploy.data.synthetic import write_cityscapes_split
 
     split = tmp_path / "val"
     write_cityscapes_split(split, 6, height=128, width=256, city="kiel")
@@ -522,8 +522,8 @@ def test_two_preprocess_runs_into_one_folder(tmp_path):
         assert proc.returncode == 0 and "Traceback" not in err, err
     assert alive_tmp.exists() and not dead_tmp.exists()
     alive_tmp.unlink()
-    from pix2pixhd_deploy.dataset import find_pairs
-    from pix2pixhd_deploy.encoding import encode_pair
+    from pix2pixhd_deploy.data.dataset import find_pairs
+    from pix2pixhd_deploy.model.encoding import encode_pair
 
     pairs = find_pairs(data)
     assert sorted(p.name for p in out.iterdir()) == sorted([f"{p.name}.bin" for p in pairs] + ["pix2pixhd_sizes.json"])

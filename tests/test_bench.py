@@ -6,10 +6,16 @@ import re
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
-from pix2pixhd_deploy.bench import (DETAIL_COLUMNS, SEED_COLUMNS, bench_device_only, format_number, latency_stats,
-                                    realistic_batch)
+
+from pix2pixhd_deploy.bench import (
+    DETAIL_COLUMNS,
+    SEED_COLUMNS,
+    bench_device_only,
+    format_number,
+    latency_stats,
+    realistic_batch,
+)
 
 SMALL = ["--height", "64", "--width", "128", "--loops", "3", "--warmup", "1", "--e2e-batches", "1"]
 

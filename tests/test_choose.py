@@ -10,9 +10,8 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import run_cli
+from PIL import Image
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
                                 reason="ONNX Runtime is not installed (pip install onnxruntime)")
@@ -119,8 +118,8 @@ def test_two_processes_fill_one_cache_at_once(tmp_path, scene_dataroot, small_ch
 
 
 def test_torch_is_chosen_where_it_is_the_right_path(tmp_path, scene_dataroot, small_checkpoint):
+    from pix2pixhd_deploy.data.synthetic import make_scene
     from pix2pixhd_deploy.fileio import atomic_save_image
-    from pix2pixhd_deploy.synthetic import make_scene
 
     cache = tmp_path / "cache"
     proc = run(scene_dataroot, small_checkpoint, tmp_path / "fast", cache, "--fast-convs")
@@ -149,7 +148,8 @@ def test_a_checkpoint_rewritten_in_place_with_its_mtime_kept_gets_a_new_graph(tm
     """Other weights written into the same file (same path, size and inode) with the old mtime put back, as
     ``cp -p`` or ``touch -r`` would: the cache must hash the file again, build a new entry and run the new weights."""
     from conftest import SMALL_LOCAL
-    from pix2pixhd_deploy.network import random_generator, save_checkpoint
+
+    from pix2pixhd_deploy.model.network import random_generator, save_checkpoint
 
     cache, path = tmp_path / "cache", small_checkpoint / "latest_net_G.pth"
     run(scene_dataroot, small_checkpoint, tmp_path / "a", cache)

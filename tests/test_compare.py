@@ -6,14 +6,14 @@ import math
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
-from conftest import run_cli
-from pix2pixhd_deploy.compare import compare_dirs
-from pix2pixhd_deploy.compare_folders import output_stem
-from pix2pixhd_deploy.compare_metrics import compare_arrays, preset_tolerance, psnr, ssim
+from pix2pixhd_deploy.compare.compare import compare_dirs
+from pix2pixhd_deploy.compare.folders import output_stem
+from pix2pixhd_deploy.compare.metrics import compare_arrays, preset_tolerance, psnr, ssim
 from pix2pixhd_deploy.errors import UserError
-from pix2pixhd_deploy.postprocess import tensor2im
+from pix2pixhd_deploy.seed.postprocess import tensor2im
 
 
 def raw_output(seed=0, h=32, w=64):
@@ -254,9 +254,10 @@ def test_cli_exit_status_json_and_report(tmp_path, scene_dataroot):
 def test_reference_upstream_matches_our_runtime(tmp_path, scene_dataroot, small_checkpoint):
     """Our file-driven chain (preprocess, infer with the torch runner) against NVIDIA's own code on the same data."""
     from conftest import import_upstream
-    from pix2pixhd_deploy.encoding import preprocess_dataset
-    from pix2pixhd_deploy.infer import run_inference
+
     from pix2pixhd_deploy.runners import TorchRunner
+    from pix2pixhd_deploy.seed.infer import run_inference
+    from pix2pixhd_deploy.seed.preprocess import preprocess_dataset
 
     import_upstream("pix2pixhd.models.networks")  # skips when NVIDIA's code is not installed
     preprocess_dataset(scene_dataroot, tmp_path / "prep")
@@ -281,10 +282,10 @@ def test_reference_upstream_matches_our_runtime(tmp_path, scene_dataroot, small_
 def test_onnx_runtime_against_torch_passes_fp32(tmp_path, scene_dataroot, small_checkpoint):
     """Two runners' raw outputs, as a user makes them with infer, judged by the default fp32 preset."""
     pytest.importorskip("onnxruntime")
-    from pix2pixhd_deploy.encoding import preprocess_dataset
     from pix2pixhd_deploy.export import export_onnx
-    from pix2pixhd_deploy.infer import run_inference
     from pix2pixhd_deploy.runners import make_runner
+    from pix2pixhd_deploy.seed.infer import run_inference
+    from pix2pixhd_deploy.seed.preprocess import preprocess_dataset
 
     preprocess_dataset(scene_dataroot, tmp_path / "prep")
     export_onnx(small_checkpoint, tmp_path / "g.onnx", height=64, width=128)

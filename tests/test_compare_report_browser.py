@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pix2pixhd_deploy.compare import compare_dirs
-from pix2pixhd_deploy.compare_report import CompareReport, difference_map, label_maps
-from pix2pixhd_deploy.postprocess import tensor2im
+from pix2pixhd_deploy.compare.compare import compare_dirs
+from pix2pixhd_deploy.compare.html import CompareReport, difference_map, label_maps
+from pix2pixhd_deploy.seed.postprocess import tensor2im
 
 CHECK_SCRIPT = """<script>
 window.addEventListener("load", function () {

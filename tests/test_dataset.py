@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pix2pixhd_deploy.dataset import convert_cityscapes, find_pairs, pair_key, read_instance_map, read_label_map
+from pix2pixhd_deploy.data.dataset import convert_cityscapes, find_pairs, pair_key
+from pix2pixhd_deploy.data.labelmaps import read_instance_map, read_label_map
+from pix2pixhd_deploy.data.synthetic import write_cityscapes_split
 from pix2pixhd_deploy.errors import UserError
-from pix2pixhd_deploy.synthetic import write_cityscapes_split
 
 
 def test_pair_key():

@@ -5,9 +5,8 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from conftest import run_cli
+from PIL import Image
 
 
 def linked_files(index: Path):

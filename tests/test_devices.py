@@ -35,7 +35,7 @@ def test_a_bare_number_is_the_runtimes_accelerator():
     """The one meaning of ``--device N`` as each runner applies it (no accelerator needed to check it)."""
     import torch
 
-    from pix2pixhd_deploy.pipeline import RunSettings
+    from pix2pixhd_deploy.run.settings import RunSettings
     from pix2pixhd_deploy.runners.ais_bench_runner import _device_id
     from pix2pixhd_deploy.runners.onnxruntime_runner import OnnxRuntimeRunner
     from pix2pixhd_deploy.runners.openvino_runner import _ov_device

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_cli
-from pix2pixhd_deploy.synthetic import write_cityscapes_split
+
+from pix2pixhd_deploy.data.synthetic import write_cityscapes_split
 
 FAKES = Path(__file__).resolve().parent / "fake_ascend"
 DOCS = ["README.md", "docs/workflow.md", "docs/cpu.md", "docs/accuracy.md", "docs/ray.md"]
@@ -49,8 +49,9 @@ def as_run_here(command: str):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    from pix2pixhd_deploy.network import random_generator, save_checkpoint
     from conftest import SMALL_LOCAL
+
+    from pix2pixhd_deploy.model.network import random_generator, save_checkpoint
 
     root = tmp_path_factory.mktemp("docs")
     write_cityscapes_split(root / "datasets" / "gtFine" / "val", 3, height=64, width=128, city="bonn")

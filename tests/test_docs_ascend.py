@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from conftest import REPO, run_cli
-from pix2pixhd_deploy.synthetic import write_cityscapes_split
+
+from pix2pixhd_deploy.data.synthetic import write_cityscapes_split
 
 DOC = REPO / "docs" / "ascend.md"
 FAKES = Path(__file__).resolve().parent / "fake_ascend"

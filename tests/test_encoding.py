@@ -6,14 +6,20 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import import_upstream
 from PIL import Image
 
-from conftest import import_upstream
-from pix2pixhd_deploy.dataset import Pair, find_pairs, read_instance_map, read_label_map
-from pix2pixhd_deploy.encoding import (edges_from_instances, encode_input, encode_input_torch, encode_pair,
-                                       preprocess_dataset)
+from pix2pixhd_deploy.data.dataset import find_pairs
+from pix2pixhd_deploy.data.labelmaps import Pair, read_instance_map, read_label_map
 from pix2pixhd_deploy.errors import UserError
-from pix2pixhd_deploy.upstream import to_tensor
+from pix2pixhd_deploy.model.encoding import (
+    edges_from_instances,
+    encode_input,
+    encode_input_torch,
+    encode_pair,
+)
+from pix2pixhd_deploy.model.upstream import to_tensor
+from pix2pixhd_deploy.seed.preprocess import preprocess_dataset
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +58,7 @@ def test_equals_upstream_on_full_size_street_maps(street_maps, upstream_encoder)
 
 
 def test_odd_size_is_snapped_like_upstream(tmp_path, upstream_encoder):
-    from pix2pixhd_deploy.synthetic import make_scene
+    from pix2pixhd_deploy.data.synthetic import make_scene
 
     label, inst = make_scene(100, 150, seed=3)  # upstream: 100x150 -> 96x160 (round to /32, nearest)
     Image.fromarray(label).save(tmp_path / "a_labelIds.png")

@@ -8,12 +8,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import SMALL_LOCAL, run_cli
 from torch import nn
 
-from conftest import SMALL_LOCAL, run_cli
 from pix2pixhd_deploy.errors import UserError
 from pix2pixhd_deploy.export import TwoStageInstanceNorm, export_onnx, run_onnxruntime_cpu, torch_onnx_export
-from pix2pixhd_deploy.network import random_generator
+from pix2pixhd_deploy.model.network import random_generator
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 8, 64, 128)])

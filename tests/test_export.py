@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_LOCAL, rng_input, run_cli
 from torch import nn
 
-from conftest import SMALL_LOCAL, rng_input, run_cli
 from pix2pixhd_deploy import export as ex
-from pix2pixhd_deploy.compare_metrics import preset_tolerance, psnr
+from pix2pixhd_deploy.compare.metrics import preset_tolerance, psnr
 from pix2pixhd_deploy.errors import UserError
-from pix2pixhd_deploy.network import LoadedGenerator, random_generator
+from pix2pixhd_deploy.model.network import LoadedGenerator, random_generator
 from pix2pixhd_deploy.runners import OnnxRuntimeRunner
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'pix2pixhd-deploy[onnx]')")
@@ -268,7 +268,7 @@ def test_missing_checkpoint_folder_is_one_line(tmp_path):
 @pytest.mark.slow
 def test_full_size_label2city_export(tmp_path):
     """The real architecture at the seed's 1024x2048 with default settings: checked in ONNX Runtime at full size."""
-    from pix2pixhd_deploy.network import LABEL2CITY_1024P, save_checkpoint
+    from pix2pixhd_deploy.model.network import LABEL2CITY_1024P, save_checkpoint
 
     save_checkpoint(random_generator(LABEL2CITY_1024P, seed=2), tmp_path / "ck" / "latest_net_G.pth")
     proc = run_cli(["pix2pixhd_pth2onnx.py", "--load_pretrain", "./ck/", "--output_file", "pix2pixhd.onnx",
@@ -282,7 +282,7 @@ def test_full_size_label2city_export(tmp_path):
 
 def test_global_generator_exports(tmp_path):
     """netG=global (label2city_512p's layout) has no average pool: nothing to rewrite, nothing to warn about."""
-    from pix2pixhd_deploy.network import GeneratorConfig
+    from pix2pixhd_deploy.model.network import GeneratorConfig
 
     cfg = GeneratorConfig(input_nc=36, ngf=8, netG="global", n_downsample_global=2, n_blocks_global=1,
                           n_local_enhancers=0, n_blocks_local=0)
@@ -307,8 +307,8 @@ def test_default_is_precise_norms_fused_is_the_opt_out(generator, tmp_path):
 
 
 def test_check_on_a_real_map_pair(generator, tmp_path):
+    from pix2pixhd_deploy.data.synthetic import make_scene
     from pix2pixhd_deploy.fileio import atomic_save_image
-    from pix2pixhd_deploy.synthetic import make_scene
 
     label, inst = make_scene(H, W, seed=9)
     atomic_save_image(tmp_path / "l.png", label)
@@ -323,8 +323,8 @@ def test_check_on_a_real_map_pair(generator, tmp_path):
 
 
 def test_export_command_fused_norm_check_map_and_cann_warning(small_checkpoint, tmp_path):
+    from pix2pixhd_deploy.data.synthetic import make_scene
     from pix2pixhd_deploy.fileio import atomic_save_image
-    from pix2pixhd_deploy.synthetic import make_scene
 
     label, inst = make_scene(H, W, seed=3)
     atomic_save_image(tmp_path / "l.png", label)

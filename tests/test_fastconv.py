@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_LOCAL, run_cli
 from torch import nn
 
-from conftest import SMALL_LOCAL, run_cli
-from pix2pixhd_deploy import fastconv
 from pix2pixhd_deploy.errors import UserError
 from pix2pixhd_deploy.export import export_onnx, run_onnxruntime_cpu, seeded_input
-from pix2pixhd_deploy.fastconv import RowSumConv, WinogradConv3x3, rewrite_for_cpu
-from pix2pixhd_deploy.network import LABEL2CITY_1024P, GeneratorConfig, random_generator
+from pix2pixhd_deploy.model import fastconv
+from pix2pixhd_deploy.model.fastconv import RowSumConv, WinogradConv3x3, rewrite_for_cpu
+from pix2pixhd_deploy.model.network import LABEL2CITY_1024P, GeneratorConfig, random_generator
 from pix2pixhd_deploy.runners import TorchRunner
 
 

@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pix2pixhd_deploy.dataset import read_instance_map, read_label_map
+from pix2pixhd_deploy.data.labelmaps import read_instance_map, read_label_map
 from pix2pixhd_deploy.errors import UserError
-from pix2pixhd_deploy.infer_files import read_input
-from pix2pixhd_deploy.postprocess import read_output_bin
+from pix2pixhd_deploy.seed.infer_files import read_input
+from pix2pixhd_deploy.seed.postprocess import read_output_bin
 
 TRIED: Counter = Counter()
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, run_cli
 from PIL import Image
 
-from conftest import REPO, run_cli
-from pix2pixhd_deploy.encoding import edges_from_instances
+from pix2pixhd_deploy.data.labelmaps import instances_from_labels, read_label_ids
+from pix2pixhd_deploy.data.labels import AMBIGUOUS_IDS, BLACK_ID, COLOUR_TO_ID, NAME_TO_ID, PALETTE
 from pix2pixhd_deploy.errors import UserError
-from pix2pixhd_deploy.labelmaps import instances_from_labels, read_label_ids
-from pix2pixhd_deploy.labels import AMBIGUOUS_IDS, BLACK_ID, COLOUR_TO_ID, NAME_TO_ID, PALETTE
+from pix2pixhd_deploy.model.encoding import edges_from_instances
 
 CAR, PERSON, ROAD, BUILDING, SKY = (NAME_TO_ID[n] for n in ("car", "person", "road", "building", "sky"))
 #: run with the torch backend on the CPU: the seed chain's arithmetic (the default CPU path builds an ONNX graph)

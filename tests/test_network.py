@@ -6,10 +6,10 @@ import pickle
 
 import pytest
 import torch
-
 from conftest import REFERENCE, SMALL_LOCAL, rng_input
-from pix2pixhd_deploy import network as nw
+
 from pix2pixhd_deploy.errors import UserError
+from pix2pixhd_deploy.model import network as nw
 
 
 def reference_keys():
@@ -156,8 +156,8 @@ def test_an_old_torch_refuses_to_unpickle_checkpoints(tmp_path, monkeypatch):
     """weights_only=True had a bypass before torch 2.6 (CVE-2025-32434): an older torch loads nothing."""
     import torch
 
-    from pix2pixhd_deploy import network
     from pix2pixhd_deploy.errors import UserError
+    from pix2pixhd_deploy.model import network
 
     ckpt = network.save_checkpoint(network.random_generator(SMALL_LOCAL), tmp_path / "latest_net_G.pth")
     network.check_safe_torch(version="2.6.0+cpu")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import rng_input
+
 from pix2pixhd_deploy.errors import UserError
 from pix2pixhd_deploy.runners import OnnxRuntimeRunner, TorchRunner, make_runner
 

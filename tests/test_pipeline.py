@@ -10,12 +10,12 @@ import time
 
 import numpy as np
 import pytest
+from conftest import SMALL_LOCAL, failed_inputs_line, run_cli
 from PIL import Image
 
-from conftest import SMALL_LOCAL, failed_inputs_line, run_cli
+from pix2pixhd_deploy.data.synthetic import write_cityscapes_split
 from pix2pixhd_deploy.fileio import TMP_PREFIX
-from pix2pixhd_deploy.postprocess import tensor2im
-from pix2pixhd_deploy.synthetic import write_cityscapes_split
+from pix2pixhd_deploy.seed.postprocess import tensor2im
 
 
 def pictures(folder):
@@ -63,7 +63,7 @@ def test_run_on_a_cityscapes_split_and_resume_skips(tmp_path, small_checkpoint):
     assert "1 pictures" in proc.stdout and "2 already done" in proc.stdout
     assert pictures(tmp_path / "out").keys() == first.keys()
     # other weights into the same folder: refused, nothing mixed
-    from pix2pixhd_deploy.network import random_generator, save_checkpoint
+    from pix2pixhd_deploy.model.network import random_generator, save_checkpoint
     other = save_checkpoint(random_generator(SMALL_LOCAL, seed=9), tmp_path / "other" / "latest_net_G.pth")
     proc = run_cli([*cmd[:5], other, *cmd[6:]], check=False)
     assert proc.returncode == 2 and "made with other settings" in proc.stderr and "model_sha256" in proc.stderr
@@ -143,8 +143,8 @@ def onnx_graphs(tmp_path, small_checkpoint):
 
 
 def test_maps_and_uint8_graphs_equal_the_36_channel_graph(onnx_graphs):
-    from pix2pixhd_deploy.encoding import encode_input
     from pix2pixhd_deploy.export import seeded_maps
+    from pix2pixhd_deploy.model.encoding import encode_input
     from pix2pixhd_deploy.runners import make_runner
 
     labels, insts = seeded_maps(2, 96, 160, seed=3)
@@ -230,13 +230,14 @@ def fake_engine(calls=None, refuse=None):
 
 def stream_run(pairs, out, engine, *, keep_going=False, batch_size=1, streams=1, model):
     """What pipeline.run does around its stages, with ``engine`` in place of a runner's."""
-    from pix2pixhd_deploy import pipeline, runfolder
-    from pix2pixhd_deploy import stream as streaming
+    from pix2pixhd_deploy.run import folder as runfolder
+    from pix2pixhd_deploy.run import local as pipeline
+    from pix2pixhd_deploy.run import stream as streaming
 
     settings = pipeline.RunSettings(model=str(model), backend="torch", device="cpu", batch_size=batch_size,
                                     streams=streams)
     with runfolder.RunFolder(out, settings) as folder:
-        report = pipeline.RunReport(output=folder.out)
+        report = RunReport(output=folder.out)
         todo = folder.todo(pairs)
         folder.prepare(todo)
         stream = streaming.Stream(folder, engine, settings, report, keep_going=keep_going, show_progress=False)
@@ -251,8 +252,8 @@ def stream_run(pairs, out, engine, *, keep_going=False, batch_size=1, streams=1,
 @pytest.mark.parametrize("batch_size,streams", [(1, 1), (3, 2)])
 def test_a_device_faster_than_the_writer_waits_instead_of_piling_up_pictures(tmp_path, small_checkpoint,
                                                                              monkeypatch, batch_size, streams):
-    from pix2pixhd_deploy import stream as streaming
-    from pix2pixhd_deploy.dataset import cityscapes_pairs
+    from pix2pixhd_deploy.data.dataset import cityscapes_pairs
+    from pix2pixhd_deploy.run import stream as streaming
 
     write_cityscapes_split(tmp_path / "val", 60, height=32, width=64, city="ulm")
     pairs = cityscapes_pairs(tmp_path / "val")
@@ -278,9 +279,9 @@ def test_a_device_faster_than_the_writer_waits_instead_of_piling_up_pictures(tmp
 
 
 def test_the_manifest_exists_before_the_first_picture(tmp_path, scene_dataroot, small_checkpoint, monkeypatch):
-    from pix2pixhd_deploy import stream as streaming
-    from pix2pixhd_deploy.dataset import find_pairs
-    from pix2pixhd_deploy.runfolder import JOURNAL
+    from pix2pixhd_deploy.data.dataset import find_pairs
+    from pix2pixhd_deploy.run import stream as streaming
+    from pix2pixhd_deploy.run.folder import JOURNAL
 
     seen = []
     real_write = streaming.write_outputs
@@ -298,9 +299,8 @@ def test_the_manifest_exists_before_the_first_picture(tmp_path, scene_dataroot, 
 
 
 def test_keep_going_records_compute_errors_and_stops_without_it(tmp_path, scene_dataroot, small_checkpoint):
-    from pix2pixhd_deploy.dataset import find_pairs, load_pair
+    from pix2pixhd_deploy.data.dataset import find_pairs, load_pair
     from pix2pixhd_deploy.errors import UserError
-
     from pix2pixhd_deploy.fileio import atomic_save_image
 
     pairs = find_pairs(scene_dataroot)
@@ -324,20 +324,21 @@ def test_keep_going_records_compute_errors_and_stops_without_it(tmp_path, scene_
 SLOW_RUN = """
 import sys, time
 import numpy as np
-from pix2pixhd_deploy import pipeline, runfolder, stream
-from pix2pixhd_deploy.dataset import cityscapes_pairs
+from pix2pixhd_deploy.run import folder as runfolder, stream
+from pix2pixhd_deploy.run.settings import RunReport, RunSettings
+from pix2pixhd_deploy.data.dataset import cityscapes_pairs
 real_write = stream.write_outputs
 def slow_write(*args):
     time.sleep(0.2)
     real_write(*args)
 stream.write_outputs = slow_write
 engine = lambda labels, insts, raw: (np.full((*labels.shape, 3), 128, np.uint8), None)
-settings = pipeline.RunSettings(model=sys.argv[2], backend="torch", device="cpu", batch_size=2)
+settings = RunSettings(model=sys.argv[2], backend="torch", device="cpu", batch_size=2)
 with runfolder.RunFolder(sys.argv[3], settings) as folder:
     todo = folder.todo(cityscapes_pairs(sys.argv[1]))
     folder.prepare(todo)
     try:
-        stream.Stream(folder, engine, settings, pipeline.RunReport(output=folder.out), show_progress=False).run(todo)
+        stream.Stream(folder, engine, settings, RunReport(output=folder.out), show_progress=False).run(todo)
     finally:
         folder.save()
 """
@@ -387,7 +388,7 @@ def test_a_planted_lock_link_is_refused_and_its_target_untouched(tmp_path, scene
 
 
 def test_settings_that_do_not_change_pictures_do_not_block_a_resume():
-    from pix2pixhd_deploy.pipeline import RunSettings
+    from pix2pixhd_deploy.run.settings import RunSettings
 
     base = RunSettings(model="m", backend="onnxruntime")
     assert base.identity() == RunSettings(model="m", backend="onnxruntime", batch_size=4, streams=2,
@@ -413,9 +414,9 @@ def fake_graph(path, props):
 
 def test_the_identity_of_a_stems_graph_covers_its_npz_and_refuses_a_foreign_one(tmp_path):
     from pix2pixhd_deploy.errors import UserError
-    from pix2pixhd_deploy.network import random_generator
-    from pix2pixhd_deploy.runfolder import graph_properties, model_identity
-    from pix2pixhd_deploy.stems import StemWeights, sidecar_path
+    from pix2pixhd_deploy.model.network import random_generator
+    from pix2pixhd_deploy.model.stems import StemWeights, sidecar_path
+    from pix2pixhd_deploy.run.folder import graph_properties, model_identity
 
     ckpt = "a" * 64
     graph = fake_graph(tmp_path / "g.onnx", {"pix2pixhd.export": json.dumps({"input_format": "stems"}),
@@ -438,10 +439,10 @@ def test_the_identity_of_a_stems_graph_covers_its_npz_and_refuses_a_foreign_one(
 
 
 def test_a_resume_with_other_stems_is_refused(tmp_path, scene_dataroot):
-    from pix2pixhd_deploy.dataset import find_pairs
+    from pix2pixhd_deploy.data.dataset import find_pairs
     from pix2pixhd_deploy.errors import UserError
-    from pix2pixhd_deploy.network import random_generator
-    from pix2pixhd_deploy.stems import StemWeights, sidecar_path
+    from pix2pixhd_deploy.model.network import random_generator
+    from pix2pixhd_deploy.model.stems import StemWeights, sidecar_path
 
     graph = fake_graph(tmp_path / "g.onnx", {"pix2pixhd.export": json.dumps({"input_format": "stems"})})
     StemWeights.from_generator(random_generator(SMALL_LOCAL, seed=1)).save(sidecar_path(graph))

@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from pix2pixhd_deploy.errors import UserError
-from pix2pixhd_deploy.postprocess import postprocess_dir, tensor2im, tensor2im_torch
+from pix2pixhd_deploy.model.decoding import tensor2im, tensor2im_torch
+from pix2pixhd_deploy.seed.postprocess import postprocess_dir
 
 
 def test_tensor2im_equals_upstream(upstream_util):

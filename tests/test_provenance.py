@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import run_cli
+
 from pix2pixhd_deploy import provenance
 from pix2pixhd_deploy.errors import UserError
-from pix2pixhd_deploy.network import file_sha256
+from pix2pixhd_deploy.model.network import file_sha256
 
 
 def test_versions_list_every_backend():

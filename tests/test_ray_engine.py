@@ -15,9 +15,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import SMALL_LOCAL, failed_inputs_line, run_cli
 from PIL import Image
 
-from conftest import SMALL_LOCAL, failed_inputs_line, run_cli
 from pix2pixhd_deploy.fileio import TMP_PREFIX
 
 POOL = {"num_workers": 2, "cpus_per_worker": 0.5}
@@ -55,11 +55,12 @@ def ray_cluster():
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """8 small Cityscapes-style pairs, a small generator, and what the local engine makes of them."""
-    from pix2pixhd_deploy.dataset import cityscapes_pairs
-    from pix2pixhd_deploy.network import random_generator, save_checkpoint
-    from pix2pixhd_deploy.pipeline import RunSettings, run
+    from pix2pixhd_deploy.data.dataset import cityscapes_pairs
+    from pix2pixhd_deploy.data.synthetic import write_cityscapes_split
+    from pix2pixhd_deploy.model.network import random_generator, save_checkpoint
+    from pix2pixhd_deploy.run.local import run
+    from pix2pixhd_deploy.run.settings import RunSettings
     from pix2pixhd_deploy.runners import make_runner
-    from pix2pixhd_deploy.synthetic import write_cityscapes_split
 
     root = tmp_path_factory.mktemp("ray_ref")
     checkpoint = save_checkpoint(random_generator(SMALL_LOCAL, seed=1), root / "ckpt" / "latest_net_G.pth")
@@ -75,8 +76,8 @@ def reference(tmp_path_factory):
 
 
 def test_ray_equals_the_local_engine_and_resumes(tmp_path, ray_cluster, reference):
-    from pix2pixhd_deploy.pipeline import run
-    from pix2pixhd_deploy.ray_engine import run_ray
+    from pix2pixhd_deploy.run.local import run
+    from pix2pixhd_deploy.run.ray import run_ray
     from pix2pixhd_deploy.runners import make_runner
 
     pairs, out = reference["pairs"], tmp_path / "ray"
@@ -107,9 +108,9 @@ def test_ray_equals_the_local_engine_and_resumes(tmp_path, ray_cluster, referenc
 
 
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(tmp_path, ray_cluster, reference, caplog):
+    from pix2pixhd_deploy.data.labels import colorize
     from pix2pixhd_deploy.fileio import atomic_save_image
-    from pix2pixhd_deploy.labels import colorize
-    from pix2pixhd_deploy.ray_engine import GeneratorStage, run_ray
+    from pix2pixhd_deploy.run.ray import GeneratorStage, run_ray
 
     marker = tmp_path / "died"
     victim = reference["pairs"][3].name
@@ -128,7 +129,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(tmp_path, ray_clus
             super().write(name, picture, label, raw)
 
     out = tmp_path / "ray"
-    with caplog.at_level(logging.WARNING, logger="pix2pixhd_deploy.ray_engine"):
+    with caplog.at_level(logging.WARNING, logger="pix2pixhd_deploy.run.ray"):
         report = run_ray(reference["pairs"], out, reference["settings"](), show_progress=False,
                          stage_cls=DyingStage, **POOL)
     dead = marker.read_text()
@@ -143,9 +144,9 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(tmp_path, ray_clus
 
 
 def test_cli_engine_ray_on_a_running_cluster_with_a_bad_input(tmp_path, ray_cluster, reference):
-    from pix2pixhd_deploy.dataset import cityscapes_pairs
+    from pix2pixhd_deploy.data.dataset import cityscapes_pairs
     from pix2pixhd_deploy.errors import UserError
-    from pix2pixhd_deploy.pipeline import run
+    from pix2pixhd_deploy.run.local import run
     from pix2pixhd_deploy.runners import make_runner
 
     data = tmp_path / "val"
@@ -173,7 +174,7 @@ def test_cli_engine_ray_on_a_running_cluster_with_a_bad_input(tmp_path, ray_clus
 
 def test_engine_ray_without_ray_says_what_to_install(tmp_path, scene_dataroot, small_checkpoint, monkeypatch,
                                                      capsys):
-    from pix2pixhd_deploy import cli
+    from pix2pixhd_deploy.cli import main as cli
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError, as when it is not installed
     monkeypatch.setitem(sys.modules, "ray.data", None)
@@ -189,7 +190,7 @@ def test_engine_ray_without_ray_says_what_to_install(tmp_path, scene_dataroot, s
 def test_a_url_output_is_refused_with_the_way_round_it(reference):
     pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'pix2pixhd-deploy[ray]')")
     from pix2pixhd_deploy.errors import UserError
-    from pix2pixhd_deploy.ray_engine import run_ray
+    from pix2pixhd_deploy.run.ray import run_ray
 
     with pytest.raises(UserError, match="the output is a URL.*mount the bucket"):
         run_ray(reference["pairs"], "s3://bucket/results", reference["settings"]())
@@ -199,7 +200,7 @@ def test_a_crash_that_repeats_ends_the_run_with_one_line(tmp_path, ray_cluster, 
     """A worker that dies on the same batch every time (SIGILL, a segfault, out of memory): a bounded number of
     restarts, then one error naming the inputs, every complete picture kept, and no actor left writing."""
     from pix2pixhd_deploy.errors import UserError
-    from pix2pixhd_deploy.ray_engine import GeneratorStage, _alive_model_actors, run_ray
+    from pix2pixhd_deploy.run.ray import GeneratorStage, _alive_model_actors, run_ray
 
     victim = reference["pairs"][5].name
 
@@ -226,10 +227,10 @@ def test_a_crash_that_repeats_ends_the_run_with_one_line(tmp_path, ray_cluster, 
 def test_keep_going_records_compute_errors_alike_under_both_engines(tmp_path, ray_cluster, reference):
     """A batch whose compute raises a UserError: recorded and skipped with --keep-going, in the manifest record the
     local engine writes too (tests/test_pipeline.py)."""
-    from pix2pixhd_deploy.dataset import cityscapes_pairs, load_pair
+    from pix2pixhd_deploy.data.dataset import cityscapes_pairs, load_pair
     from pix2pixhd_deploy.errors import UserError
     from pix2pixhd_deploy.fileio import atomic_save_image
-    from pix2pixhd_deploy.ray_engine import GeneratorStage, run_ray
+    from pix2pixhd_deploy.run.ray import GeneratorStage, run_ray
 
     data = tmp_path / "val"
     shutil.copytree(reference["root"] / "val", data)
@@ -290,7 +291,7 @@ def test_a_local_cluster_the_pool_would_fill_is_refused_in_one_line(workers, cpu
     """On a cluster this process started (it never grows) model actors that hold every CPU would leave the decoding
     tasks waiting for ever: refused before anything runs, with the number of workers that fits."""
     from pix2pixhd_deploy.errors import UserError
-    from pix2pixhd_deploy.ray_engine import _check_resources
+    from pix2pixhd_deploy.run.ray import _check_resources
 
     with pytest.raises(UserError) as err:
         _check_resources(_FakeCluster(2.0), workers, cpus_each, 0.0, local=True)
@@ -300,7 +301,7 @@ def test_a_local_cluster_the_pool_would_fill_is_refused_in_one_line(workers, cpu
 
 def test_a_joined_cluster_short_of_cpus_only_warns(caplog):
     """A cluster joined by address may grow (an autoscaler), so there it is a warning, not a refusal."""
-    from pix2pixhd_deploy.ray_engine import _check_resources
+    from pix2pixhd_deploy.run.ray import _check_resources
 
     with caplog.at_level(logging.WARNING):
         _check_resources(_FakeCluster(2.0), 2, 1.0, 0.0, local=False)

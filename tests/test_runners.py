@@ -17,11 +17,20 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
-
 from conftest import SMALL_LOCAL, rng_input, run_cli
+
 from pix2pixhd_deploy.errors import UserError
-from pix2pixhd_deploy.runners import (BACKENDS, AisBenchRunner, OnnxRuntimeRunner, OpenVinoRunner, Runner, TensorSpec,
-                                     TorchRunner, backend_for, make_runner)
+from pix2pixhd_deploy.runners import (
+    BACKENDS,
+    AisBenchRunner,
+    OnnxRuntimeRunner,
+    OpenVinoRunner,
+    Runner,
+    TensorSpec,
+    TorchRunner,
+    backend_for,
+    make_runner,
+)
 from pix2pixhd_deploy.runners import onnxruntime_runner as ortr
 
 H, W = 64, 128
@@ -42,7 +51,7 @@ def _ort_providers():
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     """A small checkpoint, its ONNX export (dynamic batch) and the torch reference outputs for one batch of 2."""
-    from pix2pixhd_deploy.network import random_generator, save_checkpoint
+    from pix2pixhd_deploy.model.network import random_generator, save_checkpoint
 
     root = tmp_path_factory.mktemp("runners")
     model = random_generator(SMALL_LOCAL, seed=9)
@@ -149,7 +158,7 @@ def case(request):
 
 
 def _close_enough(case: Case, ref: np.ndarray, got: np.ndarray) -> None:
-    from pix2pixhd_deploy.compare_metrics import psnr
+    from pix2pixhd_deploy.compare.metrics import psnr
 
     if case.min_psnr:
         assert psnr(ref, got, 2.0) >= case.min_psnr

@@ -11,13 +11,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
-from conftest import SMALL_LOCAL, run_cli
-from pix2pixhd_deploy.dataset import find_pairs
-from pix2pixhd_deploy.encoding import encode_pair
-from pix2pixhd_deploy.network import load_generator
-from pix2pixhd_deploy.postprocess import tensor2im
-from pix2pixhd_deploy.synthetic import write_cityscapes_split
+from pix2pixhd_deploy.data.dataset import find_pairs
+from pix2pixhd_deploy.data.synthetic import write_cityscapes_split
+from pix2pixhd_deploy.model.encoding import encode_pair
+from pix2pixhd_deploy.model.network import load_generator
+from pix2pixhd_deploy.seed.postprocess import tensor2im
 
 DEALS = ["datasets_deal.py", "./pix2pixHD/datasets/cityscapes/test_inst", "./pix2pixHD/datasets/cityscapes/test_label",
          "./datasets/gtFine/val"]
@@ -97,7 +97,8 @@ def test_full_size_chain_equals_nvidia(tmp_path, street_maps, upstream_networks)
     """One street scene at 2048x1024 (generated in every clone; a real sample where present) through the seed's
     scripts with the real architecture, against NVIDIA's code."""
     from test_network import upstream_generator
-    from pix2pixhd_deploy.network import LABEL2CITY_1024P
+
+    from pix2pixhd_deploy.model.network import LABEL2CITY_1024P
 
     city = tmp_path / "datasets" / "gtFine" / "val" / "frankfurt"
     city.mkdir(parents=True)

@@ -22,13 +22,13 @@ from serve_helpers import SIZE, make_data, picture, png_bytes, server_thread  # 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The small model loaded once, the maps, and run's pictures of them (the default path, as a user runs it)."""
-    from pix2pixhd_deploy.serve.model import ModelOptions, ServeModel
+    from pix2pixhd_deploy.runners.open import Model, ModelOptions
 
     root = tmp_path_factory.mktemp("serve")
     checkpoint, pairs = make_data(root, count=8)
     run_cli(["pix2pixhd-deploy", "run", "--checkpoint", checkpoint, "--cityscapes", root / "val", "-o", root / "run"])
     options = ModelOptions(model=str(checkpoint), sizes=(SIZE,))
-    model = ServeModel.load(options)
+    model = Model.load(options)
     yield {"root": root, "checkpoint": checkpoint, "pairs": pairs, "options": options, "model": model}
     model.close()
 
@@ -78,7 +78,7 @@ def test_eight_concurrent_clients_get_runs_pictures_in_batches(served):
 
 
 def test_fit_pad_crops_back_to_the_maps_size_and_other_sizes_run_on_torch(served):
-    from pix2pixhd_deploy.synthetic import make_scene
+    from pix2pixhd_deploy.data.synthetic import make_scene
 
     label, inst = make_scene(70, 100, seed=3)  # padded to 96x128: no prepared graph
     with server_thread(make_state(served)) as url:
@@ -90,7 +90,7 @@ def test_fit_pad_crops_back_to_the_maps_size_and_other_sizes_run_on_torch(served
 
 def bad_requests(served, tmp_path):
     """(what, files, query, expected status, the CLI's words for the same file or None)."""
-    from pix2pixhd_deploy.synthetic import make_scene
+    from pix2pixhd_deploy.data.synthetic import make_scene
 
     good = served["pairs"][0].label.read_bytes()
     label, _ = make_scene(*SIZE, seed=0)
@@ -139,8 +139,8 @@ def test_bad_requests_get_one_clear_4xx_and_a_burst_leaves_it_serving(served, tm
 def test_the_same_words_as_the_cli(served, tmp_path):
     """A map the CLI refuses gives the CLI's sentence (``error: <UserError>``, from the same reader) over HTTP,
     with the upload's name where the CLI names the file."""
+    from pix2pixhd_deploy.data.labelmaps import read_label_ids
     from pix2pixhd_deploy.errors import UserError
-    from pix2pixhd_deploy.labelmaps import read_label_ids
 
     path = tmp_path / "x.png"
     path.write_bytes(b"hello, world")
@@ -233,7 +233,7 @@ def test_an_api_key_is_required_when_set(served):
 
 
 def test_the_page_helpers(served):
-    from pix2pixhd_deploy.labels import COLOUR_TO_ID
+    from pix2pixhd_deploy.data.labels import COLOUR_TO_ID
 
     with server_thread(make_state(served)) as url:
         classes = httpx.get(f"{url}/v1/classes").json()

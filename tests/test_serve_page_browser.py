@@ -72,7 +72,7 @@ class Page:
 @pytest.fixture
 def browser_page(tmp_path):
     """A served small model and a chromium tab on its page."""
-    from pix2pixhd_deploy.serve.model import ModelOptions
+    from pix2pixhd_deploy.runners.open import ModelOptions
     from pix2pixhd_deploy.serve.options import ServeLimits
     from pix2pixhd_deploy.serve.state import ServeState
 

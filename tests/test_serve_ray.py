@@ -43,7 +43,7 @@ async def post_some(url, pairs, rounds):
 
 
 def test_replicas_serve_runs_pictures_and_survive_a_replica_killed_mid_load(tmp_path):
-    from pix2pixhd_deploy.serve.model import ModelOptions
+    from pix2pixhd_deploy.runners.open import ModelOptions
     from pix2pixhd_deploy.serve.options import RayOptions, ServeLimits
     from pix2pixhd_deploy.serve.ray_serve import serve_ray
 

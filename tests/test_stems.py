@@ -6,12 +6,12 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from conftest import SMALL_LOCAL
-from pix2pixhd_deploy import stems as st
-from pix2pixhd_deploy.encoding import encode_input_torch
+
 from pix2pixhd_deploy.export import seeded_maps
-from pix2pixhd_deploy.network import random_generator
+from pix2pixhd_deploy.model import stems as st
+from pix2pixhd_deploy.model.encoding import encode_input_torch
+from pix2pixhd_deploy.model.network import random_generator
 
 
 def reference_stems(generator, labels, insts):
@@ -48,8 +48,8 @@ def test_stems_equal_the_convolutions(computer_kind, hw):
 
 
 def test_stems_on_real_maps(samples):
-    from pix2pixhd_deploy.dataset import find_pairs
-    from pix2pixhd_deploy.labelmaps import load_maps
+    from pix2pixhd_deploy.data.dataset import find_pairs
+    from pix2pixhd_deploy.data.labelmaps import load_maps
 
     if st.load_library() is None:
         pytest.skip("no C compiler here")
@@ -164,7 +164,7 @@ def test_a_cache_others_can_write_is_not_used(fresh_library, monkeypatch, caplog
 
     fresh_library.mkdir(parents=True)
     os.chmod(fresh_library, 0o777)  # e.g. planted by another user in a shared XDG_CACHE_HOME
-    with caplog.at_level(logging.WARNING, logger="pix2pixhd_deploy.stems"):
+    with caplog.at_level(logging.WARNING, logger="pix2pixhd_deploy.model.stems"):
         assert st.load_library() is not None  # built in a private temporary folder instead
     assert "not a private folder" in caplog.text
     assert not list(fresh_library.iterdir())
@@ -188,7 +188,7 @@ def test_cc_with_arguments_and_a_broken_compiler(fresh_library, monkeypatch, cap
     monkeypatch.setattr(st, "_LIB", None)
     monkeypatch.setattr(st, "_TRIED", False)
     monkeypatch.setenv("CC", "false --no-such-compiler")
-    with caplog.at_level(logging.WARNING, logger="pix2pixhd_deploy.stems"):
+    with caplog.at_level(logging.WARNING, logger="pix2pixhd_deploy.model.stems"):
         assert st.load_library() is None  # one line, and the torch convolutions take over
     assert "could not compile stems.c with false --no-such-compiler" in caplog.text
     assert not [p for p in fresh_library.iterdir() if p.name.startswith(".tmp-")]

@@ -70,7 +70,7 @@ def _hardware(runner, machine: Dict[str, object]) -> str:
 def realistic_maps(batch: int, height: int, width: int, *, seed: int = 0
                    ) -> Tuple[np.ndarray, np.ndarray]:
     """(labels (N, H, W) uint8, instance maps (N, H, W) int32): synthetic street scenes, one per slot."""
-    from .synthetic import make_scene
+    from .data.synthetic import make_scene
 
     scenes = [make_scene(height, width, seed=seed + i) for i in range(batch)]
     return (np.stack([label for label, _ in scenes]).astype(np.uint8),
@@ -80,15 +80,15 @@ def realistic_maps(batch: int, height: int, width: int, *, seed: int = 0
 def realistic_batch(batch: int, height: int, width: int, *, label_nc: int, use_instance: bool,
                     seed: int = 0) -> np.ndarray:
     """(batch, C, H, W) float32: encoded synthetic street scenes (one-hot + edges), one distinct scene per slot."""
-    from .encoding import encode_input
+    from .model.encoding import encode_input
 
     labels, insts = realistic_maps(batch, height, width, seed=seed)
     return np.stack([encode_input(lab, ins if use_instance else None, label_nc) for lab, ins in zip(labels, insts)])
 
 
 def _synthetic_dataroot(folder: Path, count: int, height: int, width: int, seed: int) -> Path:
+    from .data.synthetic import make_scene
     from .fileio import atomic_save_image
-    from .synthetic import make_scene
 
     for sub in ("test_label", "test_inst"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -138,8 +138,8 @@ def bench_end_to_end(engine, pairs, *, batch_size: int, batches: int, out_dir: P
     the same reader and adapter as ``run`` (:mod:`labelmaps`, :mod:`adapters`): read the maps (instance maps from
     ``instances``; None: ``files`` when the engine takes them, else ``none``), make the model's feeds, run, save the
     pictures."""
+    from .data.labelmaps import MapOptions, load_maps
     from .fileio import atomic_save_image
-    from .labelmaps import MapOptions, load_maps
 
     options = MapOptions(label_nc=engine.label_nc, base=base,
                          instances=(instances or "files") if engine.use_instance else "none")
@@ -245,7 +245,7 @@ def _bench_batch_size(runner, name: str, bs: int, host: Dict[str, object], input
                       warmup: int, e2e_batches: int, seed: int,
                       asked_hw: Optional[Tuple[int, int]]) -> Dict[str, object]:
     """One batch size's figures: device-only, end-to-end, memory and the machine's load (or why it was skipped)."""
-    from .adapters import encoding_of, make_engine
+    from .runners.adapter import encoding_of, make_engine
 
     label_nc, use_instance = encoding_of(runner)
     engine = make_engine(runner, label_nc, use_instance)
@@ -319,7 +319,8 @@ def _e2e_pairs(dataroot: Optional[PathLike], hw: Optional[Tuple[int, int]], tmp:
     """The label/instance pairs the end-to-end part reads, their (H, W) and where their instance maps come from: the
     user's (any kind of label map; instance maps derived when the data root has none), or synthetic scenes (at most
     16 distinct ones, cycled)."""
-    from .dataset import find_pairs, read_label_map, resolve_instances
+    from .data.dataset import find_pairs, resolve_instances
+    from .data.labelmaps import read_label_map
 
     if dataroot is not None:
         instances = resolve_instances(dataroot, None if use_instance else "none")

@@ -29,23 +29,20 @@ from typing import List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from .choose import choose
-from .dataset import convert_cityscapes, map_sizes
-from .encoding import preprocess_dataset
+from .compare.page import IndexRow, write_index_html
+from .data.dataset import convert_cityscapes, map_sizes
 from .errors import PathLike
-from .fileio import ensure_output_dir, progress, stem_of
-from .infer import run_inference
-from .network import (
-    CHECKPOINT_NAME,
-    LABEL2CITY_1024P,
-    random_generator,
-    save_checkpoint,
-)
-from .pipeline import RunSettings, discover, open_runner, run
-from .postprocess import output_image_name, postprocess_dir
-from .report import IndexRow, write_index_html
-from .runfolder import image_paths
+from .fileio import CHECKPOINT_NAME, ensure_output_dir, progress, stem_of
+from .model.network import LABEL2CITY_1024P, random_generator, save_checkpoint
+from .run.folder import image_paths
+from .run.local import discover, run
+from .run.settings import RunSettings
 from .runners import TorchRunner
+from .runners.choose import choose
+from .runners.open import open_runner
+from .seed.infer import run_inference
+from .seed.postprocess import output_image_name, postprocess_dir
+from .seed.preprocess import preprocess_dataset
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +100,7 @@ def _gather_data(out: Path, cityscapes: Optional[PathLike], num_images: int, siz
                  steps: _Steps) -> Path:
     """The data root of the chain: a gtFine split (synthetic scenes without ``cityscapes``) converted as
     ``datasets_deal.py`` does."""
-    from .synthetic import write_cityscapes_split
+    from .data.synthetic import write_cityscapes_split
 
     data = out / "pix2pixHD" / "datasets" / "cityscapes"
     split = Path(cityscapes) if cityscapes else out / "gtFine" / "val"

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import math
 import os
 import re
 import stat
 import tempfile
 from pathlib import Path
-from typing import IO, Callable, Iterable, Iterator, List, Optional, TypeVar
+from typing import IO, Callable, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
 import numpy as np
 
@@ -298,3 +299,30 @@ def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def raw_file_hw(n_bytes: int, channels: int, *, path: Optional[PathLike] = None,
+             hw: Optional[Tuple[int, int]] = None, size_flag: str = "--dymHW", itemsize: int = 4,
+             dtype: str = "float32") -> Tuple[int, int]:
+    """(H, W) of a raw float32 (C, H, W) file: from ``hw`` if given, else the 1:2 Cityscapes aspect.
+
+    ``size_flag``: the option that gives the size to the command at hand, for the error messages.
+    """
+    if n_bytes == 0:
+        raise UserError("the file is empty", path=path,
+                        fix="make it again: an interrupted copy or a full disk leaves empty files")
+    if n_bytes % (itemsize * channels):
+        raise UserError(f"the file has {n_bytes} bytes, which is not a whole {dtype} ({channels}, H, W) tensor",
+                        path=path, fix="use the .bin files written by pix2pixhd_preprocess.py for this model")
+    pixels = n_bytes // (itemsize * channels)
+    if hw is not None:
+        if hw[0] * hw[1] != pixels:
+            raise UserError(f"the file holds {pixels} pixels per channel, not {hw[0]}x{hw[1]} "
+                            f"({channels}x{hw[0]}x{hw[1]} {dtype} = {itemsize * channels * hw[0] * hw[1]} bytes, file "
+                            f"has {n_bytes})", path=path, fix=f"pass the size the files were made at ({size_flag} H,W)")
+        return hw
+    h = int(round(math.sqrt(pixels / 2)))
+    if h * 2 * h != pixels:
+        raise UserError(f"cannot tell the image size: {pixels} pixels is not a 1:2 image", path=path,
+                        fix=f"pass {size_flag} HEIGHT,WIDTH")
+    return h, 2 * h

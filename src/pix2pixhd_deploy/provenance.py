@@ -37,7 +37,7 @@ def _installed(dist: str) -> Optional[str]:
 
 def versions() -> Dict[str, Optional[str]]:
     """Python, this package, numpy, Pillow (``PIL``), onnx and every backend (None when not installed)."""
-    from . import __version__
+    from .version import __version__
 
     out: Dict[str, Optional[str]] = {"python": platform.python_version(), "pix2pixhd_deploy": __version__}
     out.update({key: _installed(dist) for key, dist in {**LIBRARIES, **BACKENDS}.items()})
@@ -76,7 +76,7 @@ def machine() -> Dict[str, object]:
 def model_file(model: PathLike) -> Path:
     """The file behind ``--checkpoint``/``--model`` (a checkpoint folder resolves to its latest_net_G.pth); a
     UserError when there is none."""
-    from .network import resolve_checkpoint
+    from .fileio import resolve_checkpoint
 
     path = Path(model)
     if path.is_dir():

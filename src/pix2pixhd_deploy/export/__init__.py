@@ -20,12 +20,21 @@ The modules, in the order an export uses them:
 * :mod:`.exporter` -- :func:`export_onnx`, the steps in order.
 """
 from .exporter import ModelLike, export_onnx, torch_onnx_export
-from .formats import (MAPS_INPUT_NAMES, STEMS_INPUT_NAMES, DeployGraph, GraphFormat, Trunk)
-from .options import (DEFAULT_HW, DEFAULT_OPSET, DEFAULT_SOC_VERSION, DYNAMIC_BATCH_NAME, INPUT_FORMATS, OPSETS,
-                      OUTPUT_FORMATS, UINT8_OUTPUT_NAME, ExportOptions)
+from .formats import MAPS_INPUT_NAMES, STEMS_INPUT_NAMES, DeployGraph, GraphFormat, Trunk
+from .options import (
+           DEFAULT_HW,
+           DEFAULT_OPSET,
+           DEFAULT_SOC_VERSION,
+           DYNAMIC_BATCH_NAME,
+           INPUT_FORMATS,
+           OPSETS,
+           OUTPUT_FORMATS,
+           UINT8_OUTPUT_NAME,
+           ExportOptions,
+)
 from .report import ATC_BATCHES, ExportReport, atc_commands
-from .rewrites import (ExactAvgPool2d, OnnxReflectionPad2d, TwoStageInstanceNorm, prepare_for_export)
-from .verify import (check_graph, check_tolerance, run_onnxruntime_cpu, scene_maps, seeded_input, seeded_maps)
+from .rewrites import ExactAvgPool2d, OnnxReflectionPad2d, TwoStageInstanceNorm, prepare_for_export
+from .verify import check_graph, check_tolerance, run_onnxruntime_cpu, scene_maps, seeded_input, seeded_maps
 
 __all__ = ["ATC_BATCHES", "DEFAULT_HW", "DEFAULT_OPSET", "DEFAULT_SOC_VERSION", "DYNAMIC_BATCH_NAME", "INPUT_FORMATS",
            "MAPS_INPUT_NAMES", "OPSETS", "OUTPUT_FORMATS", "STEMS_INPUT_NAMES", "UINT8_OUTPUT_NAME", "DeployGraph",

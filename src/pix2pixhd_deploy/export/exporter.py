@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import PathLike, UserError
 from ..fileio import atomic_write_bytes, ensure_output_dir
-from ..network import LoadedGenerator, generator_input_size, load_generator
+from ..model.network import LoadedGenerator, generator_input_size, load_generator
 from .formats import GraphFormat
 from .options import ExportOptions
 from .report import ExportReport, atc_commands
@@ -63,7 +63,7 @@ def export_onnx(model: ModelLike, output_file: PathLike, options: Optional[Expor
                                        batch=None if options.dynamic_batch else options.batch, inputs=atc_in,
                                        layout=layout)
     if fmt.stem_weights is not None:
-        from ..stems import sidecar_path
+        from ..model.stems import sidecar_path
 
         fmt.stem_weights.save(sidecar_path(out_path), checkpoint_sha256=report.provenance["checkpoint_sha256"])
         report.notes.append(f"the stem weights are in {sidecar_path(out_path).name} beside the graph: keep the two "

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..encoding import encode_input, encode_input_torch
 from ..errors import UserError
-from ..postprocess import tensor2im_torch
+from ..model.decoding import tensor2im_torch
+from ..model.encoding import encode_input, encode_input_torch
 from .options import DYNAMIC_BATCH_NAME, ExportOptions
 
 MAPS_INPUT_NAMES = ("label", "inst")
@@ -85,7 +85,7 @@ class GraphFormat:
     def of(cls, options: ExportOptions, model: nn.Module, channels: int) -> "GraphFormat":
         fmt = cls(options, channels)
         if options.input_format == "stems":
-            from ..stems import StemWeights
+            from ..model.stems import StemWeights
 
             fmt.generator = model
             # once, for the check and the sidecar file (it copies each tensor to float32 on the CPU itself)
@@ -105,7 +105,7 @@ class GraphFormat:
             names = MAPS_INPUT_NAMES[:2 if self.options.use_instance else 1]
             return [(n, tuple(hw), dt) for n, dt in zip(names, (torch.uint8, torch.int32))]
         if fmt == "stems":
-            from ..stems import stem_shapes
+            from ..model.stems import stem_shapes
 
             return [(name, shape, torch.float32) for name, shape in zip(STEMS_INPUT_NAMES,
                                                                         stem_shapes(self.generator, *hw))]
@@ -158,7 +158,7 @@ class GraphFormat:
         if self.options.input_format == "maps":
             return dict(zip(names, (labels, insts)))
         if self.options.input_format == "stems":
-            from ..stems import StemComputer
+            from ..model.stems import StemComputer
 
             return dict(zip(names, StemComputer(self.stem_weights)(labels, insts)))
         return {names[0]: encoded}

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..fastconv import replace_modules, rewrite_for_cpu
+from ..model.fastconv import replace_modules, rewrite_for_cpu
 
 FP16_BLOCKED_OPS = ("InstanceNormalization",)
 

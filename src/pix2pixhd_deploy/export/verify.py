@@ -28,10 +28,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..compare_metrics import CHECKS, Check, ImageComparison, Tolerance, compare_arrays, format_figure
-from ..compare_metrics import summarise_checks, tolerance_for
+from ..compare.metrics import (
+    CHECKS,
+    Check,
+    ImageComparison,
+    Tolerance,
+    compare_arrays,
+    format_figure,
+    summarise_checks,
+    tolerance_for,
+)
 from ..errors import UserError
-from ..postprocess import tensor2im
+from ..model.decoding import tensor2im
 from .options import ExportOptions
 
 log = logging.getLogger(__name__)
@@ -51,7 +59,7 @@ def scene_maps(batch: int, height: int, width: int, seed: int = 0,
     """``batch`` street scenes (seeds ``seed``, ``seed + 1``, ...): (N, H, W) uint8 ids, (N, H, W) int32 ids.
 
     For a model with fewer than Cityscapes' 34 label ids, the ids wrap around ``label_nc``."""
-    from ..synthetic import make_scene
+    from ..data.synthetic import make_scene
 
     labels = np.empty((batch, height, width), dtype=np.uint8)
     insts = np.empty((batch, height, width), dtype=np.int32)
@@ -64,7 +72,7 @@ def scene_maps(batch: int, height: int, width: int, seed: int = 0,
 
 def read_check_maps(options: ExportOptions, batch: int, hw: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
     """The real map pair given with ``check_map`` / ``check_inst``, repeated to ``batch``; it must be ``hw``."""
-    from ..dataset import read_instance_map, read_label_map
+    from ..data.labelmaps import read_instance_map, read_label_map
 
     label = read_label_map(options.check_map, base=1)
     inst = read_instance_map(options.check_inst, base=1) if options.check_inst is not None else label.astype(np.int32)
@@ -99,7 +107,7 @@ def seeded_maps(batch: int, height: int, width: int, seed: int = 0,
 
 def seeded_input(channels: int, batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
     """:func:`seeded_maps` encoded (one-hot + instance edges): a generator input (N, C, H, W) float32."""
-    from ..encoding import encode_input
+    from ..model.encoding import encode_input
 
     label_nc = channels - 1 if channels > 1 else channels
     use_instance = channels > 1
@@ -202,7 +210,7 @@ def _judge(reference: np.ndarray, got: np.ndarray, options: ExportOptions, fused
 def verify_graph(data: bytes, model: nn.Module, fmt, options: ExportOptions, batch: int, hw: Tuple[int, int],
                  fused_norms: bool) -> ExportCheck:
     """Run the graph in ONNX Runtime and the model in PyTorch on the check scene, and judge; see the docstring."""
-    from ..postprocess import tensor2im_torch
+    from ..model.decoding import tensor2im_torch
 
     if options.check_map is not None:
         labels, insts = read_check_maps(options, batch, hw)

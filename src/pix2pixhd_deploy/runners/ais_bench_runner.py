@@ -229,7 +229,7 @@ class AisBenchRunner(Runner):
     def stem_weights(self):
         """A stems OM's stem weights: ``X.om.stems.npz`` beside it, else the ``.onnx.stems.npz`` export wrote
         beside the graph the OM was compiled from (``g_bs4.om`` / ``g_dynbs.om`` from ``g.onnx``, atc's names)."""
-        from ..stems import StemWeights, sidecar_path
+        from ..model.stems import StemWeights, sidecar_path
 
         own = sidecar_path(self.model)
         graph = self.model.with_name(re.sub(r"_(bs\d+|dynbs)$", "", self.model.stem) + ".onnx")

@@ -10,14 +10,14 @@ Every runner declares what it takes and gives, the way its model does:
   numpy dtype). Three forms exist (:func:`graph_input_format`): ``tensor`` (one float32 (N, 36, H, W) input, the
   seed's ``input_concat``), ``maps`` (``label`` uint8 (N, H, W) and ``inst`` int32 (N, H, W), encoded inside the
   model) and ``stems`` (``local_stem`` and ``global_stem``, the outputs of the generator's two stem convolutions,
-  which :mod:`~pix2pixhd_deploy.stems` computes from the maps).
+  which :mod:`~pix2pixhd_deploy.model.stems` computes from the maps).
 * ``output_spec()``: float32 (N, 3, H, W) in [-1, 1] (``output_format`` ``float``) or the uint8 (N, H, W, 3)
   pictures (``uint8``, a model that ends with upstream's ``tensor2im``).
 
 ``infer(feeds)`` takes a dict of named numpy arrays (a bare array is accepted for a one-input model), checks names,
 dtypes, ranks and static dimensions, and returns the output array. Every runner sets ``inference_time`` (seconds,
 the last ``infer_impl`` call, synchronised with the device) so that throughput is comparable across backends.
-Turning label/instance maps into any runner's feeds is :mod:`~pix2pixhd_deploy.adapters`' job, for every form.
+Turning label/instance maps into any runner's feeds is :mod:`~pix2pixhd_deploy.runners.adapter`' job, for every form.
 """
 from __future__ import annotations
 
@@ -184,7 +184,7 @@ class Runner(abc.ABC):
 
     def stem_weights(self):
         """The stem convolutions' weights for a ``stems`` model: the ``.stems.npz`` export wrote beside it."""
-        from ..stems import StemWeights, sidecar_path
+        from ..model.stems import StemWeights, sidecar_path
 
         if self.model is None:
             raise ValueError(f"{self.name}: an in-memory model has no stems sidecar")

@@ -54,10 +54,10 @@ class TorchRunner(Runner):
                  width: Optional[int] = None, fast_convs: bool = False, input_format: str = "tensor",
                  output_format: str = "float", label_nc: Optional[int] = None,
                  use_instance: Optional[bool] = None):
-        """``fast_convs``: swap in :mod:`~pix2pixhd_deploy.fastconv`'s Winograd and row-sum convolutions (CPU).
+        """``fast_convs``: swap in :mod:`~pix2pixhd_deploy.model.fastconv`'s Winograd and row-sum convolutions (CPU).
         ``input_format``/``output_format``: the model form (see the module docstring); ``label_nc`` and
         ``use_instance`` say how the ``maps`` form encodes (None: read from the checkpoint's input channels,
-        :func:`~pix2pixhd_deploy.encoding.encoding_for_channels`). ``height``/``width``: a static size to declare."""
+        :func:`~pix2pixhd_deploy.model.encoding.encoding_for_channels`). ``height``/``width``: a static size to declare."""
         super().__init__()
         if (checkpoint is None) == (model is None):
             raise ValueError("pass exactly one of checkpoint or model")
@@ -81,7 +81,7 @@ class TorchRunner(Runner):
     def activate_impl(self) -> None:
         import torch
 
-        from ..network import LoadedGenerator, load_generator
+        from ..model.network import LoadedGenerator, load_generator
 
         self.device = resolve_device(self.device_name)
         if self.fp16 and self.device == "cpu":
@@ -93,7 +93,7 @@ class TorchRunner(Runner):
         self._check_form()
         model = self.loaded.model
         if self.fast_convs:
-            from ..fastconv import rewrite_for_cpu
+            from ..model.fastconv import rewrite_for_cpu
 
             if self.device != "cpu" or self.fp16:
                 log.warning("--fast-convs is a CPU fp32 form: cuDNN picks Winograd by itself, and in fp16 the "
@@ -114,7 +114,7 @@ class TorchRunner(Runner):
                                       label_nc=self.label_nc, use_instance=self.use_instance).eval()
 
     def _check_form(self) -> None:
-        from ..encoding import encoding_for_channels
+        from ..model.encoding import encoding_for_channels
 
         config = self.loaded.config
         if config is not None and (self.label_nc is None or self.use_instance is None):
@@ -142,7 +142,7 @@ class TorchRunner(Runner):
             names = MAPS_INPUT_NAMES if self.use_instance else MAPS_INPUT_NAMES[:1]
             return [TensorSpec(n, (None, h, w), dt) for n, dt in zip(names, ("uint8", "int32"))]
         if self.form[0] == "stems":
-            from ..stems import stem_shapes
+            from ..model.stems import stem_shapes
 
             local, glob = stem_shapes(self.generator, h, w)
             return [TensorSpec(STEMS_INPUT_NAMES[0], (None, *local)), TensorSpec(STEMS_INPUT_NAMES[1], (None, *glob))]
@@ -160,7 +160,7 @@ class TorchRunner(Runner):
         return self.loaded.config if self.loaded else self._config
 
     def stem_weights(self):
-        from ..stems import StemWeights
+        from ..model.stems import StemWeights
 
         return StemWeights.from_generator(self.loaded.model, self.label_nc, self.use_instance)
 
@@ -169,7 +169,7 @@ class TorchRunner(Runner):
 
         arrays = [feeds[s.name] for s in self.input_specs_impl()]
         if self.config is not None and self.form[0] != "stems":
-            from ..network import generator_input_size
+            from ..model.network import generator_input_size
 
             generator_input_size(self.config, *arrays[0].shape[-2:])
         cuda = self.device.startswith("cuda")

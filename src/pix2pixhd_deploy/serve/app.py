@@ -30,9 +30,9 @@ from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from ..data.labelmaps import MapOptions, crop_to
+from ..data.labels import LABELS, colorize
 from ..errors import UserError
-from ..labelmaps import MapOptions, crop_to
-from ..labels import LABELS, colorize
 from .batcher import QueueFull
 from .metrics import CONTENT_TYPE_LATEST
 from .state import ServeState
@@ -153,7 +153,7 @@ def _add_probes(app: FastAPI, state: ServeState) -> None:
 
 
 def _add_page(app: FastAPI, state: ServeState) -> None:
-    from ..labels import AMBIGUOUS_IDS
+    from ..data.labels import AMBIGUOUS_IDS
 
     page = resources.files(__package__).joinpath("static")
     html, js = (page.joinpath(name).read_text(encoding="utf-8") for name in ("index.html", "app.js"))
@@ -187,7 +187,7 @@ def _add_page(app: FastAPI, state: ServeState) -> None:
         if height * width > state.max_pixels:
             raise HTTPProblem(413, f"a {width}x{height} scene is more than this server takes ({state.max_pixels} "
                                    "pixels, --max-pixels)", "too_large")
-        from ..synthetic import make_scene
+        from ..data.synthetic import make_scene
 
         label, _ = await asyncio.to_thread(make_scene, height, width, seed)
         return Response(await asyncio.to_thread(encode_picture, colorize(label), "png"), media_type="image/png")

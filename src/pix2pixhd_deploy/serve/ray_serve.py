@@ -18,7 +18,8 @@ from dataclasses import asdict
 from typing import Callable, Optional
 
 from ..errors import UserError
-from .model import ModelOptions, check_compatible
+from ..runners.open import ModelOptions
+from .model import check_compatible
 from .options import RayOptions, ServeLimits
 
 log = logging.getLogger(__name__)

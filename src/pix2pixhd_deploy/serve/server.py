@@ -14,8 +14,10 @@ import threading
 from typing import Callable, Optional
 
 from ..errors import UserError
-from .model import ModelOptions, check_compatible
-from .state import ServeLimits, ServeState
+from ..runners.open import ModelOptions
+from .model import check_compatible
+from .options import ServeLimits
+from .state import ServeState
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from .. import __version__
+from ..data.labelmaps import MapOptions
 from ..errors import UserError
-from ..labelmaps import MapOptions
+from ..runners.open import CITYSCAPES_SIZE, Model, ModelOptions, map_options_for
+from ..version import __version__
 from .batcher import Batcher
 from .metrics import Metrics
-from .model import CITYSCAPES_SIZE, ModelOptions, ServeModel
 from .options import ServeLimits
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class ServeState:
     model_options: ModelOptions
     limits: ServeLimits = field(default_factory=ServeLimits)
-    model: Optional[ServeModel] = None
+    model: Optional[Model] = None
     load_error: Optional[str] = None
     version: str = __version__
 
@@ -62,20 +62,9 @@ class ServeState:
         return self._decoding
 
     def map_options(self, instances: Optional[str], fit: Optional[str], *, has_instance: bool) -> MapOptions:
-        """How a request's maps are read: ``instances`` defaults to the uploaded instance map when there is one,
-        else instances derived from the label map; a model without instance maps takes none, and a model with them
-        refuses ``none``."""
-        if not self.model_options.use_instance:
-            if instances not in (None, "none"):
-                raise UserError(f"instances={instances} was asked for, and this model takes no instance maps",
-                                fix="leave instances out (or pass instances=none)")
-            instances = "none"
-        elif instances == "none":  # refused here, before the job could join a batch of maps that have them
-            raise UserError("instances=none was asked for, and this model takes instance maps",
-                            fix="upload the instance map (-F instance=@map_instanceIds.png), or pass instances=labels "
-                                "to derive it from the label map")
-        return MapOptions(label_nc=self.label_nc, instances=instances or ("files" if has_instance else "labels"),
-                          fit=fit or "resize")
+        """How a request's maps are read (:func:`~..runners.open.map_options_for`)."""
+        return map_options_for(self.label_nc, self.model_options.use_instance, instances, fit,
+                               has_instance=has_instance)
 
     # ------------------------------------------------------------------ the model
     def _compute(self, labels, insts):
@@ -87,7 +76,7 @@ class ServeState:
     def load(self) -> None:
         """Load the model here and now (a Ray replica's constructor, or the loading thread)."""
         try:
-            self.model = ServeModel.load(self.model_options)
+            self.model = Model.load(self.model_options)
         except UserError as exc:
             self.load_error = f"the model did not load: {exc}"
             log.error("serve: %s", self.load_error)

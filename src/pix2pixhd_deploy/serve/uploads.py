@@ -14,8 +14,8 @@ import io
 from types import SimpleNamespace
 from typing import Optional
 
+from ..data.labelmaps import MapOptions, Maps, Upload, load_maps
 from ..errors import UserError
-from ..labelmaps import MapOptions, Maps, Upload, load_maps
 
 #: what a map may hold by default: the Cityscapes size (1024x2048) four times over
 DEFAULT_MAX_PIXELS = 4 * 1024 * 2048

@@ -7,9 +7,8 @@ out_array=True)`` dispatches through ``infer_mode_switch``: ``static`` calls ``s
 earlier ``set_dynamic_batchsize``), ``dymbatch`` takes the batch from the first dynamic dimension of the feeds,
 an unknown mode is a ``RuntimeError``. No path checks. The C++ side is ``aclruntime.py`` beside this package.
 """
-import numpy as np
-
 import aclruntime
+import numpy as np
 
 
 class InferSession:

@@ -13,9 +13,8 @@ import os
 import re
 import stat
 
-import numpy as np
-
 import aclruntime
+import numpy as np
 
 
 class InferSession:

@@ -6,9 +6,8 @@ Follows Ascend/tools @ 9d6da90fd0d3e5d232676c7a4527f7d92ac70e5c,
 ``infer(feeds, mode='static')`` that acts only on ``dymshape``/``dymdims`` (any other mode, ``dymbatch`` included,
 is ignored; static mode does not call ``set_staticbatch``). The C++ side is ``aclruntime.py`` beside this package.
 """
-import numpy as np
-
 import aclruntime
+import numpy as np
 
 
 class InferSession:

@@ -1,0 +1,291 @@
+"""The streaming part of ``run``: named stages with bounded queues between them.
+
+decode (``--workers`` threads: PNG pairs -> maps, :mod:`labelmaps`) -> batcher (input order, one size per batch)
+-> compute (``--streams`` threads: the adapter of :mod:`adapters` and the runner) -> write (one thread: the files
+of :mod:`runfolder`). The queues are bounded (:class:`StreamLimits`), so memory stays flat however fast the runner
+is, and Ctrl-C lets the writer finish the picture it is writing.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..data.labelmaps import MapOptions, Pair, load_maps
+from ..errors import UserError
+from ..fileio import progress
+from .folder import RunFolder, crop_back, write_outputs
+
+if TYPE_CHECKING:
+    from .settings import RunReport, RunSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Decoded:
+    """One pair read from disk: its maps and how long reading took, or the error that stopped it."""
+
+    index: int
+    pair: Pair
+    label: Optional[np.ndarray] = None
+    inst: Optional[np.ndarray] = None
+    seconds: float = 0.0
+    error: Optional[UserError] = None
+    size: Optional[Tuple[int, int]] = None  # the map's own size, which fit=pad crops the picture back to
+
+
+@dataclass
+class Batch:
+    """Consecutive decoded pairs of one size (one forward pass); after the compute stage, their pictures."""
+
+    items: List[Decoded]
+    pictures: Optional[np.ndarray] = None
+    raw: Optional[np.ndarray] = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """How far each stage may run ahead of the next. A run's memory is bounded by these, never by its length."""
+
+    decode_ahead: int   # pairs being decoded or decoded, not yet taken into a batch
+    compute_queue: int  # batches waiting for a compute thread
+    write_queue: int    # computed batches waiting for the writer
+
+    @classmethod
+    def for_run(cls, batch: int, streams: int, workers: int) -> "StreamLimits":
+        return cls(decode_ahead=batch * (streams + 1) + workers, compute_queue=1, write_queue=streams)
+
+    def max_pictures(self, batch: int, streams: int) -> int:
+        """Pictures computed and not yet written, at most: the write queue, one batch held by each compute thread
+        waiting to hand it over, and the batch being written."""
+        return (self.write_queue + streams + 1) * batch
+
+
+class _Stopped(Exception):
+    """A stage's wait ended because the stream is stopping (an error elsewhere, or Ctrl-C)."""
+
+
+class Stream:
+    """decode -> compute -> write, each stage its own threads, with bounded queues between them.
+
+    * **decode** (``workers`` threads): PNG pairs -> maps, checked; at most ``decode_ahead`` pairs ahead of the
+      batcher (Pillow and zlib release the GIL, so decoding overlaps the compute);
+    * the **batcher** (the calling thread): takes the decoded pairs in input order and groups consecutive pairs of
+      one size, up to ``batch_size``, into the ``to_compute`` queue;
+    * **compute** (``streams`` threads): ``engine(labels, insts, want_raw) -> (pictures, raw)`` into ``to_write``;
+    * **write** (one thread): each picture's files, atomically, and its manifest entry.
+
+    Every queue is bounded, so a device faster than the writer waits instead of piling pictures up in memory
+    (:meth:`StreamLimits.max_pictures`). The first error stops every stage at its next item; on Ctrl-C the writer
+    finishes the picture it is writing and the queued backlog is dropped (a batch still computing finishes first, as
+    a thread cannot leave torch midway: one forward pass at most).
+    ``--keep-going`` records an input that fails to decode or to compute (a :class:`UserError`) and goes on.
+    """
+
+    def __init__(self, folder: RunFolder, engine, settings: RunSettings, report: RunReport, *,
+                 keep_going: bool = False, workers: int = 2, show_progress: bool = True):
+        self.folder, self.engine, self.settings, self.report = folder, engine, settings, report
+        self.keep_going = keep_going
+        self.options = settings.map_options()
+        self.batch = max(1, settings.batch_size)
+        self.streams = max(1, settings.streams)
+        self.workers = max(1, workers)
+        self.limits = StreamLimits.for_run(self.batch, self.streams, self.workers)
+        self.show_progress = show_progress
+        self.to_decode: "queue.Queue[Optional[Tuple[int, Pair]]]" = queue.Queue()  # paths only
+        self.decoded: "queue.Queue[Decoded]" = queue.Queue()  # bounded by decode_slots
+        self.decode_slots = threading.Semaphore(self.limits.decode_ahead)
+        self.to_compute: "queue.Queue[Optional[Batch]]" = queue.Queue(maxsize=self.limits.compute_queue)
+        self.to_write: "queue.Queue[Optional[Batch]]" = queue.Queue(maxsize=self.limits.write_queue)
+        self.stopping = threading.Event()
+        self.failure: Optional[BaseException] = None
+        self.unwritten = 0        # pictures computed and not yet written
+        self.peak_unwritten = 0
+        self._count = threading.Lock()
+        self._bar = None
+
+    # ---------------------------------------------------------------------------------- the calling thread
+    def run(self, todo: Sequence[Pair]) -> None:
+        for item in enumerate(todo):
+            self.to_decode.put(item)
+        self._bar = progress(range(len(todo)), desc="run", unit="img") if self.show_progress else None
+        decoders = [self._start(f"decode-{i}", self._decode_stage) for i in range(self.workers)]
+        computers = [self._start(f"compute-{i}", self._compute_stage) for i in range(self.streams)]
+        writer = self._start("write", self._write_stage)
+        for _ in decoders:
+            self.to_decode.put(None)
+        try:
+            for batch in self._batches(len(todo)):
+                self._put(self.to_compute, batch)
+            for _ in computers:
+                self._put(self.to_compute, None)
+            for thread in computers:
+                self._join(thread)
+            self._put(self.to_write, None)
+            self._join(writer)
+        except _Stopped:
+            self._stop_all(decoders + computers + [writer])
+            raise self.failure from None
+        except BaseException:  # Ctrl-C or an error of the batcher: the writer finishes its picture, then stops
+            self._stop_all(decoders + computers + [writer])
+            raise
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+
+    def _stop_all(self, threads: Sequence[threading.Thread]) -> None:
+        """Every stage ends at its next item: the writer after the picture it is writing, a compute thread after
+        its batch (its result is dropped), a decoder after its pair. Waited for, as a thread still inside torch at
+        interpreter exit aborts the process."""
+        self.stopping.set()
+        for thread in threads:
+            thread.join()
+
+    def _batches(self, count: int) -> Iterator[Batch]:
+        """The decoded pairs in input order, consecutive pairs of one size grouped up to ``batch_size``."""
+        early: Dict[int, Decoded] = {}
+        group: List[Decoded] = []
+        for index in range(count):
+            while index not in early:
+                item = self._get(self.decoded)
+                early[item.index] = item
+            item = early.pop(index)
+            self.decode_slots.release()
+            if item.error is not None:
+                self._skip([item], item.error)
+                continue
+            if group and item.label.shape != group[0].label.shape:
+                yield Batch(group)  # a different size starts a new batch
+                group = []
+            group.append(item)
+            if len(group) == self.batch:
+                yield Batch(group)
+                group = []
+        if group:
+            yield Batch(group)
+
+    # --------------------------------------------------------------------------------------------- stages
+    def _decode_stage(self) -> None:
+        while True:
+            self._acquire(self.decode_slots)
+            task = self.to_decode.get()
+            if task is None:
+                self.decode_slots.release()
+                return
+            index, pair = task
+            self.decoded.put(decode_pair(index, pair, self.options))
+
+    def _compute_stage(self) -> None:
+        while (batch := self._get(self.to_compute)) is not None:
+            labels = np.stack([item.label for item in batch.items])
+            insts = np.stack([item.inst for item in batch.items]) if self.settings.use_instance else None
+            start = time.perf_counter()
+            try:
+                batch.pictures, batch.raw = self.engine(labels, insts, self.settings.save_raw)
+            except UserError as exc:
+                self._skip(batch.items, exc)
+                continue
+            batch.seconds = time.perf_counter() - start
+            for item in batch.items:
+                item.inst = None  # only the label map is written
+            with self._count:
+                self.unwritten += len(batch.items)
+                self.peak_unwritten = max(self.peak_unwritten, self.unwritten)
+            self._put(self.to_write, batch)
+
+    def _write_stage(self) -> None:
+        while (batch := self._get(self.to_write)) is not None:
+            self.report.compute_seconds += batch.seconds
+            for i, item in enumerate(batch.items):
+                if self.stopping.is_set():
+                    return
+                self._write_one(item, batch, i)
+
+    def _write_one(self, item: Decoded, batch: Batch, i: int) -> None:
+        start = time.perf_counter()
+        write_outputs(self.folder.out, item.pair.name, self.settings,
+                      *crop_back(self.settings, item.size, batch.pictures[i], item.label,
+                                 batch.raw[i] if batch.raw is not None else None))
+        self.folder.record(item.pair.name, {
+            "decode_s": round(item.seconds, 4), "compute_s": round(batch.seconds / len(batch.items), 4),
+            "write_s": round(time.perf_counter() - start, 4), "batch": len(batch.items),
+            "height": int(item.label.shape[0]), "width": int(item.label.shape[1])})
+        with self._count:
+            self.unwritten -= 1
+        self.report.done += 1
+        if self._bar is not None:
+            self._bar.update(1)
+
+    # ------------------------------------------------------------------------------------------ plumbing
+    def _skip(self, items: Sequence[Decoded], exc: UserError) -> None:
+        """``--keep-going``: record the inputs and go on; otherwise the error stops the run."""
+        if not self.keep_going:
+            raise exc
+        self.folder.failed.add(exc, *(item.pair.name for item in items))
+
+    def _start(self, name: str, stage) -> threading.Thread:
+        def body() -> None:
+            try:
+                stage()
+            except _Stopped:
+                pass
+            except BaseException as exc:  # handed to the calling thread, which raises it
+                if self.failure is None:
+                    self.failure = exc
+                self.stopping.set()
+
+        thread = threading.Thread(target=body, name=f"run-{name}")
+        thread.start()
+        return thread
+
+    def _wait(self, attempt) -> object:
+        """Retry a blocking step every 0.1 s until it succeeds; raise :class:`_Stopped` once the stream stops."""
+        while True:
+            with contextlib.suppress(queue.Empty, queue.Full, TimeoutError):
+                return attempt()
+            if self.stopping.is_set():
+                raise _Stopped
+
+    def _put(self, q: queue.Queue, item) -> None:
+        self._wait(lambda: q.put(item, timeout=0.1))
+
+    def _get(self, q: queue.Queue):
+        return self._wait(lambda: q.get(timeout=0.1))
+
+    def _acquire(self, slots: threading.Semaphore) -> None:
+        def attempt() -> bool:
+            if not slots.acquire(timeout=0.1):
+                raise TimeoutError
+            return True
+
+        self._wait(attempt)
+
+    def _join(self, thread: threading.Thread) -> None:
+        while thread.is_alive():
+            thread.join(0.1)
+            if self.stopping.is_set() and thread.is_alive():
+                raise _Stopped
+        if self.failure is not None:
+            raise _Stopped
+
+
+def decode_pair(index: int, pair: Pair, options: MapOptions) -> Decoded:
+    """One pair read by the one reader (:func:`labelmaps.load_maps`), timed: the uint8 label map (its ids checked),
+    the int32 instance map (from its file or derived; None without instances) and the map's size, or the
+    :class:`UserError` that stopped it. The local and the Ray engine decode with it."""
+    start = time.perf_counter()
+    try:
+        label, inst, size = load_maps(pair, options)
+        item = Decoded(index, pair, label, inst, size=size)
+    except UserError as exc:
+        item = Decoded(index, pair, error=exc)
+    item.seconds = time.perf_counter() - start
+    return item
