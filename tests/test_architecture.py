@@ -1,7 +1,7 @@
 """The package's floor plan, read from its imports (an AST walk of ``src/``, imports inside functions included):
 no import circle, no import from a lower layer to a higher one, few modules directly in the package.
 
-The layers, lowest first (docs/design.md draws them): the shared ground (errors, fileio, devices, cache,
+The layers, lowest first (docs/design.md draws them): the shared ground (errors, fileio, devices, cache, backends,
 provenance, version) -> data -> model -> compare -> export -> runners -> run, seed, serve, bench (side by side,
 none importing another) -> demo, api -> cli -> the package itself.
 """
@@ -15,7 +15,7 @@ from conftest import REPO
 
 PKG = "pix2pixhd_deploy"
 ROOT = REPO / "src" / PKG
-GROUND = {"errors", "fileio", "devices", "cache", "provenance", "version"}
+GROUND = {"errors", "fileio", "devices", "cache", "provenance", "version", "backends"}
 LAYERS = [GROUND, {"data"}, {"model"}, {"compare"}, {"export"}, {"runners"}, {"run", "seed", "serve", "bench"},
           {"demo", "api"}, {"cli"}, {"", "__main__"}]
 

@@ -36,6 +36,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .backends import BACKENDS
 from .devices import parse_device
 from .errors import PathLike, UserError
 from .provenance import machine, model_identity, versions
@@ -43,12 +44,6 @@ from .provenance import machine, model_identity, versions
 log = logging.getLogger(__name__)
 
 DEFAULT_HW = (1024, 2048)
-#: what each runner's ``inference_time`` covers, recorded with its numbers
-TIMING_NOTES = {
-    "torch": "forward only: input already on the device, CUDA synchronised before and after",
-    "onnxruntime": "session.run wall time (for GPU providers it includes ONNX Runtime's host<->device copies)",
-    "ais_bench": "NPU execute time from ais_bench's exec_time_list, as ais_bench's throughput uses",
-}
 
 
 def _hardware(runner, machine: Dict[str, object]) -> str:
@@ -225,7 +220,7 @@ def _new_report(model: PathLike, name: str, settings: Dict[str, object]) -> Dict
         "machine": machine(), "versions": versions(), "settings": settings, "model": model_identity(model),
         "throughput_formula": "device-only images/s = 1000 x batch size / mean compute ms (ais_bench's); "
                               "end-to-end images/s = images / total seconds",
-        "timing_note": TIMING_NOTES.get(name), "runs": []}
+        "timing_note": BACKENDS[name].timing, "runs": []}
 
 
 class _EndToEndInputs:

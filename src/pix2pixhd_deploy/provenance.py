@@ -18,14 +18,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Dict, Optional
 
+from .backends import BACKENDS
 from .errors import PathLike, UserError
 
 #: every backend, always listed (None: not installed), by the short names used in flags and JSON keys
-BACKENDS = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino", "ais_bench": "ais_bench"}
 #: other packages the numbers depend on (key -> distribution), always listed
 LIBRARIES = {"numpy": "numpy", "PIL": "Pillow", "onnx": "onnx"}
 #: builds of ONNX Runtime for other devices, listed when installed
-ONNXRUNTIME_BUILDS = ("onnxruntime-gpu", "onnxruntime-cann", "onnxruntime-openvino")
 
 
 def _installed(dist: str) -> Optional[str]:
@@ -40,8 +39,11 @@ def versions() -> Dict[str, Optional[str]]:
     from .version import __version__
 
     out: Dict[str, Optional[str]] = {"python": platform.python_version(), "pix2pixhd_deploy": __version__}
-    out.update({key: _installed(dist) for key, dist in {**LIBRARIES, **BACKENDS}.items()})
-    out.update({dist: v for dist in ONNXRUNTIME_BUILDS if (v := _installed(dist)) is not None})
+    out.update({key: _installed(dist) for key, dist in LIBRARIES.items()})
+    for entry in BACKENDS.values():  # the backend's name with its main distribution, then other builds found
+        main, *builds = entry.distributions
+        out[entry.name] = _installed(main)
+        out.update({dist: v for dist in builds if (v := _installed(dist)) is not None})
     torch = sys.modules.get("torch")
     if torch is not None:
         out["cuda"] = torch.version.cuda

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..backends import NAMES
 from ..devices import DEVICE_FORMS, parse_device, parse_device_list
 from ..errors import UserError
-
-BACKENDS = ("torch", "onnxruntime", "openvino", "ais_bench")  # runners.BACKENDS, without importing the runners
 
 
 def parse_hw(text: str) -> Tuple[int, int]:
@@ -133,7 +132,7 @@ class ModelArgs(ArgGroup):
             group.add_argument("--model", *(("-m",) if self.short else ()), required=one,
                                help="a model file: .pth (or a folder with latest_net_G.pth), .onnx or .om")
         if "--backend" in self.flags:
-            group.add_argument("--backend", default=None, choices=BACKENDS,
+            group.add_argument("--backend", default=None, choices=NAMES,
                                help="the runtime (default: from the model file's suffix; except that run and "
                                     "serve turn a checkpoint on a CPU into a graph built once into the model cache, "
                                     "run with OpenVINO, else ONNX Runtime)")

@@ -165,6 +165,15 @@ class AisBenchRunner(Runner):
 
     name = "ais_bench"
 
+    @classmethod
+    def from_options(cls, model: PathLike, *, device: Optional[str] = None, fp16: bool = False,
+                     height: Optional[int] = None, width: Optional[int] = None, **options) -> "AisBenchRunner":
+        """The runner for :func:`~.make_runner`'s options (ATC fixed the OM's precision)."""
+        if fp16:
+            raise UserError("--fp16 does not apply to an OM: ATC fixed its precision (--precision_mode, by default "
+                            "force_fp16)", fix="drop --fp16")
+        return cls(model, device=device, dym_batch=options.get("dym_batch"))
+
     def __init__(self, model: PathLike, *, device: Optional[str] = None, dym_batch: Optional[int] = None):
         super().__init__()
         self.model = Path(model)

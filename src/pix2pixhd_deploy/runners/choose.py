@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection, Dict, Optional, Tuple
 
+from ..backends import BACKENDS as REGISTRY
+from ..backends import GRAPH_RUNTIMES
 from ..devices import parse_device
 from ..errors import PathLike, UserError
 from ..version import __version__
@@ -30,8 +32,6 @@ log = logging.getLogger(__name__)
 
 #: the graph run builds for a checkpoint on a CPU; bump when the export recipe changes what it writes
 CPU_RECIPE = "cpu-v1: stems (maps for a global generator), fast convolutions, two-stage norms"
-GRAPH_RUNTIMES = ("openvino", "onnxruntime")
-_PACKAGES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Choice:
 
 
 def _installed(backend: str) -> bool:
-    return importlib.util.find_spec(_PACKAGES[backend]) is not None
+    return REGISTRY[backend].installed()
 
 
 def _version(package: str) -> str:
@@ -96,8 +96,8 @@ def choose(model: PathLike, *, backend: Optional[str] = None, device: Optional[s
         return Choice(str(model), "torch", f"torch runs the checkpoint: {torch_reason}")
     runtime = backend or next(b for b in GRAPH_RUNTIMES if _installed(b))
     if not _installed(runtime):
-        raise UserError(f"--backend {runtime} was asked for, and {_PACKAGES[runtime]} is not installed",
-                        fix=f"pip install {_PACKAGES[runtime]}, or leave --backend out to use what is installed")
+        raise UserError(f"--backend {runtime} was asked for, and {REGISTRY[runtime].package} is not installed",
+                        fix=f"{REGISTRY[runtime].install}, or leave --backend out to use what is installed")
     (height, width), = sizes
     return _cached_graph(model, runtime, height, width, label_nc=label_nc, use_instance=use_instance,
                          output_format="float" if save_raw else "uint8", cache_dir=cache_dir)
@@ -134,7 +134,7 @@ def graph_key(checkpoint_sha256: str, runtime: str, height: int, width: int, *, 
     """Everything the cached graph depends on."""
     return {"checkpoint_sha256": checkpoint_sha256, "height": height, "width": width, "label_nc": label_nc,
             "use_instance": use_instance, "output_format": output_format, "recipe": CPU_RECIPE,
-            "runtime": runtime, "runtime_version": _version(_PACKAGES[runtime]), "torch": _version("torch"),
+            "runtime": runtime, "runtime_version": _version(REGISTRY[runtime].distributions[0]), "torch": _version("torch"),
             "pix2pixhd_deploy": __version__}
 
 
@@ -157,7 +157,7 @@ def _cached_graph(checkpoint: PathLike, runtime: str, height: int, width: int, *
 
     entry = get_or_build(key, build, root=root, rebuild_reason=rebuild_reason)
     how = f"built in {entry.built_s:.0f} s" if entry.built_s is not None else "from the model cache"
-    name = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}[runtime]
+    name = REGISTRY[runtime].display
     reason = (f"{name} {key['runtime_version']} on the CPU runs the CPU graph for {width}x{height} ({how}, "
               f"{entry.folder}): the fastest exact path here; --backend torch runs the checkpoint itself")
     return Choice(str(entry.graph), runtime, reason, checkpoint=str(path), cache=entry.describe(),

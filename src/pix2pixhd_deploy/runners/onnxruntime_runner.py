@@ -141,6 +141,23 @@ class OnnxRuntimeRunner(Runner):
 
     name = "onnxruntime"
 
+    @classmethod
+    def from_options(cls, model: PathLike, *, device: Optional[str] = None, fp16: bool = False,
+                     height: Optional[int] = None, width: Optional[int] = None, **options) -> "OnnxRuntimeRunner":
+        """The runner for :func:`~.make_runner`'s options: ``--device cuda[:N]`` asks for the CUDA provider, and
+        ``--fp16`` needs TensorRT (an fp32 graph runs in fp16 only there)."""
+        providers = options.get("providers")
+        provider_options = {k: dict(v) for k, v in (options.get("provider_options") or {}).items()}
+        if providers is None and parse_device(device).kind == "cuda":
+            providers = ["cuda"]  # --device cuda[:N] asks for the GPU
+        if fp16:
+            if "tensorrt" not in (providers or []):
+                raise UserError("--fp16 with an ONNX model needs the tensorrt provider (or an fp16 export)",
+                                fix="export with pix2pixhd-deploy export --fp16, or pass --providers tensorrt")
+            provider_options.setdefault("tensorrt", {}).setdefault("trt_fp16_enable", "True")
+        return cls(model, providers=providers, provider_options=provider_options, device=device,
+                   intra_op_threads=options.get("intra_op_threads"), compiled_dir=options.get("compiled_dir"))
+
     def __init__(self, model: Union[PathLike, bytes], *, providers: Optional[Sequence[str]] = None,
                  provider_options: Optional[ProviderOptions] = None, device: Optional[str] = None,
                  intra_op_threads: Optional[int] = None, compiled_dir: Optional[PathLike] = None):

@@ -19,10 +19,10 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..backends import BACKENDS as REGISTRY
 from ..data.dataset import cityscapes_pairs, find_pairs, resolve_instances
 from ..data.labelmaps import MapOptions, Pair, crop_to, fit_maps, load_maps, read_instance_ids, read_label_ids
 from ..data.labels import LABEL_NC
-from ..devices import parse_device
 from ..errors import PathLike, UserError
 from ..provenance import model_file
 from . import backend_for, check_options, make_runner
@@ -60,15 +60,9 @@ class EngineSettings:
                    **fields)
 
     def device_kind(self) -> str:
-        """``cpu``, ``cuda``, ``npu``...: the kind of device the pictures are computed on."""
-        if self.backend == "torch":
-            from .torch_runner import resolve_device
-
-            return resolve_device(self.device).split(":")[0]
-        kind = parse_device(self.device).kind
-        if kind == "number":  # the runtime's accelerator N: an NPU for ais_bench (the cpu provider otherwise)
-            return "npu" if self.backend == "ais_bench" else "cpu"
-        return "cpu" if kind == "auto" else kind
+        """``cpu``, ``cuda``, ``npu``...: the kind of device the pictures are computed on (the backend's entry
+        says what a bare device number means for it)."""
+        return REGISTRY[self.backend].device_kind(self.device)
 
 
 def runner_for_run(model: PathLike, *, backend: Optional[str] = None, device: Optional[str] = None,
@@ -84,9 +78,10 @@ def runner_for_run(model: PathLike, *, backend: Optional[str] = None, device: Op
     name = backend_for(model, backend)
     if threads is None and streams > 1:
         threads = max(1, (os.cpu_count() or 1) // streams)
-    if name in ("onnxruntime", "openvino") and threads and not options.get("intra_op_threads"):
+    takes = REGISTRY[name].options
+    if "intra_op_threads" in takes and threads and not options.get("intra_op_threads"):
         options["intra_op_threads"] = threads
-    if name not in ("openvino", "onnxruntime"):
+    if "compiled_dir" not in takes:
         options.pop("compiled_dir", None)
     if name == "torch":
         if threads:

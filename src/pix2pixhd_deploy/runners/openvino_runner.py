@@ -47,6 +47,16 @@ def _ov_device(device: Optional[str]) -> str:
 class OpenVinoRunner(Runner):
     name = "openvino"
 
+    @classmethod
+    def from_options(cls, model: PathLike, *, device: Optional[str] = None, fp16: bool = False,
+                     height: Optional[int] = None, width: Optional[int] = None, **options) -> "OpenVinoRunner":
+        """The runner for :func:`~.make_runner`'s options (OpenVINO runs the graph in fp32)."""
+        if fp16:
+            raise UserError("--fp16 does not apply to the openvino runner (it runs fp32)",
+                            fix="drop --fp16, or export with --fp16 for a half-precision graph")
+        return cls(model, device=device, threads=options.get("intra_op_threads"),
+                   compiled_dir=options.get("compiled_dir"))
+
     def __init__(self, model: PathLike, *, device: Optional[str] = None, threads: Optional[int] = None,
                  compiled_dir: Optional[PathLike] = None):
         """``device``: ``cpu`` (default; a bare device number also means the CPU) or ``gpu``/``gpu.N`` (Intel

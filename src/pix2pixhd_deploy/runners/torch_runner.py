@@ -49,6 +49,18 @@ class TorchRunner(Runner):
 
     name = "torch"
 
+    @classmethod
+    def from_options(cls, model: PathLike, *, device: Optional[str] = None, fp16: bool = False,
+                     height: Optional[int] = None, width: Optional[int] = None, **options) -> "TorchRunner":
+        """The runner for :func:`~.make_runner`'s options (this backend's entry in :mod:`...backends`)."""
+        return cls(model, device=device, fp16=fp16, height=height, width=width,
+                   fast_convs=bool(options.pop("fast_convs", False)), **options)
+
+    @staticmethod
+    def device_kind(device: Optional[str]) -> str:
+        """``cpu`` or ``cuda``: where ``--device`` puts the computation (auto and a bare number: CUDA if present)."""
+        return resolve_device(device).split(":")[0]
+
     def __init__(self, checkpoint: Optional[PathLike] = None, *, model=None, config=None,
                  device: Optional[str] = None, fp16: bool = False, height: Optional[int] = None,
                  width: Optional[int] = None, fast_convs: bool = False, input_format: str = "tensor",
