@@ -39,6 +39,7 @@ import numpy as np
 from .backends import BACKENDS
 from .devices import parse_device
 from .errors import PathLike, UserError
+from .model import forms
 from .provenance import machine, model_identity, versions
 
 log = logging.getLogger(__name__)
@@ -292,7 +293,7 @@ def _activate(model: PathLike, name: str, batch_size: int, **options):
     from .runners import make_runner
 
     if name == "torch":  # the form run uses: maps in, encoding and tensor2im on the device, pictures out
-        options = dict(options, input_format="maps", output_format="uint8")
+        options = dict(options, input_format=forms.MAPS, output_format=forms.UINT8)
     if name != "ais_bench":
         return make_runner(model, backend=name, **options).activate()
     try:

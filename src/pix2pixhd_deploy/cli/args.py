@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..backends import NAMES
 from ..devices import DEVICE_FORMS, parse_device, parse_device_list
 from ..errors import UserError
+from ..model import forms
 
 
 def parse_hw(text: str) -> Tuple[int, int]:
@@ -393,12 +394,12 @@ class ExportArgs(ArgGroup):
         HEIGHT.add(g, default=1024)
         WIDTH.add(g, default=2048)
         g.add_argument("--dynamic-hw", action="store_true", help="dynamic height and width (default: static)")
-        g.add_argument("--input-format", choices=("tensor", "maps", "stems"), default="tensor",
+        g.add_argument("--input-format", choices=forms.INPUT_FORMATS, default=forms.TENSOR,
                        help="tensor: the 36-channel float input (the seed's); maps: the uint8 label map and int32 "
                             "instance map (inputs 'label', 'inst'), encoded inside the graph; stems: the outputs of "
                             "the two stem convolutions, which run computes from the maps (fastest on a CPU; writes "
                             "FILE.onnx.stems.npz beside the graph)")
-        g.add_argument("--output-format", choices=("float", "uint8"), default="float",
+        g.add_argument("--output-format", choices=forms.OUTPUT_FORMATS, default=forms.FLOAT,
                        help="float: the [-1, 1] output (the seed's); uint8: the picture, (N, H, W, 3), as tensor2im")
         g.add_argument("--input-name", default="input_concat", help="graph input name (default input_concat)")
         g.add_argument("--output-name", default="fake_image", help="graph output name (default fake_image)")

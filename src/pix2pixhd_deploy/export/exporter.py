@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import PathLike, UserError
 from ..fileio import atomic_write_bytes, ensure_output_dir
+from ..model import forms
 from ..model.network import LoadedGenerator, generator_input_size, load_generator
 from .formats import GraphFormat
 from .options import ExportOptions
@@ -208,6 +209,6 @@ def _verify(report: ExportReport, data: bytes, model: nn.Module, fmt: GraphForma
     report.mean_abs_error, report.psnr_db, report.max_level_diff = fig.mean_abs, fig.psnr_db, fig.max_level_diff
     report.tolerance, report.tolerance_units, report.tolerance_rule = tol.atol, check.units, check.why
     report.min_psnr = tol.min_psnr
-    if options.output_format == "uint8":
+    if options.output_format == forms.UINT8:
         report.notes.append(f"uint8 output: {fig.differing_share:.4%} of pixels differ from PyTorch's, by one "
                             "level at most")

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..model import forms
 from ..model.decoding import tensor2im_torch
 from ..model.encoding import encode_input, encode_input_torch
 from .options import DYNAMIC_BATCH_NAME, ExportOptions
@@ -50,13 +51,13 @@ class Trunk(nn.Module):
 class DeployGraph(nn.Module):
     """The generator with the encoding before it (``maps``) and/or the uint8 conversion after it (``uint8``)."""
 
-    def __init__(self, generator: nn.Module, *, input_format: str = "tensor", output_format: str = "float",
+    def __init__(self, generator: nn.Module, *, input_format: str = forms.TENSOR, output_format: str = forms.FLOAT,
                  label_nc: int = 35, use_instance: bool = True):
         super().__init__()
-        self.generator = Trunk(generator) if input_format == "stems" else generator
-        self.stems = input_format == "stems"
-        self.maps = input_format == "maps"
-        self.uint8 = output_format == "uint8"
+        self.generator = Trunk(generator) if input_format == forms.STEMS else generator
+        self.stems = input_format == forms.STEMS
+        self.maps = input_format == forms.MAPS
+        self.uint8 = output_format == forms.UINT8
         self.label_nc = label_nc
         self.use_instance = use_instance
 
@@ -84,7 +85,7 @@ class GraphFormat:
     @classmethod
     def of(cls, options: ExportOptions, model: nn.Module, channels: int) -> "GraphFormat":
         fmt = cls(options, channels)
-        if options.input_format == "stems":
+        if options.input_format == forms.STEMS:
             from ..model.stems import StemWeights
 
             fmt.generator = model
@@ -101,10 +102,10 @@ class GraphFormat:
     def inputs(self, hw: Tuple[int, int]) -> List[Tuple[str, Tuple[int, ...], torch.dtype]]:
         """(name, per-sample shape, dtype) of every input at size ``hw``."""
         fmt = self.options.input_format
-        if fmt == "maps":
+        if fmt == forms.MAPS:
             names = MAPS_INPUT_NAMES[:2 if self.options.use_instance else 1]
             return [(n, tuple(hw), dt) for n, dt in zip(names, (torch.uint8, torch.int32))]
-        if fmt == "stems":
+        if fmt == forms.STEMS:
             from ..model.stems import stem_shapes
 
             return [(name, shape, torch.float32) for name, shape in zip(STEMS_INPUT_NAMES,
@@ -120,8 +121,8 @@ class GraphFormat:
     def dynamic_axes(self) -> Optional[Dict[str, Dict[int, str]]]:
         """The ONNX dynamic axes: the batch (named ``-1``, the seed's) and/or H and W."""
         o = self.options
-        hw_in = {1: "height", 2: "width"} if o.input_format == "maps" else {2: "height", 3: "width"}
-        hw_out = {1: "height", 2: "width"} if o.output_format == "uint8" else {2: "height", 3: "width"}
+        hw_in = {1: "height", 2: "width"} if o.input_format == forms.MAPS else {2: "height", 3: "width"}
+        hw_out = {1: "height", 2: "width"} if o.output_format == forms.UINT8 else {2: "height", 3: "width"}
         axes: Dict[str, Dict[int, str]] = {}
         for name, hw_axes in [(n, hw_in) for n in self.input_names()] + [(o.graph_output_name, hw_out)]:
             axes[name] = {0: DYNAMIC_BATCH_NAME} if o.dynamic_batch else {}
@@ -131,7 +132,7 @@ class GraphFormat:
 
     def atc_inputs(self, hw: Tuple[int, int]) -> Tuple[List[Tuple[str, Tuple[int, ...]]], str]:
         """The atc ``--input_shape`` entries (name, per-sample shape) and ``--input_format``."""
-        layout = "ND" if self.options.input_format == "maps" else "NCHW"
+        layout = "ND" if self.options.input_format == forms.MAPS else "NCHW"
         return [(name, shape) for name, shape, _ in self.inputs(hw)], layout
 
     # ------------------------------------------------------------------------------------ the module
@@ -155,9 +156,9 @@ class GraphFormat:
               encoded: np.ndarray) -> Dict[str, np.ndarray]:
         """The graph's feeds for (N, H, W) maps (``encoded``: the same maps as :meth:`encode` gives them)."""
         names = self.input_names()
-        if self.options.input_format == "maps":
+        if self.options.input_format == forms.MAPS:
             return dict(zip(names, (labels, insts)))
-        if self.options.input_format == "stems":
+        if self.options.input_format == forms.STEMS:
             from ..model.stems import StemComputer
 
             return dict(zip(names, StemComputer(self.stem_weights)(labels, insts)))

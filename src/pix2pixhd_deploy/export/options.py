@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from ..errors import PathLike, UserError
+from ..model import forms
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +21,8 @@ CANN6_OPSETS = range(9, 14)     # CANN 5.0.4 / 6.0.x ATC: ONNX opsets 9-13; CANN
 DEFAULT_HW = (1024, 2048)
 DYNAMIC_BATCH_NAME = "-1"       # the seed's symbolic name for the batch axis
 DEFAULT_SOC_VERSION = "Ascend310P3"
-INPUT_FORMATS = ("tensor", "maps", "stems")
-OUTPUT_FORMATS = ("float", "uint8")
+INPUT_FORMATS = forms.INPUT_FORMATS
+OUTPUT_FORMATS = forms.OUTPUT_FORMATS
 FLOAT_OUTPUT_NAME = "fake_image"
 UINT8_OUTPUT_NAME = "synthesized_image"
 
@@ -31,8 +32,8 @@ class ExportOptions:
     """How to export a generator; see :func:`~pix2pixhd_deploy.export.export_onnx`. Defaults are the seed's."""
 
     # the graph: what goes in and out (formats.py)
-    input_format: str = "tensor"             # tensor: (N, C, H, W) float; maps: label + inst; stems: the two stems
-    output_format: str = "float"             # float: (N, 3, H, W) in [-1, 1]; uint8: the picture (N, H, W, 3)
+    input_format: str = forms.TENSOR             # tensor: (N, C, H, W) float; maps: label + inst; stems: the two stems
+    output_format: str = forms.FLOAT         # float: (N, 3, H, W) in [-1, 1]; uint8: the picture (N, H, W, 3)
     use_instance: bool = True                # the model has the instance-edge channel
     input_name: str = "input_concat"         # the tensor graph's input
     output_name: str = FLOAT_OUTPUT_NAME     # a uint8 graph's default is synthesized_image
@@ -73,7 +74,7 @@ class ExportOptions:
                             fix=f"use --input-format {'|'.join(INPUT_FORMATS)} and --output-format "
                                 f"{'|'.join(OUTPUT_FORMATS)}")
         self._check_cpu_forms()
-        if self.fp16 and (self.input_format != "tensor" or self.output_format != "float"):
+        if self.fp16 and (self.input_format != forms.TENSOR or self.output_format != forms.FLOAT):
             raise UserError("fp16 export is for the plain tensor graph only",
                             fix="export fp32 with --input-format/--output-format and let the runtime pick precision "
                                 "(TensorRT trt_fp16_enable, ATC --precision_mode)")
@@ -101,14 +102,14 @@ class ExportOptions:
 
     @property
     def graph_output_name(self) -> str:
-        if self.output_format == "uint8" and self.output_name == FLOAT_OUTPUT_NAME:
+        if self.output_format == forms.UINT8 and self.output_name == FLOAT_OUTPUT_NAME:
             return UINT8_OUTPUT_NAME
         return self.output_name
 
     @property
     def wrapped(self) -> bool:
         """The graph holds more than the generator: the encoding before it or the uint8 conversion after it."""
-        return self.input_format != "tensor" or self.output_format != "float"
+        return self.input_format != forms.TENSOR or self.output_format != forms.FLOAT
 
     def label_nc(self, channels: int) -> int:
         """The label classes of a generator with ``channels`` inputs (one of them the edge map with instances)."""

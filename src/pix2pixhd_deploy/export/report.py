@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import PathLike
+from ..model import forms
 from .options import DEFAULT_SOC_VERSION
 
 ATC_BATCHES = (1, 4, 8)         # the batch sizes the seed's guide reports
@@ -43,7 +44,7 @@ class ExportReport:
     notes: List[str] = field(default_factory=list)
     fast_convs: bool = False
     exact_norm: bool = False
-    output_format: str = "float"
+    output_format: str = forms.FLOAT
     provenance: Dict[str, object] = field(default_factory=dict)  # versions, machine, the checkpoint's sha256
 
     @property
@@ -83,7 +84,7 @@ class ExportReport:
             verdict = (f"PSNR {self.psnr_db:.2f} dB (peak 2.0 on the [-1, 1] output; needs >= {self.min_psnr:g}), "
                        f"max abs error {self.max_abs_error:.3g}")
         elif self.tolerance_units == "levels":
-            unit = " levels" if self.output_format == "uint8" else ""
+            unit = " levels" if self.output_format == forms.UINT8 else ""
             verdict = (f"max abs error {self.max_abs_error:.3g}{unit}, pictures at most {self.max_level_diff} level(s) "
                        f"apart (tolerance {self.tolerance:g} level)")
         else:

@@ -39,6 +39,7 @@ from ..compare.metrics import (
     tolerance_for,
 )
 from ..errors import UserError
+from ..model import forms
 from ..model.decoding import tensor2im
 from .options import ExportOptions
 
@@ -155,7 +156,7 @@ def check_tolerance(options: ExportOptions, fused_norms: bool) -> Tuple[Toleranc
     if options.fp16:
         return (tolerance_for("fp16", "raw", min_psnr=options.min_psnr), "raw",
                 "fp16: compare's fp16 preset on the raw output")
-    if options.output_format == "uint8":
+    if options.output_format == forms.UINT8:
         return (tolerance_for("fp32", "levels", atol=options.tolerance), "levels",
                 "uint8 pictures: compare's fp32 preset for pictures, within one level")
     if fused_norms and options.tolerance is None:
@@ -195,7 +196,7 @@ def _judge(reference: np.ndarray, got: np.ndarray, options: ExportOptions, fused
            description: str, shape: Tuple[int, ...]) -> ExportCheck:
     """Each sample compared with compare's metrics, the batch checked with its rule; the worst sample is kept."""
     tol, units, why = check_tolerance(options, fused_norms)
-    float_out = options.output_format == "float"
+    float_out = options.output_format == forms.FLOAT
     results = []
     for n in range(reference.shape[0]):
         a, b = reference[n], got[n]
@@ -222,7 +223,7 @@ def verify_graph(data: bytes, model: nn.Module, fmt, options: ExportOptions, bat
     encoded = fmt.encode(labels, insts)
     with torch.inference_mode():
         reference = _fp32_cpu(model)(torch.from_numpy(encoded))
-        reference = (tensor2im_torch(reference) if options.output_format == "uint8" else reference).numpy()
+        reference = (tensor2im_torch(reference) if options.output_format == forms.UINT8 else reference).numpy()
     feeds = fmt.feeds(labels, insts, encoded)
     del encoded
     got = run_onnxruntime_cpu(data, feeds)
@@ -249,9 +250,9 @@ def failure_error(check: ExportCheck, options: ExportOptions, path) -> UserError
     if options.fp16:
         fix = ("export fp32 and let the runtime pick precision (ATC --precision_mode, TensorRT trt_fp16_enable), or "
                "lower --min-psnr if this is acceptable")
-    elif check.units == "levels" and options.output_format == "float":
+    elif check.units == "levels" and options.output_format == forms.FLOAT:
         fix = "drop --fused-norm (precise norms keep ONNX Runtime within 1e-4 of PyTorch), or pass --tolerance"
-    elif options.output_format == "uint8":
+    elif options.output_format == forms.UINT8:
         fix = "try another --opset, or export the float output"
     else:
         fix = "try another --opset; if the error is small and you accept it, pass --tolerance"

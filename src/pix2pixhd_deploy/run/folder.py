@@ -37,6 +37,7 @@ from ..fileio import (
     open_own_file,
     remove_stale_temporaries,
 )
+from ..model import forms
 from ..provenance import machine, model_file, model_hash, versions
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def model_identity(model: PathLike) -> Dict[str, object]:
     from ..model.stems import StemWeights, sidecar_path
 
     sidecar = sidecar_path(path)
-    if input_format == "stems" or sidecar.is_file():
+    if input_format == forms.STEMS or sidecar.is_file():
         stems_checkpoint = StemWeights.recorded_checkpoint(sidecar)  # a missing or unreadable file: one line
         if graph_checkpoint and stems_checkpoint and stems_checkpoint != graph_checkpoint:
             raise UserError(f"the stem weights beside this graph come from another checkpoint (sha256 "

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..data.labels import LABEL_NC
 from ..errors import PathLike, UserError
+from ..model import forms
 from ..model.decoding import tensor2im
 from ..model.encoding import encode_input
 from .base import Runner, format_shape, graph_input_format
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 def _pictures(out: np.ndarray, output_format: str, want_raw: bool):
     """(pictures uint8 (N, H, W, 3), raw float output or None) from a runtime's output."""
-    if output_format == "uint8":  # a model that ends with tensor2im: the pictures themselves
+    if output_format == forms.UINT8:  # a model that ends with tensor2im: the pictures themselves
         return out.astype(np.uint8, copy=False), None
     return np.stack([tensor2im(y) for y in out]), (out if want_raw else None)
 
@@ -63,12 +64,12 @@ class MapsAdapter:
     # ------------------------------------------------------------------ checks made once
     def _check_encoding(self, threads: Optional[int]) -> None:
         mismatch = None
-        if self.form == "tensor":
+        if self.form == forms.TENSOR:
             channels = self.specs[0].channels
             want = self.label_nc + (1 if self.use_instance else 0)
             if channels is not None and channels != want:
                 mismatch = f"takes {channels} input channels, not the {want} of this run's encoding"
-        elif self.form == "maps":
+        elif self.form == forms.MAPS:
             if len(self.specs) == 2 and not self.use_instance:
                 mismatch = "takes instance maps, and this run has none"
             elif len(self.specs) == 1 and self.use_instance:
@@ -102,11 +103,11 @@ class MapsAdapter:
             raise UserError("this model takes instance maps, but none were given",
                             fix="pass the *_instanceIds.png files, or use a model made with --no-instance")
         insts = insts if self.use_instance else None
-        if self.form == "tensor":
+        if self.form == forms.TENSOR:
             x = np.stack([encode_input(labels[i], None if insts is None else insts[i], self.label_nc)
                           for i in range(labels.shape[0])])
             return {self.specs[0].name: x}
-        if self.form == "maps":
+        if self.form == forms.MAPS:
             arrays = [labels, insts]
             return {s.name: np.ascontiguousarray(a, dtype=s.dtype) for s, a in zip(self.specs, arrays)}
         local, glob = self.stems(labels, insts)
@@ -115,7 +116,7 @@ class MapsAdapter:
     def __call__(self, labels: np.ndarray, insts: Optional[np.ndarray], want_raw: bool = False
                  ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """(pictures (N, H, W, 3) uint8, raw (N, 3, H, W) float32 or None) for a batch of maps."""
-        if want_raw and self.output_format == "uint8":
+        if want_raw and self.output_format == forms.UINT8:
             raise UserError("this model outputs uint8 pictures, so there are no raw outputs to save",
                             fix="drop --save-raw, or use a graph exported with --output-format float")
         n = labels.shape[0]
@@ -147,10 +148,10 @@ def encoding_of(runner: Runner) -> Tuple[int, bool]:
 
     specs = runner.input_specs()
     form = graph_input_format(specs)
-    if form == "stems":
+    if form == forms.STEMS:
         weights = runner.stem_weights()
         return weights.label_nc, weights.use_instance
-    if form == "maps":
+    if form == forms.MAPS:
         return LABEL_NC, len(specs) == 2
     return encoding_for_channels(specs[0].channels or LABEL_NC + 1)
 

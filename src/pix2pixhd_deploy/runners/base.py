@@ -29,9 +29,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import UserError
+from ..model import forms
 
-INPUT_FORMATS = ("tensor", "maps", "stems")
-OUTPUT_FORMATS = ("float", "uint8")
+INPUT_FORMATS = forms.INPUT_FORMATS
+OUTPUT_FORMATS = forms.OUTPUT_FORMATS
 MAPS_INPUT_NAMES = ("label", "inst")
 STEMS_INPUT_NAMES = ("local_stem", "global_stem")
 INTEGER_DTYPES = ("uint8", "int32", "int64")
@@ -72,11 +73,11 @@ def graph_input_format(specs: Sequence[TensorSpec]) -> str:
     ``tensor`` (the 36-channel float input)."""
     names = [s.name for s in specs]
     if names == list(STEMS_INPUT_NAMES):
-        return "stems"
+        return forms.STEMS
     if specs and len(specs) <= 2 and all(s.dtype in INTEGER_DTYPES for s in specs):
-        return "maps"
+        return forms.MAPS
     if len(specs) == 1 and specs[0].dtype not in INTEGER_DTYPES:
-        return "tensor"
+        return forms.TENSOR
     raise UserError("the model's inputs (" + ", ".join(s.describe() for s in specs) + ") are none of the forms "
                     "pix2pixhd-deploy makes (input_concat; label and inst maps; the two stems)",
                     fix="export the model with pix2pixhd-deploy export")
@@ -137,7 +138,7 @@ class Runner(abc.ABC):
 
     @property
     def output_format(self) -> str:
-        return "uint8" if self.output_spec().dtype == "uint8" else "float"
+        return forms.UINT8 if self.output_spec().dtype == "uint8" else forms.FLOAT
 
     def infer(self, feeds: Feeds) -> np.ndarray:
         """Run one batch of named inputs; returns the output array and sets ``inference_time``."""

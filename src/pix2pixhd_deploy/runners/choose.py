@@ -26,6 +26,7 @@ from ..backends import BACKENDS as REGISTRY
 from ..backends import GRAPH_RUNTIMES
 from ..devices import parse_device
 from ..errors import PathLike, UserError
+from ..model import forms
 from ..version import __version__
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def choose(model: PathLike, *, backend: Optional[str] = None, device: Optional[s
                         fix=f"{REGISTRY[runtime].install}, or leave --backend out to use what is installed")
     (height, width), = sizes
     return _cached_graph(model, runtime, height, width, label_nc=label_nc, use_instance=use_instance,
-                         output_format="float" if save_raw else "uint8", cache_dir=cache_dir)
+                         output_format=forms.FLOAT if save_raw else forms.UINT8, cache_dir=cache_dir)
 
 
 def _torch_reason(backend, device, fp16, fast_convs, sizes) -> Optional[str]:
@@ -134,7 +135,8 @@ def graph_key(checkpoint_sha256: str, runtime: str, height: int, width: int, *, 
     """Everything the cached graph depends on."""
     return {"checkpoint_sha256": checkpoint_sha256, "height": height, "width": width, "label_nc": label_nc,
             "use_instance": use_instance, "output_format": output_format, "recipe": CPU_RECIPE,
-            "runtime": runtime, "runtime_version": _version(REGISTRY[runtime].distributions[0]), "torch": _version("torch"),
+            "runtime": runtime, "runtime_version": _version(REGISTRY[runtime].distributions[0]),
+            "torch": _version("torch"),
             "pix2pixhd_deploy": __version__}
 
 
@@ -187,5 +189,5 @@ def export_cpu_graph(checkpoint: Path, folder: Path, height: int, width: int, *,
                         path=checkpoint, fix="pass the matching --label-nc / --no-instance")
     stems = getattr(loaded.model, "n_local_enhancers", 0) == 1
     export_onnx(loaded, folder / "model.onnx", height=height, width=width, dynamic_batch=True,
-                input_format="stems" if stems else "maps", output_format=output_format, use_instance=use_instance,
-                fast_convs=True, exact_norm=True)
+                input_format=forms.STEMS if stems else forms.MAPS, output_format=output_format,
+                use_instance=use_instance, fast_convs=True, exact_norm=True)

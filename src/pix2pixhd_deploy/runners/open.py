@@ -24,6 +24,7 @@ from ..data.dataset import cityscapes_pairs, find_pairs, resolve_instances
 from ..data.labelmaps import MapOptions, Pair, crop_to, fit_maps, load_maps, read_instance_ids, read_label_ids
 from ..data.labels import LABEL_NC
 from ..errors import PathLike, UserError
+from ..model import forms
 from ..provenance import model_file
 from . import backend_for, check_options, make_runner
 from .adapter import make_engine
@@ -88,8 +89,8 @@ def runner_for_run(model: PathLike, *, backend: Optional[str] = None, device: Op
             import torch
 
             torch.set_num_threads(threads)
-        options.update(input_format="maps", output_format="float" if save_raw else "uint8", label_nc=label_nc,
-                       use_instance=use_instance)
+        options.update(input_format=forms.MAPS, output_format=forms.FLOAT if save_raw else forms.UINT8,
+                       label_nc=label_nc, use_instance=use_instance)
     return make_runner(model, backend=name, device=device, fp16=fp16, **options)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..devices import parse_device
 from ..errors import PathLike, UserError
+from ..model import forms
 from .base import INPUT_FORMATS, MAPS_INPUT_NAMES, OUTPUT_FORMATS, STEMS_INPUT_NAMES, Runner, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -63,13 +64,14 @@ class TorchRunner(Runner):
 
     def __init__(self, checkpoint: Optional[PathLike] = None, *, model=None, config=None,
                  device: Optional[str] = None, fp16: bool = False, height: Optional[int] = None,
-                 width: Optional[int] = None, fast_convs: bool = False, input_format: str = "tensor",
-                 output_format: str = "float", label_nc: Optional[int] = None,
+                 width: Optional[int] = None, fast_convs: bool = False, input_format: str = forms.TENSOR,
+                 output_format: str = forms.FLOAT, label_nc: Optional[int] = None,
                  use_instance: Optional[bool] = None):
         """``fast_convs``: swap in :mod:`~pix2pixhd_deploy.model.fastconv`'s Winograd and row-sum convolutions (CPU).
         ``input_format``/``output_format``: the model form (see the module docstring); ``label_nc`` and
         ``use_instance`` say how the ``maps`` form encodes (None: read from the checkpoint's input channels,
-        :func:`~pix2pixhd_deploy.model.encoding.encoding_for_channels`). ``height``/``width``: a static size to declare."""
+        :func:`~pix2pixhd_deploy.model.encoding.encoding_for_channels`). ``height``/``width``: a static size to
+        declare."""
         super().__init__()
         if (checkpoint is None) == (model is None):
             raise ValueError("pass exactly one of checkpoint or model")
@@ -119,7 +121,7 @@ class TorchRunner(Runner):
         self.dtype = torch.float16 if self.fp16 else torch.float32
         self.generator = model.to(self.device).to(self.dtype).eval()
         self.module = self.generator
-        if self.form != ("tensor", "float"):
+        if self.form != (forms.TENSOR, forms.FLOAT):
             from ..export import DeployGraph
 
             self.module = DeployGraph(self.generator, input_format=self.form[0], output_format=self.form[1],
@@ -133,7 +135,7 @@ class TorchRunner(Runner):
             label_nc, use_instance = encoding_for_channels(config.input_nc)
             self.label_nc = label_nc if self.label_nc is None else self.label_nc
             self.use_instance = use_instance if self.use_instance is None else self.use_instance
-        if self.form[0] == "tensor" or config is None:
+        if self.form[0] == forms.TENSOR or config is None:
             return
         channels = self.label_nc + (1 if self.use_instance else 0)
         if config.input_nc != channels:
@@ -150,10 +152,10 @@ class TorchRunner(Runner):
 
     def input_specs_impl(self) -> List[TensorSpec]:
         h, w = self._hw
-        if self.form[0] == "maps":
+        if self.form[0] == forms.MAPS:
             names = MAPS_INPUT_NAMES if self.use_instance else MAPS_INPUT_NAMES[:1]
             return [TensorSpec(n, (None, h, w), dt) for n, dt in zip(names, ("uint8", "int32"))]
-        if self.form[0] == "stems":
+        if self.form[0] == forms.STEMS:
             from ..model.stems import stem_shapes
 
             local, glob = stem_shapes(self.generator, h, w)
@@ -163,7 +165,7 @@ class TorchRunner(Runner):
 
     def output_spec_impl(self) -> TensorSpec:
         h, w = self._hw
-        if self.form[1] == "uint8":
+        if self.form[1] == forms.UINT8:
             return TensorSpec("synthesized_image", (None, h, w, 3), "uint8")
         return TensorSpec("fake_image", (None, self.config.output_nc if self.config else 3, h, w))
 
@@ -180,13 +182,13 @@ class TorchRunner(Runner):
         import torch
 
         arrays = [feeds[s.name] for s in self.input_specs_impl()]
-        if self.config is not None and self.form[0] != "stems":
+        if self.config is not None and self.form[0] != forms.STEMS:
             from ..model.network import generator_input_size
 
             generator_input_size(self.config, *arrays[0].shape[-2:])
         cuda = self.device.startswith("cuda")
         tensors = [torch.from_numpy(a).to(self.device, non_blocking=True) for a in arrays]
-        if self.form[0] != "maps":
+        if self.form[0] != forms.MAPS:
             tensors = [t.to(self.dtype) for t in tensors]
         if cuda:
             torch.cuda.synchronize(self.device)
