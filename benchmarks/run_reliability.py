@@ -44,7 +44,7 @@ class FakeRunner:
 
 
 class FakeEngine:
-    """The engine call shape of :func:`adapters.make_engine`, far faster than PNG writing: a grey picture per map."""
+    """The engine call shape of :func:`adapters.make_adapter`, far faster than PNG writing: a grey picture per map."""
 
     def __call__(self, labels, insts, want_raw):
         import numpy as np
@@ -64,7 +64,7 @@ def child(split: Path, count: int, model: Path, out: Path) -> None:
     from pix2pixhd_deploy.run import local as pipeline
     from pix2pixhd_deploy.run.settings import RunSettings
 
-    pipeline.make_engine = lambda runner, *args, **kwargs: FakeEngine()
+    pipeline.make_adapter = lambda runner, *args, **kwargs: FakeEngine()
     pairs = cityscapes_pairs(split)[:count]
     settings = RunSettings(model=str(model), backend="onnxruntime", batch_size=1)  # no torch import
     start = time.perf_counter()

@@ -13,7 +13,7 @@ from pix2pixhd_deploy.data.synthetic import make_scene
 from pix2pixhd_deploy.errors import UserError
 from pix2pixhd_deploy.model.encoding import encode_input
 from pix2pixhd_deploy.runners import make_runner
-from pix2pixhd_deploy.runners.adapter import encoding_of, make_engine
+from pix2pixhd_deploy.runners.adapter import encoding_of, make_adapter
 from pix2pixhd_deploy.seed.postprocess import tensor2im
 
 H, W = 64, 128
@@ -76,7 +76,7 @@ def test_every_runner_takes_every_form_through_the_adapter(backend, form, checkp
         out = runner.output_spec()
         assert out.dtype == ("uint8" if form[1] == "uint8" else "float32")
         assert encoding_of(runner) == (35, True)
-        engine = make_engine(runner, 35, True)
+        engine = make_adapter(runner, 35, True)
         # three maps: a graph's static batch of 2 runs them as 2 + (1 padded to 2)
         pictures, raw = engine(labels, insts, want_raw=form[1] == "float")
         assert pictures.shape == (3, H, W, 3) and pictures.dtype == np.uint8
@@ -113,13 +113,13 @@ def test_a_model_for_other_maps_is_refused_once(checkpoint, scenes, graphs):
     labels, _ = scenes
     with make_runner(graphs[("maps", "uint8")]) as runner:
         with pytest.raises(UserError, match="takes instance maps, and this run has none"):
-            make_engine(runner, 35, False)
-        engine = make_engine(runner, 35, True)
+            make_adapter(runner, 35, False)
+        engine = make_adapter(runner, 35, True)
         with pytest.raises(UserError, match="takes instance maps, but none were given"):
             engine(labels, None)
     with make_runner(graphs[("stems", "uint8")]) as runner:
         with pytest.raises(UserError, match="exported for label_nc=35, instance maps on"):
-            make_engine(runner, 20, True)
+            make_adapter(runner, 20, True)
 
 
 def test_run_any_batch_size_with_a_static_batch_graph(tmp_path, scene_dataroot, graphs, checkpoint):

@@ -169,14 +169,14 @@ def test_called_from_a_worker_thread(line, small_checkpoint, tmp_path):
 
 def test_maps_om_with_two_integer_inputs_and_uint8_output(line, small_checkpoint, tmp_path):
     from pix2pixhd_deploy.export import seeded_maps
-    from pix2pixhd_deploy.runners.adapter import make_engine
+    from pix2pixhd_deploy.runners.adapter import make_adapter
 
     om = write_om(tmp_path / "maps_bs2.om", small_checkpoint, batch=2, input_format="maps", output_format="uint8")
     labels, insts = seeded_maps(3, H, W, seed=5)
     with make_runner(om) as runner:
         assert [(s.name, s.dtype) for s in runner.input_specs()] == [("label", "uint8"), ("inst", "int32")]
         assert runner.output_spec().shape == (2, H, W, 3) and runner.output_format == "uint8"
-        pictures, raw = make_engine(runner)(labels, insts)  # 3 maps on a bs2 OM: split, the last one padded
+        pictures, raw = make_adapter(runner)(labels, insts)  # 3 maps on a bs2 OM: split, the last one padded
     with TorchRunner(small_checkpoint, device="cpu", input_format="maps", output_format="uint8") as ref:
         want = ref.infer({"label": labels, "inst": insts})
     assert pictures.shape == (3, H, W, 3) and raw is None
@@ -389,7 +389,7 @@ def test_every_atc_line_export_prints_compiles_and_runs(form, monkeypatch, small
     """Each printed atc line is checked by the fake atc (names, ranks, static sizes, NCHW only for 4-D inputs) and
     the OM it makes runs through the runner with the graph's own inputs."""
     from pix2pixhd_deploy.export import seeded_maps
-    from pix2pixhd_deploy.runners.adapter import make_engine
+    from pix2pixhd_deploy.runners.adapter import make_adapter
 
     install_fake(monkeypatch, "current")
     _, report = export_graph(small_checkpoint, form, "uint8" if form == "maps" else "float")
@@ -402,7 +402,7 @@ def test_every_atc_line_export_prints_compiles_and_runs(form, monkeypatch, small
         om = fake_atc.run_command(command)  # the OM lands beside the graph, as atc --output says
         om.chmod(0o644)
         with make_runner(om) as runner:
-            pictures, _ = make_engine(runner)(labels, insts)
+            pictures, _ = make_adapter(runner)(labels, insts)
             assert pictures.shape == (4, H, W, 3)
 
 

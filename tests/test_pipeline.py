@@ -231,11 +231,10 @@ def fake_engine(calls=None, refuse=None):
 def stream_run(pairs, out, engine, *, keep_going=False, batch_size=1, streams=1, model):
     """What pipeline.run does around its stages, with ``engine`` in place of a runner's."""
     from pix2pixhd_deploy.run import folder as runfolder
-    from pix2pixhd_deploy.run import local as pipeline
     from pix2pixhd_deploy.run import stream as streaming
+    from pix2pixhd_deploy.run.settings import RunReport, RunSettings
 
-    settings = pipeline.RunSettings(model=str(model), backend="torch", device="cpu", batch_size=batch_size,
-                                    streams=streams)
+    settings = RunSettings(model=str(model), backend="torch", device="cpu", batch_size=batch_size, streams=streams)
     with runfolder.RunFolder(out, settings) as folder:
         report = RunReport(output=folder.out)
         todo = folder.todo(pairs)
@@ -416,7 +415,7 @@ def test_the_identity_of_a_stems_graph_covers_its_npz_and_refuses_a_foreign_one(
     from pix2pixhd_deploy.errors import UserError
     from pix2pixhd_deploy.model.network import random_generator
     from pix2pixhd_deploy.model.stems import StemWeights, sidecar_path
-    from pix2pixhd_deploy.run.folder import graph_properties, model_identity
+    from pix2pixhd_deploy.run.folder import graph_properties, resume_model_identity
 
     ckpt = "a" * 64
     graph = fake_graph(tmp_path / "g.onnx", {"pix2pixhd.export": json.dumps({"input_format": "stems"}),
@@ -424,16 +423,16 @@ def test_the_identity_of_a_stems_graph_covers_its_npz_and_refuses_a_foreign_one(
     assert graph_properties(graph)["pix2pixhd.checkpoint_sha256"] == ckpt
     weights = StemWeights.from_generator(random_generator(SMALL_LOCAL, seed=1))
     with pytest.raises(UserError, match="stem weights file of this graph is missing"):
-        model_identity(graph)
+        resume_model_identity(graph)
     weights.save(sidecar_path(graph), checkpoint_sha256=ckpt)
-    first = model_identity(graph)
+    first = resume_model_identity(graph)
     assert first["checkpoint_sha256"] == ckpt and len(first["stems_sha256"]) == 64
     StemWeights.from_generator(random_generator(SMALL_LOCAL, seed=2)).save(sidecar_path(graph),
                                                                           checkpoint_sha256=ckpt)
-    assert model_identity(graph)["stems_sha256"] != first["stems_sha256"]  # other stems: another identity
+    assert resume_model_identity(graph)["stems_sha256"] != first["stems_sha256"]  # other stems: another identity
     weights.save(sidecar_path(graph), checkpoint_sha256="b" * 64)  # the .npz of another export
     with pytest.raises(UserError, match="stem weights beside this graph come from another checkpoint"):
-        model_identity(graph)
+        resume_model_identity(graph)
     (tmp_path / "junk.onnx").write_bytes(b"\xff" * 10)
     assert graph_properties(tmp_path / "junk.onnx") == {}
 

@@ -241,10 +241,10 @@ def _bench_batch_size(runner, name: str, bs: int, host: Dict[str, object], input
                       warmup: int, e2e_batches: int, seed: int,
                       asked_hw: Optional[Tuple[int, int]]) -> Dict[str, object]:
     """One batch size's figures: device-only, end-to-end, memory and the machine's load (or why it was skipped)."""
-    from .runners.adapter import encoding_of, make_engine
+    from .runners.adapter import encoding_of, make_adapter
 
     label_nc, use_instance = encoding_of(runner)
-    engine = make_engine(runner, label_nc, use_instance)
+    engine = make_adapter(runner, label_nc, use_instance)
     spec = runner.input_spec()
     config = getattr(runner, "config", None)
     base = config.size_multiple if config is not None else 32

@@ -73,7 +73,7 @@ def output_lock(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def model_identity(model: PathLike) -> Dict[str, object]:
+def resume_model_identity(model: PathLike) -> Dict[str, object]:
     """What of the model decides the pictures: the file's hash and, for an exported graph, the checkpoint hash it
     records and the hash of the stem weights beside it (a stems graph's ``.stems.npz``).
 
@@ -222,7 +222,7 @@ class RunFolder:
         self._lock = output_lock(self.out)
         self._lock.__enter__()
         try:
-            identity = {**self.settings.identity(), **self._model_identity()}
+            identity = {**self.settings.identity(), **self._resume_model_identity()}
             previous = _load_manifest(self.out)
             if previous is not None and previous.get("identity") != identity and self.has_outputs():
                 old = previous.get("identity", {})
@@ -246,7 +246,7 @@ class RunFolder:
             raise
         return self
 
-    def _model_identity(self) -> Dict[str, object]:
+    def _resume_model_identity(self) -> Dict[str, object]:
         """A graph from the model cache is known by its key (the checkpoint's hash, the size, the recipe and the
         versions), which stays the same when the entry is rebuilt; any other model by its files."""
         key = self.settings.graph_key
@@ -254,7 +254,7 @@ class RunFolder:
             from ..cache import key_digest
 
             return {"checkpoint_sha256": key["checkpoint_sha256"], "graph_key": key_digest(key)}
-        return model_identity(self.settings.model)
+        return resume_model_identity(self.settings.model)
 
     def __exit__(self, *exc) -> None:
         if self._journal is not None:

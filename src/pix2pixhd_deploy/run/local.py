@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..data.dataset import cityscapes_pairs, find_pairs, resolve_instances
 from ..data.labelmaps import Pair, planned_size
 from ..errors import PathLike, UserError
-from ..runners.adapter import make_engine
+from ..runners.adapter import make_adapter
 from ..runners.base import Runner
 from .folder import RunFolder
 from .settings import RunReport, RunSettings
@@ -74,7 +74,7 @@ def run(pairs: Sequence[Pair], output: PathLike, runner, settings: RunSettings, 
             if callable(runner) and not isinstance(runner, Runner):
                 runner = runner()
             with runner:  # a model that does not load fails here, before anything is written
-                engine = make_engine(runner, settings.label_nc, settings.use_instance,
+                engine = make_adapter(runner, settings.label_nc, settings.use_instance,
                                      threads=getattr(runner, "intra_op_threads", None))
                 first = planned_size(todo[0], settings.size_multiple, settings.fit)
                 if min(first) > 0:  # a map too small gets its own error when it is read

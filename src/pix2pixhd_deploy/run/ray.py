@@ -15,7 +15,7 @@ How the work is spread, after Ray Data's offline batch inference pattern:
    label map, instance maps from files or derived, fitted to the generator's size), as CPU tasks on any node;
 3. :class:`GeneratorStage`, a pool of ``num_workers`` actors (``ActorPoolStrategy``), builds the runner once per actor
    with :func:`runners.make_runner` (on the actor's GPU when it is given one), turns each batch of maps into uint8
-   pictures with :func:`adapters.make_engine` -- the same code as the local engine, so the same pixels -- and
+   pictures with :func:`adapters.make_adapter` -- the same code as the local engine, so the same pixels -- and
    writes them with the same atomic writes and names; it returns one small record per image, never the pictures;
 4. the driver streams the records into ``manifest.json``, holding the output folder's lock all along.
 
@@ -52,7 +52,7 @@ import numpy as np
 from ..data.labelmaps import MapOptions, Pair
 from ..errors import PathLike, UserError
 from ..fileio import ensure_output_dir, progress
-from ..runners.adapter import make_engine
+from ..runners.adapter import make_adapter
 from ..runners.open import runner_for_settings
 from .folder import RunFolder, crop_back, write_outputs
 from .settings import RunReport, RunSettings
@@ -118,7 +118,7 @@ class GeneratorStage:
             model, s.compiled_dir = chosen.model, chosen.compiled_dir
         self.runner = runner_for_settings(dataclasses.replace(s, model=model), threads=threads)
         self.runner.activate()
-        self.engine = make_engine(self.runner, s.label_nc, s.use_instance, threads=threads)
+        self.engine = make_adapter(self.runner, s.label_nc, s.use_instance, threads=threads)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.runner_text = self.runner.describe()
 

@@ -27,7 +27,7 @@ class RunSettings(EngineSettings):
         """The settings that change the pictures (a resume with different ones would mix outputs).
 
         Not in it: what only changes speed or which files are written (batch size, streams, workers, format,
-        --save-raw). The model's own identity is :func:`model_identity`.
+        --save-raw). The model's own identity is :func:`.folder.resume_model_identity`.
         """
         keys = ["backend", "fp16", "label_nc", "use_instance", "size_multiple"]
         # each only when not its default, so folders written before the option existed still resume

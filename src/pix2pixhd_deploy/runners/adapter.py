@@ -14,7 +14,7 @@ The adapter reads the runner's declared inputs (:mod:`runners.base`) and builds 
 It also handles, once for every form, what a model's declared shape fixes: a static batch (a batch is split to the
 model's size and a short last one padded with copies of its first map, as ais_bench pads) and a static image size
 (maps of another size are one clear error naming the map and both sizes). ``run`` (local and Ray), ``bench`` and
-``serve`` all go through :func:`make_engine`, so they compute the same pixels.
+``serve`` all go through :func:`make_adapter`, so they compute the same pixels.
 """
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ def encoding_of(runner: Runner) -> Tuple[int, bool]:
     return encoding_for_channels(specs[0].channels or LABEL_NC + 1)
 
 
-def make_engine(runner: Runner, label_nc: int = LABEL_NC, use_instance: bool = True,
+def make_adapter(runner: Runner, label_nc: int = LABEL_NC, use_instance: bool = True,
                 threads: Optional[int] = None) -> MapsAdapter:
     """The adapter for an active ``runner`` (kept under this name: ``run``, the Ray engine and ``serve`` call it)."""
     return MapsAdapter(runner, label_nc, use_instance, threads=threads)

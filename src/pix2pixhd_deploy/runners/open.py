@@ -27,7 +27,7 @@ from ..errors import PathLike, UserError
 from ..model import forms
 from ..provenance import model_file
 from . import backend_for, check_options, make_runner
-from .adapter import make_engine
+from .adapter import make_adapter
 from .choose import Choice, choose, graph_for_key
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ class Model:
                                               use_instance=o.use_instance, cache_dir=o.cache_dir,
                                               fast_convs=o.fast_convs)
         runner = open_runner(settings, choice, threads=o.threads)
-        engine = make_engine(runner, o.label_nc, o.use_instance, threads=o.threads)
+        engine = make_adapter(runner, o.label_nc, o.use_instance, threads=o.threads)
         loaded = _Loaded(runner, engine, choice.backend, choice.reason, choice.checkpoint)
         fixed = choice.cache is not None or engine.size is not None
         self.engines[tuple(engine.size or size) if fixed else None] = loaded
