@@ -529,3 +529,32 @@ def test_two_preprocess_runs_into_one_folder(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted([f"{p.name}.bin" for p in pairs] + ["pix2pixhd_sizes.json"])
     for pair in pairs:
         assert np.array_equal(np.fromfile(out / f"{pair.name}.bin", np.float32), encode_pair(pair).ravel())
+
+
+def test_a_map_too_small_for_the_generator_is_one_line_naming_it(tmp_path, small_checkpoint):
+    """An 8x16 map rounds to 0x0 at the generator's multiple of 32: before, the CPU graph was exported for 0x0 and
+    the run ended in ZeroDivisionError; now the map is named with the fix, and nothing is written."""
+    from pix2pixhd_deploy.data.synthetic import make_scene
+    from pix2pixhd_deploy.fileio import atomic_save_image
+
+    root = tmp_path / "data"
+    label, inst = make_scene(64, 128, seed=0)
+    for folder, array in (("test_label", label[:8, :16]), ("test_inst", inst[:8, :16].astype(np.uint16))):
+        (root / folder).mkdir(parents=True)
+        atomic_save_image(root / folder / "tiny.png", array)
+    proc = run_cli(["pix2pixhd-deploy", "run", "--dataroot", root, "--checkpoint", small_checkpoint, "--output",
+                    tmp_path / "out", "--cache-dir", tmp_path / "cache"], check=False)
+    error_line(proc, "tiny.png", "16x8, too small for the generator", "--fit pad")
+    assert not list((tmp_path / "out" / "images").glob("*.png")) if (tmp_path / "out").exists() else True
+
+
+def test_a_stems_graph_whose_weights_file_was_cut_short_is_one_line(tmp_path, scene_dataroot, small_checkpoint):
+    """A stems graph's .stems.npz cut short by a copy: before, zipfile.BadZipFile; now one line naming the file."""
+    graph = tmp_path / "stems.onnx"
+    run_cli(["pix2pixhd-deploy", "export", "--checkpoint", small_checkpoint, "--output", graph, "--input-format",
+             "stems", "--height", "64", "--width", "128"])
+    sidecar = graph.with_name(graph.name + ".stems.npz")
+    sidecar.write_bytes(sidecar.read_bytes()[: sidecar.stat().st_size // 2])
+    proc = run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--model", graph, "--output",
+                    tmp_path / "out"], check=False)
+    error_line(proc, str(sidecar), "cannot read the stem weights", "export the graph again")

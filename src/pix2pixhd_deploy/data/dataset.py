@@ -143,7 +143,9 @@ def map_sizes(pairs, base: int = 32, fit: str = "resize") -> Set[Tuple[int, int]
     sizes = set()
     for pair in pairs:
         with contextlib.suppress(UserError):
-            sizes.add(planned_size(pair, base, fit))
+            size = planned_size(pair, base, fit)
+            if min(size) > 0:  # a map too small for the generator gets its own error when it is read
+                sizes.add(size)
     return sizes
 
 

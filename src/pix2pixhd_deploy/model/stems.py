@@ -29,6 +29,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -102,8 +103,9 @@ class StemWeights:
                 weights = cls(z["local_weight"], z["local_bias"], z["global_weight"], z["global_bias"],
                               int(z["label_nc"]), bool(z["use_instance"]))
                 checkpoint = str(z["checkpoint_sha256"]) if "checkpoint_sha256" in z.files else None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"cannot read the stem weights ({exc})", path=path,
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+            raise UserError(f"cannot read the stem weights ({type(exc).__name__}: {exc}; the file may be cut short)",
+                            path=path,
                             fix="export the graph again with --input-format stems") from exc
         weights.check()
         return weights, checkpoint
