@@ -41,6 +41,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -65,18 +66,75 @@ log = logging.getLogger(__name__)
 MAX_RESTARTS = 2
 MAX_TASK_RETRIES = 2
 
-INSTALL_HINT = "pip install 'pix2pixhd-deploy[ray]' (or pip install 'ray[data]>=2.9') on every node"
+INSTALL_HINT = "pip install 'pix2pixhd-deploy[ray]' (or pip install 'ray[data]>=2.52') on every node"
+#: the first Ray with token authentication: an older one lets anyone who reaches its ports run code as the user
+RAY_FLOOR = (2, 52)
 
 
 def import_ray():
-    """Ray, or a :class:`UserError` that says what to install."""
+    """Ray, or a :class:`UserError` that says what to install (Ray Data missing, or a Ray without authentication)."""
     try:
         import ray
         import ray.data  # noqa: F401  (the extra is ray[data]: a bare ``ray`` lacks pyarrow/pandas)
     except ImportError as exc:
         raise UserError(f"--engine ray needs Ray Data, which is not installed ({exc})",
                         fix=INSTALL_HINT + ", or use the local engine (--engine local)") from exc
+    check_ray_version(ray.__version__)
     return ray
+
+
+def check_ray_version(version: str) -> None:
+    """A UserError for a Ray older than :data:`RAY_FLOOR`, whose clusters take no token."""
+    numbers = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    if numbers < RAY_FLOOR:
+        raise UserError(f"Ray {version} has no token authentication: the cluster it starts would run code for anyone "
+                        "who reaches its ports", fix=INSTALL_HINT)
+
+
+def prepare_local_auth(address: Optional[str]) -> None:
+    """Before Ray is imported (it reads ``RAY_AUTH_MODE`` then): when this process will start a cluster of its own
+    (no ``--address``, no ``RAY_ADDRESS``) and the user set no mode, ``RAY_AUTH_MODE=token`` and a token
+    (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``, made here readable by the user alone when
+    there is none), so a driver without the token, another user's or one from elsewhere, is refused. Ray 2.59 and
+    later do the same for local clusters by themselves; 2.52 to 2.58 need it said. A mode the user set is theirs:
+    ``RAY_AUTH_MODE=disabled`` is warned about in one line."""
+    if address or os.environ.get("RAY_ADDRESS"):
+        return  # joining a cluster: its own mode and token apply
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is None and "ray" not in sys.modules:
+        ensure_ray_token()
+        os.environ["RAY_AUTH_MODE"] = "token"
+    elif mode not in (None, "token"):
+        log.warning("RAY_AUTH_MODE=%s: the local Ray cluster takes drivers without a token; anyone who reaches its "
+                    "ports can run code as you (unset it to have a token)", mode)
+
+
+def start_local_cluster(**options):
+    """Ray, connected to a new cluster of this machine alone, authenticated (:func:`prepare_local_auth`).
+    ``address="local"``: without it Ray would join the last ``ray start`` cluster of the machine, which
+    ``--address auto`` asks for."""
+    prepare_local_auth(None)
+    ray = import_ray()
+    ray.init(address="local", **options)
+    return ray
+
+
+def ensure_ray_token() -> None:
+    """A token where Ray looks for one: kept if given, else 32 random bytes written to ``~/.ray/auth_token`` (0600,
+    in a 0700 folder; Ray's own default file is readable by every user of the machine)."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    path = Path.home() / ".ray" / "auth_token"
+    if path.is_file() and path.stat().st_size:
+        return
+    import secrets
+    import tempfile
+
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".auth_token.", dir=path.parent)  # 0600 from the start
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32))
+    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------- the stages
@@ -273,6 +331,7 @@ def run_ray(pairs: Sequence[Pair], output: PathLike, settings: RunSettings, *, a
     cluster, None uses ``RAY_ADDRESS`` or starts a local one; a connection this process already has is used as
     it is. ``stage_cls``: the actor class, :class:`GeneratorStage` or a subclass of it.
     """
+    prepare_local_auth(address)  # before Ray is imported, which reads the mode
     ray = import_ray()
     if num_workers < 1:
         raise UserError(f"--num-workers must be at least 1 (got {num_workers})", fix="pass --num-workers 1 or more")
@@ -308,11 +367,10 @@ def _execute(ray, todo: List[Pair], out: Path, settings: RunSettings, report: Ra
              keep_going: bool, show_progress: bool, stage_cls: type) -> None:
     started_here = not ray.is_initialized()
     local = started_here and not (address or os.environ.get("RAY_ADDRESS"))
-    if started_here:
-        # no address: a cluster of this machine alone ("local"; Ray would otherwise join the last `ray start`
-        # cluster of the machine, which --address auto asks for)
-        ray.init(address="local" if local else address, log_to_driver=False,
-                 **({"include_dashboard": False} if local else {}))
+    if local:
+        ray.init(address="local", log_to_driver=False, include_dashboard=False)  # authenticated: prepare_local_auth
+    elif started_here:
+        ray.init(address=address, log_to_driver=False)
     try:
         if not report.address:
             report.address = ray.get_runtime_context().gcs_address

@@ -12,6 +12,7 @@ Ray Serve; requests it held fail with 500 from the proxy, the others go to live 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from dataclasses import asdict
@@ -60,6 +61,8 @@ def serve_ray(options: ModelOptions, limits: ServeLimits, ray_options: RayOption
     ray, serve = import_ray_serve()
     check_compatible(options)
     if ray_options.address or not ray.is_initialized():
+        if not (ray_options.address or os.environ.get("RAY_ADDRESS")):  # a cluster started here: with a token, as
+            os.environ.setdefault("RAY_AUTH_MODE", "token")            # run --engine ray starts its own
         ray.init(address=ray_options.address, ignore_reinit_error=True, log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
     say(f"serve (ray): loading {options.model} in {ray_options.scaling()} ...")
@@ -80,6 +83,10 @@ def import_ray_serve():
         from ray import serve
     except ImportError as exc:
         raise UserError("serve --engine ray needs Ray Serve", fix="pip install 'pix2pixhd-deploy[ray]'") from exc
+    numbers = tuple(int(part) for part in ray.__version__.split(".")[:2] if part.isdigit())
+    if numbers < (2, 52):
+        raise UserError(f"Ray {ray.__version__} has no token authentication: the cluster it starts would run code for "
+                        "anyone who reaches its ports", fix="pip install 'pix2pixhd-deploy[ray]' (Ray 2.52 or later)")
     return ray, serve
 
 
