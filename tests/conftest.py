@@ -150,3 +150,18 @@ def assert_within_one_level(got: np.ndarray, want: np.ndarray, what: str = "") -
     assert got.shape == want.shape, (what, got.shape, want.shape)
     diff = np.abs(got.astype(int) - want.astype(int))
     assert diff.max() <= 1 and np.mean(diff > 0) <= 1e-3, (what, int(diff.max()), float(np.mean(diff > 0)))
+
+
+def log_line(line: str) -> bool:
+    return line.split(" ", 1)[0] in ("INFO", "WARNING", "ERROR") and " pix2pixhd_deploy" in line
+
+
+def error_line(proc: subprocess.CompletedProcess, *must_say: str, status: int = 2) -> str:
+    """The one line a failure ends with; it must say each of ``must_say`` (file, problem, fix)."""
+    assert proc.returncode == status, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not log_line(line)]
+    assert len(lines) == 1, proc.stderr
+    for text in must_say:
+        assert text in lines[0], (text, lines[0])
+    return lines[0]

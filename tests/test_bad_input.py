@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import failed_inputs_line, run_cli
+from conftest import error_line, failed_inputs_line, run_cli
 from PIL import Image
 
 from pix2pixhd_deploy.fileio import TMP_PREFIX
@@ -39,21 +39,6 @@ def snapshot(*folders: Path) -> dict:
             if p.is_file():
                 out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
-
-
-def log_line(line: str) -> bool:
-    return line.split(" ", 1)[0] in ("INFO", "WARNING", "ERROR") and " pix2pixhd_deploy" in line
-
-
-def error_line(proc: subprocess.CompletedProcess, *must_say: str, status: int = 2) -> str:
-    """The one line a failure ends with; it must say each of ``must_say`` (file, problem, fix)."""
-    assert proc.returncode == status, proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip() and not log_line(line)]
-    assert len(lines) == 1, proc.stderr
-    for text in must_say:
-        assert text in lines[0], (text, lines[0])
-    return lines[0]
 
 
 def assert_complete(folder: Path, size: int = BIN_64x128) -> None:

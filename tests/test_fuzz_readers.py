@@ -16,7 +16,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -147,7 +147,8 @@ def test_instance_map_reader(case, base, scratch):
 
 @st.composite
 def raw_files(draw, channels: int):
-    """(file bytes, (H, W) the reader is told or None): right-sized float32 with NaN/Inf, or any length."""
+    """(file bytes, (H, W) the reader is told or None, (H, W) written or None when not a whole tensor): right-sized
+    float32 with NaN/Inf, or any length."""
     h, w = draw(st.integers(1, 12)), draw(st.integers(1, 12))
     kind = draw(st.sampled_from(["right", "right", "nan", "cut", "longer", "random"]))
     a = np.random.default_rng(draw(st.integers(0, 2 ** 16))).uniform(-1, 1, (channels, h, w)).astype(np.float32)
@@ -161,7 +162,7 @@ def raw_files(draw, channels: int):
     elif kind == "random":
         data = draw(st.binary(max_size=2000))
     hw = (h, w) if draw(st.booleans()) else None
-    return data, hw
+    return data, hw, ((h, w) if kind == "right" else None)
 
 
 def _check_raw(got, data, shape):
@@ -173,11 +174,13 @@ def _check_raw(got, data, shape):
 @given(case=raw_files(36))
 def test_input_bin_reader(case, scratch):
     TRIED["input .bin"] += 1
-    data, hw = case
+    data, hw, written = case
     path = scratch / "city_gtFine_labelIds.bin"
     path.write_bytes(data)
     shape = (36, *(hw or (4, 8)))
     got = _read(read_input, path, shape=shape)
+    if written is not None and written[0] * written[1] == shape[1] * shape[2]:  # a whole, finite tensor: read
+        assert got is not None, (written, shape)
     if got is not None:
         _check_raw(got, data, shape)
 
@@ -186,6 +189,7 @@ def test_input_bin_reader(case, scratch):
 @given(dtype=st.sampled_from(["float32", "float64", "int32", "uint8"]), shape=st.tuples(
     st.integers(1, 36), st.integers(0, 6), st.integers(0, 6)), cut=st.one_of(st.none(), st.integers(0, 200)),
     bad=st.sampled_from([None, np.nan, np.inf]), scribble=st.one_of(st.none(), st.binary(max_size=200)))
+@example(dtype="float32", shape=(36, 2, 3), cut=None, bad=None, scribble=None)  # the valid file, always tried
 def test_input_npy_reader(dtype, shape, cut, bad, scribble, scratch):
     TRIED["input .npy"] += 1
     a = np.ones(shape, dtype)
@@ -198,6 +202,9 @@ def test_input_npy_reader(dtype, shape, cut, bad, scribble, scratch):
     path.write_bytes(data)
     want = (36, 2, 3)
     got = _read(read_input, path, shape=want)
+    whole = scribble is None and cut is None and (bad is None or a.dtype.kind != "f")
+    if whole and shape == want and dtype == "float32":  # exactly what preprocess writes: read, values kept
+        assert got is not None and np.array_equal(got, a)
     if got is not None:
         assert got.shape == want and got.dtype == np.float32 and np.isfinite(got).all()
 
@@ -206,10 +213,12 @@ def test_input_npy_reader(dtype, shape, cut, bad, scribble, scratch):
 @given(case=raw_files(3))
 def test_output_bin_reader(case, scratch):
     TRIED["output .bin"] += 1
-    data, hw = case
+    data, hw, written = case
     path = scratch / "city_gtFine_labelIds_0.bin"
     path.write_bytes(data)
     got = _read(read_output_bin, path, hw=hw)
+    if written is not None and (hw is not None or written[1] == 2 * written[0]):  # a whole, finite output: read
+        assert got is not None, (written, hw)
     if got is not None:
         h = got.shape[1]
         _check_raw(got, data, (3, *(hw or (h, 2 * h))))
