@@ -239,12 +239,21 @@ def test_seed_pth2onnx_command_line(small_checkpoint, tmp_path):
     assert "--dynamic_batch_size=" in proc.stdout and "--rewrite-avgpool" in proc.stdout
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["max_abs_error"] <= 1e-4 and report["opset"] == 11 and report["input_shape"][0] is None
+    # the written graph against the checkpoint, recomputed here rather than taken from the report
+    from pix2pixhd_deploy.model.network import load_generator
+
+    loaded = load_generator(small_checkpoint)
+    x = rng_input((2, 36, 64, 128), seed=11)
+    want = torch_out(loaded, x)
+    assert np.abs(ort_out(tmp_path / "pix2pixhd.onnx", x) - want).max() <= 1e-4
 
     proc = run_cli(["pix2pixhd-deploy", "export", "--load_pretrain", str(small_checkpoint / "latest_net_G.pth"),
                     "--output_file", "bs4.onnx", "--static-batch", "4", "--height", "64", "--width", "128",
                     "--rewrite-avgpool", "--fp16", "--opset", "13"], cwd=tmp_path)
     assert "PSNR" in proc.stdout and "--output=bs4_bs4" in proc.stdout
     assert "--dynamic_batch_size" not in proc.stdout
+    x4 = rng_input((4, 36, 64, 128), seed=12)
+    assert psnr(torch_out(loaded, x4), ort_out(tmp_path / "bs4.onnx", x4), 2.0) >= 40.0  # fp16: the flag's promise
 
 
 @pytest.mark.parametrize("args, message", [

@@ -177,6 +177,29 @@ def test_fit_pad_keeps_the_size_and_crops_exactly(tmp_path, small_checkpoint):
     assert proc.returncode == 2 and "fit: 'pad' -> None" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_fit_pad_on_the_default_cpu_graph_and_under_ray(tmp_path, small_checkpoint):
+    """--fit pad where users meet it: the default path (the CPU graph for the padded size, from the model cache) and
+    --engine ray give the map's own size and the torch path's pixels (within one level: another runtime)."""
+    from conftest import assert_within_one_level
+
+    label, inst = scene(200, 360, seed=2)
+    data = tmp_path / "data"
+    save(data / "test_label" / "s_labelIds.png", label)
+    save(data / "test_inst" / "s_instanceIds.png", inst.astype(np.uint16))
+    common = ["--dataroot", data, "--checkpoint", small_checkpoint, "--fit", "pad", "--cache-dir", tmp_path / "cache"]
+    run_cli(["pix2pixhd-deploy", "run", "--output", tmp_path / "torch", *common, *TORCH_CPU])
+    proc = run_cli(["pix2pixhd-deploy", "run", "--output", tmp_path / "graph", *common])
+    assert "CPU graph for 384x224" in proc.stderr, proc.stderr  # the padded size, not the map's
+    want = pictures(tmp_path / "torch")["s_labelIds_synthesized_image.png"]
+    graph = pictures(tmp_path / "graph")["s_labelIds_synthesized_image.png"]
+    assert graph.shape == (200, 360, 3)
+    assert_within_one_level(graph, want)
+    pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'pix2pixhd-deploy[ray]')")
+    run_cli(["pix2pixhd-deploy", "run", "--output", tmp_path / "ray", *common, "--engine", "ray", "--num-workers",
+             "1"])
+    assert np.array_equal(pictures(tmp_path / "ray")["s_labelIds_synthesized_image.png"], graph)
+
+
 def test_some_instance_maps_missing_is_an_error_naming_them(tmp_path):
     label, inst = scene(32, 64)
     data = tmp_path / "data"

@@ -96,9 +96,9 @@ def test_the_c_functions_return_an_error_code_on_bad_input(fresh_library):
     out = np.empty((o, 16, 16), np.float32)
     p = lambda a: a.ctypes.data  # noqa: E731
 
-    def call(fn, code, ncodes=w.n_codes):
+    def call(fn, code, ncodes=w.n_codes, outputs=o):
         code = np.ascontiguousarray(code, np.int32)
-        return fn(p(code), code.shape[0], code.shape[1], p(table), p(wsum), p(bias), ncodes, o, p(out), 1)
+        return fn(p(code), code.shape[0], code.shape[1], p(table), p(wsum), p(bias), ncodes, outputs, p(out), 1)
 
     good = np.zeros((16, 16), np.int32)
     for fn in (lib.local_stem, lib.global_stem):
@@ -108,7 +108,11 @@ def test_the_c_functions_return_an_error_code_on_bad_input(fresh_library):
             code[9, 3] = bad
             assert call(fn, code) == 2, bad
         assert call(fn, np.zeros((6, 16))) == 3  # too small for the reflection padding at half size
+        assert call(fn, np.zeros((16, 6))) == 3  # a narrow map: the width is checked as well as the height
+        assert call(fn, np.zeros((7, 7))) == 0  # the smallest map the padding takes
         assert call(fn, good, ncodes=0) == 3
+        out[...] = 123.0
+        assert call(fn, good, outputs=0) == 3 and (out == 123.0).all()  # no outputs: refused, nothing written
 
 
 def test_the_python_side_refuses_what_the_c_side_would(computer_kind):
