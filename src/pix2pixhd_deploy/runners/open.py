@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -23,6 +24,7 @@ from ..backends import BACKENDS as REGISTRY
 from ..data.dataset import cityscapes_pairs, find_pairs, resolve_instances
 from ..data.labelmaps import MapOptions, Pair, crop_to, fit_maps, load_maps, read_instance_ids, read_label_ids
 from ..data.labels import LABEL_NC
+from ..data.synthetic import make_scene
 from ..errors import PathLike, UserError
 from ..model import forms
 from ..provenance import model_file
@@ -280,6 +282,19 @@ class Model:
                 with contextlib.suppress(queue.Empty):
                     ahead.get_nowait()
                 reader.join(0.05)
+
+    def warm_up(self) -> Dict[Size, float]:
+        """One street scene of each prepared size computed now, through :meth:`compute`: what a runtime does only
+        on its first inference (its workspace allocated and first touched, kernels chosen, weights paged in) is
+        paid here rather than by the first request. Returns the seconds each took."""
+        sizes = self.prepared_sizes or [tuple(s) for s in self.options.sizes][:1]
+        took: Dict[Size, float] = {}
+        for h, w in sizes:
+            label, inst = make_scene(h, w, seed=0)
+            start = time.perf_counter()
+            self.compute(label[None], inst[None].astype(np.int32) if self.options.use_instance else None)
+            took[(h, w)] = time.perf_counter() - start
+        return took
 
     def describe(self) -> Dict[str, object]:
         return {"engines": [{"size": list(k) if k else "any", "backend": v.backend, "reason": v.reason}

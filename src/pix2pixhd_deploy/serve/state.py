@@ -76,11 +76,16 @@ class ServeState:
     def load(self) -> None:
         """Load the model here and now (a Ray replica's constructor, or the loading thread)."""
         try:
-            self.model = Model.load(self.model_options)
+            model = Model.load(self.model_options)
         except UserError as exc:
             self.load_error = f"the model did not load: {exc}"
             log.error("serve: %s", self.load_error)
             raise
+        # ready only once warm: the first inference of a runtime costs up to twice a steady one (its memory first
+        # touched), and that is the first client's wait otherwise
+        took = model.warm_up()
+        log.info("serve: warmed up (%s)", ", ".join(f"{w}x{h} in {s:.2f} s" for (h, w), s in took.items()))
+        self.model = model
         log.debug("serve: ready (%s)", "; ".join(e["reason"] for e in self.model.describe()["engines"]))
 
     def load_in_background(self, on_ready=None) -> threading.Thread:
