@@ -1,4 +1,5 @@
-"""PyTorch runner: our generator (``network.py``) on CPU or CUDA, fp32 or fp16, under ``torch.inference_mode()``.
+"""PyTorch runner: our generator (``network.py``) on CPU or CUDA, in fp32 (on CUDA with TF32 off: exact by default),
+fp16 or bf16 (norms and the last layer in fp32, :func:`half_with_fp32_norms`), under ``torch.inference_mode()``.
 
 It takes any of the model forms an export makes (:mod:`.base`), by wrapping the generator in the same
 ``DeployGraph`` module the export traces: ``tensor`` (the 36-channel input), ``maps`` (the one-hot + edge encoding
@@ -19,6 +20,42 @@ from ..model import forms
 from .base import INPUT_FORMATS, MAPS_INPUT_NAMES, OUTPUT_FORMATS, STEMS_INPUT_NAMES, Runner, TensorSpec
 
 log = logging.getLogger(__name__)
+
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def half_with_fp32_norms(model, dtype):
+    """``model`` in ``dtype`` (fp16 or bf16) except where half precision loses most: every InstanceNorm (its mean
+    and variance over a whole 2048x1024 plane, the usual source of error when image generators go to half precision;
+    TensorRT #2691, onnxruntime #10079) computes in fp32 and hands its result back in ``dtype``, and the last
+    convolution and the tanh that make the picture compute in fp32 and stay there. In place; returns ``model``."""
+    from torch import nn
+
+    class InFloat32(nn.Module):
+        def __init__(self, module: nn.Module, back):
+            super().__init__()
+            self.module, self.back = module.float(), back
+
+        def forward(self, x):
+            y = self.module(x.float())
+            return y if self.back is None else y.to(self.back)
+
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    last = convs[-1] if convs else None
+    model.to(dtype)
+
+    def swap(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            if isinstance(child, nn.InstanceNorm2d):
+                setattr(parent, name, InFloat32(child, dtype))
+            elif child is last or isinstance(child, nn.Tanh):
+                setattr(parent, name, InFloat32(child, None))  # the picture's own layers: fp32 to the end
+            else:
+                swap(child)
+
+    swap(model)
+    return model
 
 
 def resolve_device(device: Optional[str]) -> str:
@@ -54,7 +91,8 @@ class TorchRunner(Runner):
     def from_options(cls, model: PathLike, *, device: Optional[str] = None, fp16: bool = False,
                      height: Optional[int] = None, width: Optional[int] = None, **options) -> "TorchRunner":
         """The runner for :func:`~.make_runner`'s options (this backend's entry in :mod:`...backends`)."""
-        return cls(model, device=device, fp16=fp16, height=height, width=width,
+        precision = options.pop("precision", None) or ("fp16" if fp16 else "fp32")
+        return cls(model, device=device, precision=precision, height=height, width=width,
                    fast_convs=bool(options.pop("fast_convs", False)), **options)
 
     @staticmethod
@@ -66,7 +104,7 @@ class TorchRunner(Runner):
                  device: Optional[str] = None, fp16: bool = False, height: Optional[int] = None,
                  width: Optional[int] = None, fast_convs: bool = False, input_format: str = forms.TENSOR,
                  output_format: str = forms.FLOAT, label_nc: Optional[int] = None,
-                 use_instance: Optional[bool] = None):
+                 use_instance: Optional[bool] = None, precision: Optional[str] = None):
         """``fast_convs``: swap in :mod:`~pix2pixhd_deploy.model.fastconv`'s Winograd and row-sum convolutions (CPU).
         ``input_format``/``output_format``: the model form (see the module docstring); ``label_nc`` and
         ``use_instance`` say how the ``maps`` form encodes (None: read from the checkpoint's input channels,
@@ -81,7 +119,10 @@ class TorchRunner(Runner):
         self._model = model
         self._config = config
         self.device_name = device
-        self.fp16 = fp16
+        self.precision = precision or ("fp16" if fp16 else "fp32")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown precision {self.precision!r}", fix=f"use one of {', '.join(PRECISIONS)}")
+        self.fp16 = self.precision == "fp16"
         self._hw = (height, width)
         self.loaded = None
         self.fast_convs = fast_convs
@@ -100,6 +141,11 @@ class TorchRunner(Runner):
         self.device = resolve_device(self.device_name)
         if self.fp16 and self.device == "cpu":
             log.warning("fp16 on the CPU is slow and not what a GPU computes; it is meant for CUDA")
+        if self.device.startswith("cuda") and self.precision == "fp32":
+            # exact by default: cuDNN and cuBLAS may otherwise run fp32 convolutions in TF32 (a 10-bit significand)
+            # on Ampere and later, which is not the fp32 the pictures' accuracy was measured with
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         if self._model is not None:
             self.loaded = LoadedGenerator(self._model, self._config)
         else:
@@ -118,8 +164,10 @@ class TorchRunner(Runner):
                 model = copy.deepcopy(model)
             counts = rewrite_for_cpu(model)
             log.info("fast convolutions: %d Winograd, %d row-sum", counts["winograd"], counts["rowsum"])
-        self.dtype = torch.float16 if self.fp16 else torch.float32
-        self.generator = model.to(self.device).to(self.dtype).eval()
+        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
+        self.generator = model.to(self.device).eval()
+        if self.precision != "fp32":
+            half_with_fp32_norms(self.generator, self.dtype)
         self.module = self.generator
         if self.form != (forms.TENSOR, forms.FLOAT):
             from ..export import DeployGraph
@@ -203,4 +251,6 @@ class TorchRunner(Runner):
     def describe(self) -> str:
         fast = ", fast convolutions" if self.fast_convs else ""
         device = getattr(self, "device", self.device_name or "auto")
-        return f"torch {'fp16' if self.fp16 else 'fp32'}{fast} on {device}"
+        exact = " (TF32 off)" if self.precision == "fp32" and str(device).startswith("cuda") else ""
+        mixed = " (norms and the last layer in fp32)" if self.precision != "fp32" else ""
+        return f"torch {self.precision}{exact}{mixed}{fast} on {device}"
