@@ -29,6 +29,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,12 +291,26 @@ def codes_from_maps(label: np.ndarray, inst: Optional[np.ndarray]) -> np.ndarray
 class StemComputer:
     """Computes (local_stem, global_stem) for a batch of maps; C when available, else torch convolutions."""
 
-    def __init__(self, weights: StemWeights, threads: Optional[int] = None):
+    def __init__(self, weights: StemWeights, threads: Optional[int] = None, *, reuse: bool = False):
+        """``reuse``: write each call's stems into buffers kept for the next call of the same thread and shape,
+        instead of fresh arrays (a 2048x1024 map's stems are 384 MB, which the allocator hands back to the kernel and
+        takes again, first-touched, every image); the arrays returned are then valid until that thread's next
+        call, which suits a runtime that reads them during one synchronous inference."""
         self.weights = weights
         self.threads = threads or 0
         self.lib = load_library()
         self.local = weights.tables("local")
         self.glob = weights.tables("global")
+        self._buffers = threading.local() if reuse else None
+
+    def _empty(self, shape: Tuple[int, ...], which: str) -> np.ndarray:
+        if self._buffers is None:
+            return np.empty(shape, np.float32)
+        kept = getattr(self._buffers, which, None)
+        if kept is None or kept.shape != shape:
+            kept = np.empty(shape, np.float32)
+            setattr(self._buffers, which, kept)
+        return kept
 
     def __call__(self, labels: np.ndarray, insts: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
         self.check_maps(labels, insts)
@@ -303,8 +318,8 @@ class StemComputer:
             return self._torch(labels, insts)
         n, h, w = labels.shape
         lo, go = self.local[0].shape[1], self.glob[0].shape[1]
-        local = np.empty((n, lo, h, w), np.float32)
-        glob = np.empty((n, go, (h - 1) // 2 + 1, (w - 1) // 2 + 1), np.float32)
+        local = self._empty((n, lo, h, w), "local")
+        glob = self._empty((n, go, (h - 1) // 2 + 1, (w - 1) // 2 + 1), "global")
         p = lambda a: a.ctypes.data  # noqa: E731
         for i in range(n):
             code = np.ascontiguousarray(codes_from_maps(labels[i], insts[i] if insts is not None else None))

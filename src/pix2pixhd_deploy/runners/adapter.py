@@ -81,7 +81,7 @@ class MapsAdapter:
             if (weights.label_nc, weights.use_instance) != (self.label_nc, self.use_instance):
                 mismatch = (f"was exported for label_nc={weights.label_nc}, instance maps "
                             f"{'on' if weights.use_instance else 'off'}")
-            self.stems = StemComputer(weights, threads=threads or os.cpu_count())
+            self.stems = StemComputer(weights, threads=threads or os.cpu_count(), reuse=True)
         if mismatch:
             raise UserError(f"the model {mismatch}: it does not fit this run's settings (label_nc={self.label_nc}, "
                             f"instance maps {'on' if self.use_instance else 'off'})", path=self.runner.model,

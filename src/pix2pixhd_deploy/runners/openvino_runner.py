@@ -124,7 +124,7 @@ class OpenVinoRunner(Runner):
     def _run(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         request = self._request()
         start = time.perf_counter()
-        result = request.infer(feeds)
+        result = request.infer(feeds, share_inputs=True)  # read in place: no copy of the 384 MB of stems
         self._compute_time = time.perf_counter() - start
         return np.asarray(result[self.compiled.outputs[0]])
 
