@@ -10,6 +10,7 @@ If a real ais_bench changes, its fake is the file to update; the runner must kee
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import re
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import rng_input, run_cli
+from conftest import assert_within_one_level, rng_input, run_cli
 
 from pix2pixhd_deploy.errors import UserError
 from pix2pixhd_deploy.runners import AisBenchRunner, TorchRunner, ais_bench_runner, make_runner
@@ -96,6 +97,34 @@ def torch_outputs(checkpoint, x):
         return runner.infer(x)
 
 
+def torch_pictures(checkpoint, labels, insts):
+    """The uint8 (N, H, W, 3) pictures the checkpoint makes from label and instance maps (the maps graph's form)."""
+    with TorchRunner(checkpoint, device="cpu", input_format="maps", output_format="uint8") as ref:
+        return ref.infer({"label": labels, "inst": insts})
+
+
+def assert_close(got, want, what=""):
+    """The float outputs of one graph computed twice: same shape, within 1e-4 (NaN and inf fail too)."""
+    got = np.asarray(got)
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    assert np.isfinite(got).all(), (what, "values that are not finite")
+    err = float(np.abs(got.astype(np.float64) - want).max())
+    assert err <= 1e-4, (what, err)
+
+
+@contextlib.contextmanager
+def open_session(om: Path):
+    """The installed fake's own InferSession on NPU 0 and this thread, without the runner; freed on exit."""
+    from ais_bench.infer.interface import InferSession
+
+    session = InferSession(0, str(om))
+    try:
+        yield session
+    finally:
+        if hasattr(session, "free_resource"):
+            session.free_resource()
+
+
 # ------------------------------------------------------------------------------------------------- the runner
 
 def test_static_om(line, small_checkpoint, tmp_path):
@@ -120,22 +149,53 @@ def test_static_om(line, small_checkpoint, tmp_path):
 def test_dynamic_batch_om_takes_its_gears(line, small_checkpoint, tmp_path, capfd):
     om = write_om(tmp_path / "pix2pixhd_dynbs.om", small_checkpoint, batch=-1, gears=(1, 4, 8))
     x = rng_input((4, 36, H, W), seed=3)
+    capfd.readouterr()
     with make_runner(om, device="0") as runner:
         assert runner.gears == [1, 4, 8] and runner.input_spec().batch is None
         y4 = runner.infer(x)
         y1 = runner.infer(x[1:2])  # switching gears between calls
         with pytest.raises(UserError, match=r"batches of 1, 4, 8 .*not 3"):
             runner.infer(x[:3])
-    assert "dymBatch parameter" not in capfd.readouterr().out  # the probing's tool log was silenced
+    # probing 1..8 missed 2, 3, 5, 6 and 7; for each the tool's C++ wrote two lines to fd 1, past sys.stdout
+    seen = capfd.readouterr()
+    assert "dymBatch parameter" not in seen.out + seen.err  # the probing's tool log was silenced at the fd
+    assert "model has dynamic batch size" not in seen.out + seen.err
+    with open_session(om) as session, pytest.raises(RuntimeError):  # the control: without the runner, it shows
+        session.set_dynamic_batchsize(3)
+    assert "[ERROR] the dymBatch parameter is not correct" in capfd.readouterr().out
     want = torch_outputs(small_checkpoint, x)
-    assert np.abs(y4 - want).max() <= 1e-4 and np.abs(y1[0] - want[1]).max() <= 1e-4
+    assert_close(y4, want, "batch 4")
+    assert_close(y1, want[1:2], "batch 1")
+
+
+@pytest.mark.parametrize("layout", ["largest_gear", "flat", "batch"])
+def test_dynamic_batch_outputs_are_cut_to_the_batch(line, layout, small_checkpoint, tmp_path, monkeypatch):
+    """A dynamic-batch OM's output comes back in the buffer allocated for its largest gear, past the batch's samples
+    stale device memory (fake_acl.DYNAMIC_BATCH_OUTPUTS); the runner returns the batch's samples, the model's."""
+    monkeypatch.setattr(fake_acl, "DYNAMIC_BATCH_OUTPUTS", layout)
+    om = write_om(tmp_path / "dyn.om", small_checkpoint, batch=-1, gears=(1, 2, 8))
+    x = rng_input((8, 36, H, W), seed=11)
+    want = torch_outputs(small_checkpoint, x)
+    per_sample = 3 * H * W
+    with open_session(om) as session:  # the control: what the tool itself hands back for a batch of 2
+        session.set_dynamic_batchsize(2)
+        raw = np.asarray(session.infer([x[:2]], mode="dymbatch")[0])
+    assert raw.size == (2 if layout == "batch" else 8) * per_sample
+    assert_close(raw.reshape(-1)[: 2 * per_sample].reshape(want[:2].shape), want[:2], "the tool's first samples")
+    if layout != "batch":
+        assert not np.isfinite(raw.reshape(-1)[2 * per_sample:]).all()  # the tail is garbage, not outputs
+    with make_runner(om) as runner:
+        for n in (2, 8, 1, 2):  # up and down the gears
+            assert_close(runner.infer(x[:n]), want[:n], f"batch {n} ({layout})")
 
 
 def test_dymbatch_fixes_the_gear_and_is_checked(line, small_checkpoint, tmp_path):
     om = write_om(tmp_path / "dyn.om", small_checkpoint, batch=-1, gears=(1, 4, 8))
+    x = rng_input((4, 36, H, W), seed=1)
     with make_runner(om, dym_batch=4) as runner:
         assert runner.input_spec().shape == (4, 36, H, W)
-        assert runner.infer(rng_input((4, 36, H, W), seed=1)).shape == (4, 3, H, W)
+        y = runner.infer(x)
+    assert_close(y, torch_outputs(small_checkpoint, x))
     with pytest.raises(UserError, match=r"--dymBatch 3 is not a gear of the OM \(it has 1, 4, 8\)"):
         make_runner(om, dym_batch=3).activate()
     assert fake_acl.ACL.loaded == {}  # the refused session was freed too
@@ -159,6 +219,7 @@ def test_called_from_a_worker_thread(line, small_checkpoint, tmp_path):
     with make_runner(om) as runner, ThreadPoolExecutor(2) as pool:
         outs = list(pool.map(runner.infer, [x, x, x]))
     assert all(np.array_equal(o, outs[0]) for o in outs)
+    assert_close(outs[0], torch_outputs(small_checkpoint, x))
     if line == "t2023":  # the fake holds the constraint: the same call without the runner's thread fails
         from ais_bench.infer.interface import InferSession
 
@@ -189,10 +250,21 @@ def test_run_command_with_a_maps_uint8_om(line, small_checkpoint, scene_dataroot
 
     om = write_om(tmp_path / "maps_dyn.om", small_checkpoint, batch=-1, gears=(1, 2), input_format="maps",
                   output_format="uint8")
+    from PIL import Image
+
+    from pix2pixhd_deploy.data.labelmaps import read_instance_map, read_label_map
+
     out = tmp_path / "pics"
     assert main(["run", "--dataroot", str(scene_dataroot), "--model", str(om), "--output", str(out),
                  "--batch-size", "2", "--streams", "2", "--device", "0"]) == 0
     assert len(list(out.glob("images/*_synthesized_image.png"))) == 3
+    labels = sorted((scene_dataroot / "test_label").glob("*.png"))  # 3 maps at batch 2: gears 2 and 1
+    want = torch_pictures(small_checkpoint, np.stack([read_label_map(p) for p in labels]),
+                          np.stack([read_instance_map(scene_dataroot / "test_inst" /
+                                                      p.name.replace("labelIds", "instanceIds")) for p in labels]))
+    for path, w in zip(labels, want):
+        name = f"{path.stem}_synthesized_image.png"
+        assert_within_one_level(np.asarray(Image.open(out / "images" / name)), w, name)
 
 
 # ------------------------------------------------------------------------------------------------- model paths
@@ -273,12 +345,16 @@ def test_seed_command_line_dynamic_om(line, small_checkpoint, tmp_path, monkeypa
     om = write_om(tmp_path / "pix2pixhd_dynbs.om", small_checkpoint, batch=-1)
     prep = tmp_path / "prep"
     prep.mkdir()
-    for i, sample in enumerate(rng_input((3, 36, H, W), seed=5)):
+    x = rng_input((3, 36, H, W), seed=5)
+    for i, sample in enumerate(x):
         sample.tofile(prep / f"s{i}.bin")
     monkeypatch.chdir(tmp_path)
     assert main(["infer", f"--model={om.name}", "--input=prep", "--output=res", "--output_dirname=d",
                  "--dymBatch", "4", "--device", "0"]) == 0
     assert sorted(p.name for p in (tmp_path / "res" / "d").iterdir()) == ["s0_0.bin", "s1_0.bin", "s2_0.bin"]
+    want = torch_outputs(small_checkpoint, x)  # 3 inputs at --dymBatch 4: one padded run, its output cut to 3
+    for i, w in enumerate(want):
+        assert_close(np.fromfile(tmp_path / "res" / "d" / f"s{i}_0.bin", np.float32).reshape(w.shape), w, i)
 
 
 def test_not_installed_is_one_line(tmp_path):
@@ -332,10 +408,13 @@ def test_npy_outputs_keep_the_batch_axis_and_the_split_axis_is_checked(monkeypat
 
     install_fake(monkeypatch, "ait")
     om = write_om(tmp_path / "bs2.om", small_checkpoint, batch=2)
-    _prep_bins(tmp_path / "prep", 3)
+    x = _prep_bins(tmp_path / "prep", 3)
     assert main(["infer", "--model", str(om), "--input", str(tmp_path / "prep"), "--output", str(tmp_path / "r"),
                  "--output_dirname", "n", "--outfmt", "NPY"]) == 0
     assert [np.load(p).shape for p in sorted((tmp_path / "r" / "n").glob("*.npy"))] == [(1, 3, H, W)] * 3
+    want = torch_outputs(small_checkpoint, x)
+    for i, w in enumerate(want):
+        assert_close(np.load(tmp_path / "r" / "n" / f"s{i}_0.npy"), w[None], i)
     assert main(["infer", "--model", str(om), "--input", str(tmp_path / "prep"), "--output_batchsize_axis", "1"]) == 2
 
 
@@ -352,12 +431,16 @@ def test_two_devices_one_process_each(monkeypatch, small_checkpoint, tmp_path, c
 
     install_fake(monkeypatch, "t2023")  # the spawned processes import the fake from this sys.path
     om = write_om(tmp_path / "bs1.om", small_checkpoint, batch=1)
-    _prep_bins(tmp_path / "prep", 2)
+    x = _prep_bins(tmp_path / "prep", 2)
     assert main(["infer", "--model", str(om), "--input", str(tmp_path / "prep"), "--output", str(tmp_path / "r"),
                  "--output_dirname", "bs1", "--device", "0,1"]) == 0
     out = capsys.readouterr().out
+    want = torch_outputs(small_checkpoint, x)
     for d in (0, 1):
-        assert sorted(p.name for p in (tmp_path / "r" / "bs1" / f"device{d}").iterdir()) == ["s0_0.bin", "s1_0.bin"]
+        folder = tmp_path / "r" / "bs1" / f"device{d}"
+        assert sorted(p.name for p in folder.iterdir()) == ["s0_0.bin", "s1_0.bin"]
+        for i, w in enumerate(want):
+            assert_close(np.fromfile(folder / f"s{i}_0.bin", np.float32).reshape(w.shape), w, (d, i))
         assert (tmp_path / "r" / "bs1" / f"device{d}_summary.json").is_file()
     per_device = [float(m) for m in re.findall(r"i:\d device_\d throughput:([\d.]+)", out)]
     total = float(re.search(r"summary throughput:([\d.]+)", out).group(1))
@@ -377,8 +460,11 @@ def test_a_maps_om_through_infer_takes_one_folder_per_input(monkeypatch, small_c
             m.tofile(tmp_path / name / f"c_{i}.bin")
     assert main(["infer", "--model", str(om), "--input", f"{tmp_path / 'label'},{tmp_path / 'inst'}",
                  "--output", str(tmp_path / "r"), "--output_dirname", "m"]) == 0
-    got = np.fromfile(tmp_path / "r" / "m" / "c_1_0.bin", np.uint8)
-    assert got.size == H * W * 3
+    want = torch_pictures(small_checkpoint, labels, insts)
+    for i, w in enumerate(want):
+        got = np.fromfile(tmp_path / "r" / "m" / f"c_{i}_0.bin", np.uint8)
+        assert got.size == H * W * 3
+        assert_within_one_level(got.reshape(w.shape), w, f"c_{i}")
     assert main(["infer", "--model", str(om), "--input", str(tmp_path / "label")]) == 2  # one folder for two inputs
 
 
@@ -398,12 +484,13 @@ def test_every_atc_line_export_prints_compiles_and_runs(form, monkeypatch, small
     if form == "maps":
         assert f'--input_shape="label:1,{H},{W};inst:1,{H},{W}"' in report.atc_commands[0]
     labels, insts = seeded_maps(4, H, W, seed=1)
+    want = torch_pictures(small_checkpoint, labels, insts)
     for command in report.atc_commands:
         om = fake_atc.run_command(command)  # the OM lands beside the graph, as atc --output says
         om.chmod(0o644)
         with make_runner(om) as runner:
             pictures, _ = make_adapter(runner)(labels, insts)
-            assert pictures.shape == (4, H, W, 3)
+        assert_within_one_level(pictures, want, command)
 
 
 def test_opset_14_warns_that_cann_6_refuses_it(small_checkpoint, tmp_path):

@@ -58,34 +58,106 @@ def run_picture(served, pair):
     return np.asarray(Image.open(served["root"] / "run" / "images" / f"{pair.name}_synthesized_image.png"))
 
 
-def test_eight_concurrent_clients_get_runs_pictures_in_batches(served):
+async def until(condition, what: str, timeout: float = 120) -> None:
+    """Poll ``condition()`` (a state of the server in this process) until it holds; fail naming ``what``."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not condition():
+        assert loop.time() < end, f"{what} never happened"
+        await asyncio.sleep(0.02)
+
+
+def metric(text: str, name: str) -> float:
+    """One sample of the /metrics text (``name`` with its labels, e.g. ``pix2pixhd_errors_total{kind="internal"}``);
+    0 when the server has not counted it yet."""
+    import re
+
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def same_picture(got: np.ndarray, want: np.ndarray, batch: int, what: str = "") -> None:
+    """run's picture, exactly when the server computed the map alone (run's batch of 1), else by the project's
+    one-level rule (a batch of N in OpenVINO may differ from a batch of 1 by one level in a few values)."""
+    if batch == 1:
+        assert np.array_equal(got, want), what
+    else:
+        assert_within_one_level(got, want, what)
+
+
+def test_eight_concurrent_clients_get_runs_pictures_in_batches(served, tmp_path):
+    """8 concurrent clients while the first batch (1 to 4 maps) is held: the others queue behind it (seen in the
+    batcher), and once it is let go they are computed in batches of at most --max-batch 4, so one batch of 4 at
+    least; each client gets run's picture. A lone JPEG request gets the pixels of run --format jpg (the same
+    encoder, quality 75)."""
     pairs = served["pairs"]
-    with server_thread(make_state(served, max_batch=4, max_wait_ms=200)) as url:
-        answers = asyncio.run(post_all(url, [{"files": files_of(p)} for p in pairs]))
-        for pair, r in zip(pairs, answers):
+    gate = threading.Event()
+    state = blocking_state(served, gate, max_batch=4, max_wait_ms=0)
+    with server_thread(state) as url:
+        async def scenario():
+            async with httpx.AsyncClient(timeout=120) as client:
+                tasks = [asyncio.create_task(client.post(f"{url}/v1/synthesize", files=files_of(p))) for p in pairs]
+                try:  # the first batch computes (held) while every other request is queued behind it
+                    await until(lambda: state.batcher.in_flight == len(pairs), "8 maps queued or computing")
+                    queued = state.batcher.depth
+                finally:
+                    gate.set()
+                return queued, await asyncio.gather(*tasks)
+
+        queued, answers = asyncio.run(scenario())
+        assert 4 <= queued <= 7, queued  # the held batch took 1 to 4; the rest waited: the next batch is a full 4
+        sizes = [int(r.headers["X-Batch-Size"]) for r in answers]
+        for pair, r, size in zip(pairs, answers, sizes):
             assert r.status_code == 200, r.text
             assert r.headers["content-type"] == "image/png"
-            assert np.array_equal(picture(r.content), run_picture(served, pair)), pair.name
+            same_picture(picture(r.content), run_picture(served, pair), size, pair.name)
             assert float(r.headers["X-Compute-Seconds"]) > 0
-        assert max(int(r.headers["X-Batch-Size"]) for r in answers) > 1  # 8 at once, 200 ms to gather: batched
+        assert max(sizes) == 4 and all(1 <= s <= 4 for s in sizes), sizes
+        batches = sum(1 / s for s in sizes)  # each batch of k answers k requests
+        assert abs(batches - round(batches)) < 1e-9, sizes
+        metrics = httpx.get(f"{url}/metrics").text
+        assert metric(metrics, "pix2pixhd_batch_size_count") == round(batches), (sizes, metrics)
+        assert metric(metrics, "pix2pixhd_batch_size_sum") == 8
+
         # JPEG as run writes it (the same encoder on the same pixels), and instances derived from the labels
         jpg = httpx.post(f"{url}/v1/synthesize?format=jpg&instances=labels", files={"label": files_of(pairs[0])["label"]},
                          timeout=60)
         assert jpg.status_code == 200 and jpg.headers["content-type"] == "image/jpeg"
+        assert jpg.headers["X-Batch-Size"] == "1"
+        run_cli(["pix2pixhd-deploy", "run", "--checkpoint", served["checkpoint"], "--cityscapes",
+                 served["root"] / "val", "--instances", "labels", "--format", "jpg", "-o", tmp_path / "run-jpg"])
+        want = picture((tmp_path / "run-jpg" / "images" / f"{pairs[0].name}_synthesized_image.jpg").read_bytes())
+        assert np.array_equal(picture(jpg.content), want)
         metrics = httpx.get(f"{url}/metrics").text
-        assert 'pix2pixhd_requests_total{status="200"} 9.0' in metrics
-        assert "pix2pixhd_batch_size_bucket" in metrics and "pix2pixhd_queue_depth 0.0" in metrics
+        assert metric(metrics, 'pix2pixhd_requests_total{status="200"}') == 9
+        assert "pix2pixhd_batch_size_bucket" in metrics and metric(metrics, "pix2pixhd_queue_depth") == 0
 
 
-def test_fit_pad_crops_back_to_the_maps_size_and_other_sizes_run_on_torch(served):
+def test_fit_pad_crops_back_to_the_maps_size_and_other_sizes_run_on_torch(served, tmp_path):
+    """A 70x100 map with fit=pad (padded to 96x128, a size with no prepared graph, so torch runs it): the picture of
+    run --fit pad --backend torch for the same files, exactly (the same computation, a batch of 1)."""
     from pix2pixhd_deploy.data.synthetic import make_scene
 
-    label, inst = make_scene(70, 100, seed=3)  # padded to 96x128: no prepared graph
+    label, inst = make_scene(70, 100, seed=3)
+    label_png, inst_png = png_bytes(label), png_bytes(inst)
+    data = tmp_path / "data"
+    for sub, name, body in (("test_label", "pad_000000_000000_gtFine_labelIds.png", label_png),
+                            ("test_inst", "pad_000000_000000_gtFine_instanceIds.png", inst_png)):
+        (data / sub).mkdir(parents=True)
+        (data / sub / name).write_bytes(body)
+    run_cli(["pix2pixhd-deploy", "run", "--checkpoint", served["checkpoint"], "--dataroot", data, "--fit", "pad",
+             "--backend", "torch", "-o", tmp_path / "run"])
+    (want_file,) = (tmp_path / "run" / "images").glob("*_synthesized_image.png")
+    want = picture(want_file.read_bytes())
+    assert want.shape == (70, 100, 3)
     with server_thread(make_state(served)) as url:
-        r = httpx.post(f"{url}/v1/synthesize?fit=pad", files={"label": ("a.png", png_bytes(label)),
-                                                               "instance": ("b.png", png_bytes(inst))}, timeout=120)
+        r = httpx.post(f"{url}/v1/synthesize?fit=pad", files={"label": ("a.png", label_png),
+                                                               "instance": ("b.png", inst_png)}, timeout=120)
     assert r.status_code == 200, r.text
-    assert picture(r.content).shape == (70, 100, 3) and r.headers["X-Backend"] == "torch"
+    assert r.headers["X-Backend"] == "torch" and r.headers["X-Batch-Size"] == "1"
+    got = picture(r.content)
+    assert got.shape == (70, 100, 3)
+    assert np.array_equal(got, want), int(np.abs(got.astype(int) - want.astype(int)).max())
 
 
 def bad_requests(served, tmp_path):
@@ -195,6 +267,72 @@ def test_a_full_queue_answers_503_with_retry_after(served):
         late, first = asyncio.run(scenario())
     assert late.status_code == 503 and late.headers["Retry-After"] == "1" and "busy" in late.json()["error"]
     assert [r.status_code for r in first] == [200, 200, 200]
+
+
+def test_an_upload_over_the_byte_limit_gets_413_and_one_at_the_limit_is_served(served):
+    """The server reads at most max_upload_bytes + 1 bytes of a field: a label map padded (bytes after the PNG's end,
+    which the reader ignores) to exactly the limit is served with run's picture; one byte more, in the label or the
+    instance field, is a 413 naming the field, counted as too_large; the server goes on serving."""
+    pair = served["pairs"][0]
+    state = make_state(served, max_pixels=64 * 128)
+    limit = state.max_upload_bytes
+    label, instance = files_of(pair)["label"][1], files_of(pair)["instance"][1]
+    padded = {n: body + b"\0" * (limit - len(body)) for n, body in (("label", label), ("instance", instance))}
+    assert all(len(body) == limit for body in padded.values())
+    with server_thread(state) as url:
+        def post(label_bytes, instance_bytes):
+            return httpx.post(f"{url}/v1/synthesize", files={"label": ("l.png", label_bytes),
+                                                              "instance": ("i.png", instance_bytes)}, timeout=120)
+
+        at_limit = post(padded["label"], padded["instance"])
+        over_label = post(padded["label"] + b"\0", instance)
+        over_instance = post(label, padded["instance"] + b"\0")
+        after = post(label, instance)
+        metrics = httpx.get(f"{url}/metrics").text
+    assert at_limit.status_code == 200, at_limit.text
+    assert np.array_equal(picture(at_limit.content), run_picture(served, pair))
+    for field, r in (("label", over_label), ("instance", over_instance)):
+        assert r.status_code == 413, (field, r.status_code, r.text)
+        assert r.json() == {"error": f"{field}: the file is larger than this server takes ({limit} bytes)"}
+    assert after.status_code == 200 and np.array_equal(picture(after.content), run_picture(served, pair))
+    assert metric(metrics, 'pix2pixhd_errors_total{kind="too_large"}') == 2
+    assert metric(metrics, 'pix2pixhd_requests_total{status="413"}') == 2
+    assert metric(metrics, 'pix2pixhd_requests_total{status="200"}') == 2
+
+
+def test_a_computation_that_fails_answers_500_and_the_server_goes_on(served, caplog):
+    """A computation that raises something other than a UserError (a runtime's bug): that request gets a 500 with
+    one JSON line naming the error's type and not its text (which may hold server paths), the traceback goes to the
+    server log, the error is counted as internal, and the next request gets run's picture."""
+    import logging
+
+    pairs = served["pairs"]
+    state = make_state(served)
+    compute, failures = state.batcher.compute, [RuntimeError("the runtime failed in /srv/secret/model.xml")]
+
+    def failing_once(labels, insts):
+        if failures:
+            raise failures.pop()
+        return compute(labels, insts)
+
+    state.batcher.compute = failing_once
+    caplog.set_level(logging.ERROR, logger="pix2pixhd_deploy.serve")
+    with server_thread(state) as url:
+        failed = httpx.post(f"{url}/v1/synthesize", files=files_of(pairs[0]), timeout=120)
+        after = [httpx.post(f"{url}/v1/synthesize", files=files_of(p), timeout=120) for p in pairs[:2]]
+        metrics = httpx.get(f"{url}/metrics").text
+    assert not failures  # the failure was the first request's
+    assert failed.status_code == 500, (failed.status_code, failed.text)
+    assert failed.headers["content-type"] == "application/json"
+    assert failed.json() == {"error": "the computation failed (RuntimeError); the server log has the details"}
+    for pair, r in zip(pairs, after):
+        assert r.status_code == 200, r.text
+        assert np.array_equal(picture(r.content), run_picture(served, pair)), pair.name
+    assert metric(metrics, 'pix2pixhd_errors_total{kind="internal"}') == 1
+    assert metric(metrics, 'pix2pixhd_requests_total{status="500"}') == 1
+    assert metric(metrics, 'pix2pixhd_requests_total{status="200"}') == 2
+    logged = [r for r in caplog.records if r.getMessage() == "serve: a batch failed"]
+    assert len(logged) == 1 and logged[0].exc_info and "/srv/secret/model.xml" in str(logged[0].exc_info[1])
 
 
 def test_a_client_that_leaves_does_not_take_its_batch_down(served):
@@ -324,6 +462,41 @@ def test_a_batch_holds_only_jobs_that_share_one_computation_and_the_batcher_surv
     asyncio.run(scenario())
     # the first job alone, then the burst split by instance handling (3 with, 3 without), never mixed
     assert sorted(calls[1:3], key=str) == [(3, 3), (3, None)] and calls[0] == (1, 1), calls
+
+
+def test_drain_stops_a_wait_for_company_refuses_new_jobs_and_returns_once_all_are_answered():
+    """What the server's shutdown awaits after uvicorn stopped taking requests: drain lets a batch waiting for
+    company go at once (a request still on its way will not come), refuses new jobs (QueueFull), and returns only
+    when the batch computing has been answered."""
+    from pix2pixhd_deploy.serve.batcher import Batcher, QueueFull
+
+    gate = threading.Event()
+
+    def compute(labels, insts):
+        gate.wait(60)
+        return np.repeat(labels[..., None], 3, axis=3), 0.001, "fake"
+
+    async def scenario():
+        batcher = Batcher(compute, max_batch=4, max_wait_s=600.0)
+        label = np.full((8, 8), 5, np.uint8)
+        coming = batcher.arriving()  # a request on its way: the job below waits up to 600 s for it
+        queued = batcher.submit(label, None)
+        drained = asyncio.create_task(batcher.drain(timeout=600))
+        await until(lambda: batcher._closing, "drain starting")
+        with pytest.raises(QueueFull):
+            batcher.submit(label, None)
+        await until(lambda: batcher._busy == 1, "the waiting batch going to compute", timeout=60)
+        try:
+            assert not drained.done() and not queued.done()  # computing (held): drain has not returned
+            assert batcher.in_flight == 1
+        finally:
+            gate.set()
+        await asyncio.wait_for(drained, 60)
+        assert queued.done() and queued.result().picture[0, 0, 0] == 5 and batcher.in_flight == 0
+        coming.release()
+        batcher.close()
+
+    asyncio.run(scenario())
 
 
 def test_a_mixed_burst_answers_each_request_on_its_own_merits(served):

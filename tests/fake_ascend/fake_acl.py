@@ -13,7 +13,21 @@ that mirrors that line's Python code and drives :class:`InferenceSession` here, 
   - ``set_dynamic_batchsize`` checks the gear (``CheckDynamicBatchSize``) and raises ``RuntimeError``; the gear list
     is only logged, never in the exception;
   - every input's byte size must equal its ``realsize`` (``CheckInVectorAndFillBaseTensor``);
-  - each execution appends its time in ms to ``sumary().exec_time_list``.
+  - each execution appends its time in ms to ``sumary().exec_time_list``;
+  - a gear the OM lacks logs ``the dymBatch parameter is not correct`` and then the gears (``model_process.cpp``
+    ``CheckDynamicBatchSize`` and ``GetDymBatchInfo``, two ``ERROR_LOG`` lines), a static OM logs ``the
+    dynamic_batch_size parameter is not specified for model conversion``. The C++ writes them to the process's
+    stdout, file descriptor 1, not through Python's ``sys.stdout`` (the later aclruntime's ``Log.h`` logs through
+    spdlog's stdout sink, and its unit test reads that line from the captured stdout; [inf] the 2023 build's
+    ``Log.h`` was not read). The fake writes those lines with ``os.write(1, ...)``, so only a redirection of fd 1
+    itself silences them;
+  - output memory is allocated once per execution at ``aclmdlGetOutputSizeByIndex`` (``CreateOutMemoryData``),
+    which for a dynamic-batch OM is the size of the largest gear, and the output tensor is handed back with that
+    whole length (``AddOutTensors``: ``GetOutTensorLen`` is the data buffer's size). [inf] how numpy sees it:
+    :data:`DYNAMIC_BATCH_OUTPUTS` (default ``"largest_gear"``: shape ``(largest gear, ...)``; ``"flat"``: the 1-D
+    whole buffer, the ``AddOutTensors`` fallback when the current shape is unknown; ``"batch"``: exactly the
+    batch's samples). Past the batch's samples the buffer holds whatever the device memory held: here, bytes
+    from a seeded random generator (NaN, inf and huge values among them, for floats).
 * ``backend/python/src/PyInferenceSession/PyInferenceSession.cpp`` (same commit, and ``mjlovesz/sync-ait``
   ``ait/components/benchmark/backend/python/src/PyInferenceSession/PyInferenceSession.cpp``): ``Finalize`` unloads
   the model and then calls ``TensorContext::Finalize``; ``mjlovesz/sync-ait``
@@ -33,6 +47,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -41,6 +56,15 @@ import numpy as np
 
 DYNAMIC_BATCH_INPUT = "ascend_mbatch_shape_data"
 DEVICE_COUNT = 2
+#: how a dynamic-batch OM's outputs come back: "largest_gear" (the whole buffer, as the largest gear's batch),
+#: "flat" (the whole buffer, 1-D) or "batch" (only the batch's samples); tests switch it with monkeypatch
+DYNAMIC_BATCH_OUTPUTS = "largest_gear"
+
+
+def tool_log(*lines: str) -> None:
+    """What aclruntime's ``ERROR_LOG`` does: write to fd 1 from C++, past Python's ``sys.stdout``."""
+    for line in lines:
+        os.write(1, f"[ERROR] {line}\n".encode())
 
 
 class dtype(enum.Enum):  # noqa: N801  aclruntime's pybind enum is named ``dtype`` (PyTensor.cpp)
@@ -177,9 +201,13 @@ class InferenceSession:
 
     def set_dynamic_batchsize(self, n: int) -> None:
         if not self.gears:
+            tool_log("the dynamic_batch_size parameter is not specified for model conversion")
             raise RuntimeError("[ERROR] the dynamic_batch_size parameter is not specified for model conversion")
-        if n not in self.gears:
-            raise RuntimeError("acl execute failed")  # the gear list is only logged (model_process.cpp)
+        if n not in self.gears:  # CheckDynamicBatchSize, then GetDymBatchInfo: two log lines, the gears only there
+            gears = "".join(f"[{g}]" for g in self.gears)
+            tool_log("the dymBatch parameter is not correct",
+                     f"model has dynamic batch size:{{{gears}}}, please set correct dynamic batch size")
+            raise RuntimeError("acl execute failed")
         for d in self._in:
             if -1 in d.shape:
                 d.realsize = d.size * n // max(self.gears)
@@ -206,7 +234,20 @@ class InferenceSession:
             arrays[d.name] = np.frombuffer(x.tobytes(), np.dtype(d.datatype.name)).reshape(shape)
         outs = self._ort.run(output_names, arrays)
         self.summary_info.exec_time_list.append(7.5 + len(self.summary_info.exec_time_list))
+        if self.gears and DYNAMIC_BATCH_OUTPUTS != "batch":
+            outs = [self._whole_buffer(y) for y in outs]
         return outs
+
+    def _whole_buffer(self, y: np.ndarray) -> np.ndarray:
+        """``y`` (the batch's samples) at the start of a buffer sized for the largest gear, the rest stale."""
+        largest = max(self.gears)
+        rng = np.random.default_rng([self.model_id, len(self.summary_info.exec_time_list)])
+        nbytes = largest * (y.nbytes // y.shape[0])
+        buffer = rng.integers(0, 256, size=nbytes, dtype=np.uint8).view(y.dtype)
+        buffer[: y.size] = y.reshape(-1)
+        if DYNAMIC_BATCH_OUTPUTS == "flat":
+            return buffer
+        return buffer.reshape(largest, *y.shape[1:])
 
     def sumary(self) -> Sumary:
         copy = Sumary()  # pybind's def_readwrite on a vector hands back a copy
