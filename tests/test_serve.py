@@ -535,3 +535,40 @@ def test_a_mixed_burst_answers_each_request_on_its_own_merits(served):
             assert r.status_code == 400, r.text
             assert "instances=none" in r.json()["error"] and "instances=labels" in r.json()["error"]
     assert after.status_code == 200 and np.array_equal(picture(after.content), run_picture(served, pairs[5]))
+
+
+def test_a_body_far_over_the_limit_is_refused_before_it_is_read(served):
+    """An upload far over the limit is refused as soon as that is known: by its Content-Length before a byte of it is
+    read, or, sent in chunks without one, once the bytes counted pass two files' worth; the server then serves on."""
+    state = make_state(served)
+    limit = 2 * state.max_upload_bytes + 64 * 1024
+    sent = []
+
+    def chunks():  # a generator body: httpx sends it chunked, with no Content-Length; one endless file part
+        yield (b'--x\r\nContent-Disposition: form-data; name="label"; filename="l.png"\r\n'
+               b"Content-Type: image/png\r\n\r\n")
+        for _ in range(limit // (1 << 20) + 64):
+            sent.append(1 << 20)
+            yield b"\0" * (1 << 20)
+
+    with server_thread(state) as url:
+        import socket
+
+        host, port = url.rsplit("/", 1)[-1].split(":")
+        with socket.create_connection((host, int(port)), timeout=60) as conn:  # the headers alone, no body sent
+            conn.sendall(f"POST /v1/synthesize HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; "
+                         f"boundary=x\r\nContent-Length: {limit + 1}\r\n\r\n".encode())
+            declared = conn.recv(65536).decode()
+        try:
+            chunked = httpx.post(f"{url}/v1/synthesize", content=chunks(),
+                                 headers={"Content-Type": "multipart/form-data; boundary=x"}, timeout=60)
+            status = chunked.status_code
+        except httpx.HTTPError:  # the server answered and closed while the client was still sending
+            status = 413
+        good = httpx.post(f"{url}/v1/synthesize", files=files_of(served["pairs"][0]), timeout=60)
+        metrics = httpx.get(f"{url}/metrics").text
+    assert declared.startswith("HTTP/1.1 413") and "larger than this server takes" in declared
+    assert status == 413
+    assert sum(sent) < limit + 64 * (1 << 20)  # stopped, not read to the end
+    assert good.status_code == 200 and np.array_equal(picture(good.content), run_picture(served, served["pairs"][0]))
+    assert 'pix2pixhd_requests_total{status="413"} 2.0' in metrics

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import secrets
 import time
@@ -84,6 +85,64 @@ class Arrivals:
             arrival.release()
 
 
+class UploadLimit:
+    """ASGI middleware: a request body larger than two files of ``--max-upload-bytes`` (and room for the multipart
+    framing) is refused with 413 as soon as that is known, by its Content-Length before a byte is read, or by
+    counting the bytes as they come, so a client cannot make the server spool gigabytes to disk before the handler's
+    own per-file check runs."""
+
+    FRAMING = 64 * 1024
+
+    def __init__(self, app, state: ServeState):
+        self.app, self.state = app, state
+
+    @property
+    def limit(self) -> int:
+        return 2 * self.state.max_upload_bytes + self.FRAMING
+
+    async def _refuse(self, send) -> None:
+        self.state.metrics.errors.labels("too_large").inc()
+        self.state.metrics.requests.labels("413").inc()
+        body = json.dumps({"error": f"the request is larger than this server takes ({self.limit} bytes: two files "
+                                    f"of {self.state.max_upload_bytes}, --max-upload-bytes)"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await self._refuse(send)
+        seen, over, started = 0, False, False
+
+        async def counted():
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    over = True
+                    return {"type": "http.disconnect"}  # the app stops reading; the answer is ours
+            return message
+
+        async def watched(message):
+            nonlocal started
+            if not over:
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except Exception:  # noqa: BLE001 - the app's reaction to the cut body; the 413 below is the answer
+            if not over:
+                raise
+        if over and not started:
+            await self._refuse(send)
+
+
 def create_app(state: ServeState, on_startup: Optional[Callable[[], None]] = None) -> FastAPI:
     """The app over ``state`` (the model, its batcher and the server's limits); ``on_startup`` runs once the server
     listens."""
@@ -98,6 +157,7 @@ def create_app(state: ServeState, on_startup: Optional[Callable[[], None]] = Non
     app = FastAPI(title="pix2pixhd-deploy", version=state.version, lifespan=lifespan,
                   description="NVIDIA pix2pixHD label2city: Cityscapes label maps in, pictures out.")
     app.add_middleware(Arrivals, batcher=state.batcher)
+    app.add_middleware(UploadLimit, state=state)
     _add_handlers(app, state)
     _add_probes(app, state)
     _add_page(app, state)
