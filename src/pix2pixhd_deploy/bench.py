@@ -37,6 +37,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .backends import BACKENDS
+from .data.synthetic import scene_maps
 from .devices import parse_device
 from .errors import PathLike, UserError
 from .model import forms
@@ -63,22 +64,12 @@ def _hardware(runner, machine: Dict[str, object]) -> str:
 
 # -------------------------------------------------------------------------------------------- inputs
 
-def realistic_maps(batch: int, height: int, width: int, *, seed: int = 0
-                   ) -> Tuple[np.ndarray, np.ndarray]:
-    """(labels (N, H, W) uint8, instance maps (N, H, W) int32): synthetic street scenes, one per slot."""
-    from .data.synthetic import make_scene
-
-    scenes = [make_scene(height, width, seed=seed + i) for i in range(batch)]
-    return (np.stack([label for label, _ in scenes]).astype(np.uint8),
-            np.stack([inst for _, inst in scenes]).astype(np.int32))
-
-
 def realistic_batch(batch: int, height: int, width: int, *, label_nc: int, use_instance: bool,
                     seed: int = 0) -> np.ndarray:
     """(batch, C, H, W) float32: encoded synthetic street scenes (one-hot + edges), one distinct scene per slot."""
     from .model.encoding import encode_input
 
-    labels, insts = realistic_maps(batch, height, width, seed=seed)
+    labels, insts = scene_maps(batch, height, width, seed=seed)
     return np.stack([encode_input(lab, ins if use_instance else None, label_nc) for lab, ins in zip(labels, insts)])
 
 
@@ -260,7 +251,7 @@ def _bench_batch_size(runner, name: str, bs: int, host: Dict[str, object], input
     hw = hw or inputs.hw or DEFAULT_HW
     log.info("bench %s, batch %d, %dx%d: %d warm-up + %d timed executions", runner.describe(), bs, hw[1], hw[0],
              warmup, loops)
-    feeds = engine.feeds(*realistic_maps(bs, hw[0], hw[1], seed=seed))
+    feeds = engine.feeds(*scene_maps(bs, hw[0], hw[1], seed=seed))
     cuda = _torch_cuda_device(runner)
     if cuda:
         import torch

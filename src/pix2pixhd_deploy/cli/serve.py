@@ -8,7 +8,6 @@ from typing import Optional, Tuple
 from ..errors import UserError
 from ..runners.open import CITYSCAPES_SIZE, ModelOptions
 from ..serve.options import API_KEY_ENV, RayOptions, ServeLimits
-from ..serve.uploads import DEFAULT_MAX_PIXELS
 from .args import ADDRESS, ENGINE, parse_hw
 
 
@@ -21,13 +20,15 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     http.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine "
                                                           "only; 0.0.0.0 for every interface)")
     http.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    http.add_argument("--max-batch", type=int, default=4, help="maps of one size computed together (default 4; "
-                                                               "1: no batching)")
-    http.add_argument("--max-wait-ms", type=float, default=10.0,
-                      help="how long the first map of a batch waits for more (default 10 ms)")
-    http.add_argument("--max-queue", type=int, default=64, help="maps waiting at most; more get 503 (default 64)")
-    http.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                      help=f"largest map in pixels; larger ones get 413 (default {DEFAULT_MAX_PIXELS})")
+    d = ServeLimits()  # the defaults, written once (serve/options.py)
+    http.add_argument("--max-batch", type=int, default=d.max_batch,
+                      help=f"maps of one size computed together (default {d.max_batch}; 1: no batching)")
+    http.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
+                      help=f"how long the first map of a batch waits for more (default {d.max_wait_ms:g} ms)")
+    http.add_argument("--max-queue", type=int, default=d.max_queue,
+                      help=f"maps waiting at most; more get 503 (default {d.max_queue})")
+    http.add_argument("--max-pixels", type=int, default=d.max_pixels,
+                      help=f"largest map in pixels; larger ones get 413 (default {d.max_pixels})")
     http.add_argument("--api-key", default=None,
                       help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV} if set, else none)")
     ray = p.add_argument_group("ray", "serve --engine ray: Ray Serve replicas (pip install 'pix2pixhd-deploy[ray]')")

@@ -151,3 +151,17 @@ def write_cityscapes_split(split_dir: Path, count: int, *, height: int = 1024, w
             atomic_save_image(inst_path, inst)
         stems.append(stem)
     return stems
+
+
+def scene_maps(batch: int, height: int, width: int, seed: int = 0,
+               label_nc: int = 35) -> Tuple[np.ndarray, np.ndarray]:
+    """``batch`` street scenes (seeds ``seed``, ``seed + 1``, ...): (N, H, W) uint8 ids, (N, H, W) int32 ids: the
+    export check's input and bench's. For a model with fewer than Cityscapes' 34 label ids, the ids wrap around
+    ``label_nc``."""
+    labels = np.empty((batch, height, width), dtype=np.uint8)
+    insts = np.empty((batch, height, width), dtype=np.int32)
+    for n in range(batch):
+        label, inst = make_scene(height, width, seed=seed + n)
+        labels[n] = label % label_nc if label.max() >= label_nc else label
+        insts[n] = inst
+    return labels, insts

@@ -38,6 +38,7 @@ from ..compare.metrics import (
     summarise_checks,
     tolerance_for,
 )
+from ..data.synthetic import scene_maps
 from ..errors import UserError
 from ..model import forms
 from ..model.decoding import tensor2im
@@ -54,22 +55,6 @@ EXPORT_FLAGS = {"max_abs": "--tolerance", "psnr_db": "--min-psnr"}
 
 
 # -------------------------------------------------------------------------------------------- the scene
-
-def scene_maps(batch: int, height: int, width: int, seed: int = 0,
-               label_nc: int = 35) -> Tuple[np.ndarray, np.ndarray]:
-    """``batch`` street scenes (seeds ``seed``, ``seed + 1``, ...): (N, H, W) uint8 ids, (N, H, W) int32 ids.
-
-    For a model with fewer than Cityscapes' 34 label ids, the ids wrap around ``label_nc``."""
-    from ..data.synthetic import make_scene
-
-    labels = np.empty((batch, height, width), dtype=np.uint8)
-    insts = np.empty((batch, height, width), dtype=np.int32)
-    for n in range(batch):
-        label, inst = make_scene(height, width, seed=seed + n)
-        labels[n] = label % label_nc if label.max() >= label_nc else label
-        insts[n] = inst
-    return labels, insts
-
 
 def read_check_maps(options: ExportOptions, batch: int, hw: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
     """The real map pair given with ``check_map`` / ``check_inst``, repeated to ``batch``; it must be ``hw``."""
