@@ -30,6 +30,8 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=4)
     p.add_argument("--cache-dir", default=None, help="model cache (default: a private temporary one)")
     p.add_argument("--json", default=None)
+    p.add_argument("--model", choices=("label2city_1024p", "small"), default="label2city_1024p",
+                   help="small: a tiny generator, for a quick check of the script itself")
     args = p.parse_args(argv)
     h, w = (int(v) for v in args.size.split(","))
 
@@ -37,10 +39,13 @@ def main(argv=None) -> int:
 
     import pix2pixhd_deploy as p2p
     from pix2pixhd_deploy.data.synthetic import make_scene
-    from pix2pixhd_deploy.model.network import LABEL2CITY_1024P, random_generator, save_checkpoint
+    from pix2pixhd_deploy.model.network import LABEL2CITY_1024P, GeneratorConfig, random_generator, save_checkpoint
 
     work = Path(tempfile.mkdtemp(prefix="faults-"))
-    checkpoint = save_checkpoint(random_generator(LABEL2CITY_1024P, seed=1), work / "ck" / "latest_net_G.pth")
+    config = LABEL2CITY_1024P if args.model == "label2city_1024p" else GeneratorConfig(
+        input_nc=36, ngf=8, netG="local", n_downsample_global=2, n_blocks_global=1, n_local_enhancers=1,
+        n_blocks_local=1)
+    checkpoint = save_checkpoint(random_generator(config, seed=1), work / "ck" / "latest_net_G.pth")
     model = p2p.load(checkpoint, size=(h, w), cache_dir=args.cache_dir or work / "cache")
     scenes = [make_scene(h, w, seed=i) for i in range(args.images)]
     rows = []
@@ -53,7 +58,7 @@ def main(argv=None) -> int:
                      "peak_rss_mb": after.ru_maxrss / 1024})
     backend = model.describe()["engines"][0]["backend"]
     model.close()
-    print(f"label2city_1024p at {w}x{h}, {backend}, load {os.getloadavg()[0]:.1f}")
+    print(f"{args.model} at {w}x{h}, {backend}, load {os.getloadavg()[0]:.1f}")
     print("| image | wall s | minor page faults | system s | user s | peak RSS MB |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:

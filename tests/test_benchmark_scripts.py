@@ -1,0 +1,34 @@
+"""The measuring scripts that docs/cpu.md quotes run as written, cut down to a tiny generator (their figures are
+theirs, not a test's: here, that they run and report every image)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_page_faults_script(tmp_path):
+    out = tmp_path / "pf.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "page_faults.py"), "--model", "small", "--size",
+                           "64,128", "--images", "3", "--json", str(out)], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path, env={"XDG_CACHE_HOME": str(tmp_path / "cache"),
+                                                         "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert [r["image"] for r in rows] == [1, 2, 3] and all(r["minor_faults"] >= 0 for r in rows)
+    assert rows[0]["minor_faults"] > 0 and "| 3 |" in proc.stdout
+
+
+def test_serve_first_request_script(tmp_path):
+    out = tmp_path / "sfr.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "serve_first_request.py"), "--model", "small",
+                           "--size", "64,128", "--repeats", "1", "--requests", "3", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={"XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin",
+                               "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rounds = json.loads(out.read_text())["rounds"]
+    assert [r["warm_up"] for r in rounds] == [False, True]
+    assert all(len(r["latencies_s"]) == 3 for r in rounds)
