@@ -347,3 +347,24 @@ def test_infer_missing_provider_is_one_line(artifacts, tmp_path):
                     "--provider-option", "cuda:device_id=0"], check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "onnxruntime-gpu" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_out_of_gpu_memory_is_one_line_naming_the_batch_that_would_fit(small_checkpoint, monkeypatch):
+    """torch's OutOfMemoryError (simulated: no GPU here) becomes a UserError naming the batch and a smaller one."""
+    import torch
+
+    from pix2pixhd_deploy.errors import UserError
+    from pix2pixhd_deploy.runners import make_runner
+
+    with make_runner(small_checkpoint, backend="torch", device="cpu", input_format="maps",
+                     output_format="uint8") as runner:
+        def full(*_):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        monkeypatch.setattr(runner, "module", full)
+        labels = np.zeros((4, 64, 128), np.uint8)
+        with pytest.raises(UserError) as err:
+            runner.infer({"label": labels, "inst": np.zeros((4, 64, 128), np.int32)})
+    message = str(err.value)
+    assert "ran out of memory for a batch of 4 map(s) of 128x64 in fp32" in message
+    assert "--batch-size 2" in message and "\n" not in message

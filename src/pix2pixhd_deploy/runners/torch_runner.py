@@ -241,10 +241,18 @@ class TorchRunner(Runner):
         if cuda:
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
-        with torch.inference_mode():
-            y = self.module(*tensors)
-        if cuda:
-            torch.cuda.synchronize(self.device)
+        try:
+            with torch.inference_mode():
+                y = self.module(*tensors)
+            if cuda:
+                torch.cuda.synchronize(self.device)
+        except torch.cuda.OutOfMemoryError as exc:
+            del tensors
+            torch.cuda.empty_cache()
+            n, (h, w) = arrays[0].shape[0], arrays[0].shape[-2:]
+            smaller = f"--batch-size {n // 2}" if n > 1 else "smaller maps, or --fp16"
+            raise UserError(f"the GPU ran out of memory for a batch of {n} map(s) of {w}x{h} in {self.precision} "
+                            f"({str(exc).splitlines()[0][:160]})", fix=f"use {smaller}, or free the GPU") from exc
         self._compute_time = time.perf_counter() - start
         return (y if y.dtype == torch.uint8 else y.float()).cpu().numpy()
 
