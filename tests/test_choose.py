@@ -169,3 +169,27 @@ def test_a_checkpoint_rewritten_in_place_with_its_mtime_kept_gets_a_new_graph(tm
     for k in want:
         assert np.abs(new[k].astype(int) - want[k]).max() <= 1, k  # the new weights' pictures
         assert np.abs(new[k].astype(int) - old[k]).max() > 16, k   # not the old graph's
+
+
+def test_precision_bf16_runs_torch_with_fp32_norms_and_is_in_the_resume_identity(tmp_path, scene_dataroot,
+                                                                                small_checkpoint):
+    """--precision bf16: torch runs the checkpoint (the CPU graph is exact fp32), the manifest's runner and resume
+    identity say bf16, the pictures are close to fp32's (PSNR), and the flag is refused where it cannot apply."""
+    cache = tmp_path / "cache"
+    proc = run(scene_dataroot, small_checkpoint, tmp_path / "bf16", cache, "--precision", "bf16")
+    assert "--precision bf16 is a torch option" in proc.stderr
+    manifest = json.loads((tmp_path / "bf16" / "manifest.json").read_text())
+    assert manifest["identity"]["bf16"] is True and "torch bf16 (norms and the last layer in fp32)" in \
+        manifest["runner"]
+    run(scene_dataroot, small_checkpoint, tmp_path / "fp32", cache, "--backend", "torch")
+    got, want = pictures(tmp_path / "bf16"), pictures(tmp_path / "fp32")
+    for k in want:
+        mse = np.mean((got[k].astype(float) - want[k]) ** 2)
+        assert 0 < mse and 10 * np.log10(255 ** 2 / mse) > 30, k  # close, and not secretly fp32
+    resumed = run(scene_dataroot, small_checkpoint, tmp_path / "bf16", cache, check=False)  # fp32 into bf16's folder
+    assert resumed.returncode == 2 and "bf16" in resumed.stderr
+    for extra, words in ((["--backend", "openvino"], "--precision bf16 is a torch option, not one of --backend"),
+                         (["--fp16"], "--fp16 contradicts --precision bf16")):
+        proc = run(scene_dataroot, small_checkpoint, tmp_path / "x", cache, "--precision", "bf16", *extra,
+                   check=False)
+        assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr

@@ -54,7 +54,7 @@ BACKENDS: Dict[str, Backend] = {b.name: b for b in [
     Backend("torch", "PyTorch", "torch_runner:TorchRunner", (".pth", ".pt"), "torch", ("torch",),
             "pip install torch (the CPU wheel, or the CUDA build for your GPU from pytorch.org)",
             {"fast_convs": "--fast-convs (for an ONNX graph: export --fast-convs)", "input_format": None,
-             "output_format": None, "label_nc": None, "use_instance": None, "precision": None},
+             "output_format": None, "label_nc": None, "use_instance": None, "precision": "--precision bf16"},
             timing="forward only: input already on the device, CUDA synchronised before and after",
             number_device=None),
     Backend("onnxruntime", "ONNX Runtime", "onnxruntime_runner:OnnxRuntimeRunner", (".onnx",), "onnxruntime",

@@ -53,6 +53,9 @@ class Flag:
 FP16 = Flag("--fp16", action="store_true",
             help="half precision (torch on CUDA; an .onnx model with the TensorRT provider; export: an fp16 graph "
                  "whose InstanceNormalization and I/O stay float32)")
+PRECISION = Flag("--precision", choices=("fp32", "fp16", "bf16"), default=None,
+                 help="torch's precision: fp32 (default; on CUDA with TF32 off, exact), fp16 (the same as --fp16) or "
+                      "bf16; in fp16 and bf16 the norms and the last layer stay fp32 (docs/gpu.md: accuracy)")
 FAST_CONVS = Flag("--fast-convs", action="store_true",
                   help="the 3x3 convolutions with 256+ channels as Winograd F(2x2,3x3) and the output convolution as "
                        "row sums: faster on CPUs, equal to float rounding (torch at run time; export: in the graph, "
@@ -156,6 +159,7 @@ class DeviceSpec:
     device: Optional[str]
     fp16: bool = False
     devices: List[Optional[str]] = field(default_factory=list)   # infer: one process per device
+    bf16: bool = False
 
 
 class DeviceArgs(ArgGroup):
@@ -173,12 +177,17 @@ class DeviceArgs(ArgGroup):
                                    "OUTPUT_DIRNAME/device<N>" if self.several else ""))
         if self.fp16:
             FP16.add(group)
+            PRECISION.add(group)
 
     def parse(self, args) -> DeviceSpec:
         devices = parse_device_list(args.device) if self.several else [args.device]
         if not self.several:
             parse_device(args.device)
-        return DeviceSpec(args.device, bool(getattr(args, "fp16", False)), devices)
+        precision = getattr(args, "precision", None)
+        fp16 = bool(getattr(args, "fp16", False))
+        if fp16 and precision not in (None, "fp16"):
+            raise UserError(f"--fp16 contradicts --precision {precision}", fix="pass one of them")
+        return DeviceSpec(args.device, fp16 or precision == "fp16", devices, bf16=precision == "bf16")
 
 
 @dataclass

@@ -73,7 +73,8 @@ def cmd_infer(args) -> int:
     from ..seed.infer import format_summary, run_inference, run_on_devices
 
     o = args.opt
-    runner_args = dict(model=o.model.path, backend=o.model.backend, fp16=o.device.fp16, **o.runtime.runner_options())
+    runner_args = dict(model=o.model.path, backend=o.model.backend, fp16=o.device.fp16, **o.runtime.runner_options(),
+                       **_precision(o.device))
     argv = [Path(sys.argv[0]).name] + list(args._argv)
     if len(o.device.devices) > 1:
         results = run_on_devices(o.device.devices, runner_args, o.ais, argv, display_all=args.display_all_summary)
@@ -115,6 +116,11 @@ def cmd_postprocess(args) -> int:
     return 0
 
 
+def _precision(device) -> dict:
+    """--precision bf16 as the runner option that carries it (torch's; another backend refuses it by name)."""
+    return {"precision": "bf16"} if device.bf16 else {}
+
+
 def cmd_run(args) -> int:
     from ..data.dataset import map_sizes
     from ..run.local import discover, run
@@ -126,11 +132,11 @@ def cmd_run(args) -> int:
     o = args.opt
     pairs, instances = discover(o.data.dataroot, o.data.cityscapes, instances=o.data.instances)
     use_instance = instances != "none"
-    common = dict(device=o.device.device, fp16=o.device.fp16, fast_convs=o.runtime.fast_convs,
-                  save_raw=o.output.save_raw, label_nc=o.data.label_nc, use_instance=use_instance,
-                  cache_dir=o.model.cache_dir)
+    common = dict(device=o.device.device, fp16=o.device.fp16, bf16=o.device.bf16,
+                  fast_convs=o.runtime.fast_convs, save_raw=o.output.save_raw, label_nc=o.data.label_nc,
+                  use_instance=use_instance, cache_dir=o.model.cache_dir)
     choice = choose(o.model.path, backend=o.model.backend, sizes=map_sizes(pairs, fit=o.data.fit), **common)
-    check_options(choice.backend, {"fast_convs": o.runtime.fast_convs})  # before any work, for the Ray engine too
+    check_options(choice.backend, {"fast_convs": o.runtime.fast_convs, **_precision(o.device)})  # before any work
     log.info("%s", choice.reason)
     settings = RunSettings.from_choice(choice, batch_size=args.batch_size, image_format=o.output.image_format,
                                        streams=args.streams, instances=instances, fit=o.data.fit, **common)
@@ -253,7 +259,7 @@ def cmd_bench(args) -> int:
         report = run_bench(o.model.path, backend=o.model.backend, device=o.device.device, fp16=o.device.fp16,
                            batch_sizes=args.batch_size, loops=args.loops, warmup=args.warmup, height=args.height,
                            width=args.width, dataroot=o.data.dataroot, e2e_batches=args.e2e_batches, seed=args.seed,
-                           **o.runtime.runner_options())
+                           **o.runtime.runner_options(), **_precision(o.device))
     if args.merge:
         report = _merge_bench_files(report, args.merge)
     print(format_tables(report))

@@ -46,6 +46,7 @@ def parse_serve_arguments(args) -> Tuple[ModelOptions, ServeLimits, Optional[Ray
     """The parsed groups (``args.opt``: model, device, data) and serve's own flags as serve's option objects."""
     o = args.opt
     options = ModelOptions(model=o.model.path, backend=o.model.backend, device=o.device.device, fp16=o.device.fp16,
+                           bf16=o.device.bf16,
                            sizes=tuple(args.size or [CITYSCAPES_SIZE]), label_nc=o.data.label_nc,
                            use_instance=o.data.instances != "none", cache_dir=o.model.cache_dir)
     limits = ServeLimits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,

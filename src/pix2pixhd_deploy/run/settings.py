@@ -33,6 +33,8 @@ class RunSettings(EngineSettings):
         # each only when not its default, so folders written before the option existed still resume
         if self.fast_convs:
             keys.append("fast_convs")
+        if self.bf16:
+            keys.append("bf16")
         if self.instances == "labels":  # "none" is use_instance=False, already there
             keys.append("instances")
         if self.fit != "resize":

@@ -82,7 +82,8 @@ def _wants_gpu(device: Optional[str]) -> bool:
 
 def choose(model: PathLike, *, backend: Optional[str] = None, device: Optional[str] = None, fp16: bool = False,
            fast_convs: bool = False, save_raw: bool = False, label_nc: int = 35, use_instance: bool = True,
-           sizes: Collection[Tuple[int, int]] = (), cache_dir: Optional[PathLike] = None) -> Choice:
+           sizes: Collection[Tuple[int, int]] = (), cache_dir: Optional[PathLike] = None,
+           bf16: bool = False) -> Choice:
     """See the module docstring. ``sizes``: the (H, W) of the maps as the network sees them."""
     from . import backend_for
 
@@ -92,7 +93,7 @@ def choose(model: PathLike, *, backend: Optional[str] = None, device: Optional[s
     if backend == "ais_bench":
         raise UserError("an OM runs on an NPU and is compiled by atc from an exported graph, not from a checkpoint",
                         path=model, fix="pix2pixhd-deploy export, then the atc command it prints, then --model X.om")
-    torch_reason = _torch_reason(backend, device, fp16, fast_convs, sizes)
+    torch_reason = _torch_reason(backend, device, fp16, fast_convs, sizes, bf16)
     if torch_reason:
         return Choice(str(model), "torch", f"torch runs the checkpoint: {torch_reason}")
     runtime = backend or next(b for b in GRAPH_RUNTIMES if _installed(b))
@@ -104,7 +105,7 @@ def choose(model: PathLike, *, backend: Optional[str] = None, device: Optional[s
                          output_format=forms.FLOAT if save_raw else forms.UINT8, cache_dir=cache_dir)
 
 
-def _torch_reason(backend, device, fp16, fast_convs, sizes) -> Optional[str]:
+def _torch_reason(backend, device, fp16, fast_convs, sizes, bf16=False) -> Optional[str]:
     """Why torch runs a checkpoint itself (None: a cached graph is the better path)."""
     graph = backend in GRAPH_RUNTIMES
     if backend == "torch":
@@ -115,11 +116,12 @@ def _torch_reason(backend, device, fp16, fast_convs, sizes) -> Optional[str]:
                             fix="leave --backend out (torch on the GPU), or export yourself and run --model X.onnx "
                                 "--providers cuda")
         return "a CUDA GPU is here (--device cpu for the CPU graph)"
-    if fp16 or fast_convs:
+    if fp16 or fast_convs or bf16:
+        flag = "--fp16" if fp16 else "--precision bf16" if bf16 else "--fast-convs"
         if graph:
-            raise UserError(f"{'--fp16' if fp16 else '--fast-convs'} is a torch option, not one of --backend "
-                            f"{backend}", fix="drop it: the CPU graph has fast convolutions already")
-        return f"{'--fp16' if fp16 else '--fast-convs'} is a torch option"
+            raise UserError(f"{flag} is a torch option, not one of --backend {backend}",
+                            fix="drop it: the CPU graph is exact fp32 and has fast convolutions already")
+        return f"{flag} is a torch option"
     if len(sizes) != 1:
         if graph:
             raise UserError(f"the maps come in {len(sizes)} sizes and a cached graph has one",

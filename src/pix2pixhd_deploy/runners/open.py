@@ -54,6 +54,7 @@ class EngineSettings:
     cache_dir: Optional[str] = None     # --cache-dir (None: the default model cache)
     compiled_dir: Optional[str] = None  # where the runtime keeps its compiled form of the graph
     graph_key: Optional[Dict[str, object]] = None  # the cache key of that graph (a Ray node builds its own)
+    bf16: bool = False            # torch in bfloat16 (--precision bf16; the norms and the last layer in fp32)
 
     @classmethod
     def from_choice(cls, choice: Choice, **fields):
@@ -70,7 +71,7 @@ class EngineSettings:
 
 def runner_for_run(model: PathLike, *, backend: Optional[str] = None, device: Optional[str] = None,
                    fp16: bool = False, streams: int = 1, threads: Optional[int] = None, label_nc: int = LABEL_NC,
-                   use_instance: bool = True, save_raw: bool = False, **options):
+                   use_instance: bool = True, save_raw: bool = False, bf16: bool = False, **options):
     """The runner ``run`` uses, with the CPU's cores shared among ``streams`` concurrent batches, or limited to
     ``threads`` (a Ray actor's CPUs). A torch checkpoint runs in the maps form with uint8 output (encoding and
     ``tensor2im`` on the device; float output with ``save_raw``), like the graphs export makes for ``run``.
@@ -93,6 +94,8 @@ def runner_for_run(model: PathLike, *, backend: Optional[str] = None, device: Op
             torch.set_num_threads(threads)
         options.update(input_format=forms.MAPS, output_format=forms.FLOAT if save_raw else forms.UINT8,
                        label_nc=label_nc, use_instance=use_instance)
+    if bf16:
+        options["precision"] = "bf16"  # a torch option: another backend refuses it by name (--precision bf16)
     return make_runner(model, backend=name, device=device, fp16=fp16, **options)
 
 
@@ -102,7 +105,7 @@ def runner_for_settings(settings: "EngineSettings", *, threads: Optional[int] = 
     return runner_for_run(settings.model, backend=settings.backend, device=settings.device, fp16=settings.fp16,
                           streams=settings.streams, threads=threads, label_nc=settings.label_nc,
                           use_instance=settings.use_instance, save_raw=settings.save_raw,
-                          fast_convs=settings.fast_convs, compiled_dir=settings.compiled_dir)
+                          fast_convs=settings.fast_convs, compiled_dir=settings.compiled_dir, bf16=settings.bf16)
 
 
 
@@ -141,6 +144,7 @@ class ModelOptions:
     cache_dir: Optional[str] = None
     threads: Optional[int] = None   # runtime threads (a Ray replica's CPUs); None: all cores
     fast_convs: bool = False
+    bf16: bool = False
     #: a map of a size with no prepared graph gets its own graph from the model cache, built there the first time
     #: as ``run`` builds it (the API); False: torch runs it from the checkpoint (``serve`` never builds on a request)
     build_other_sizes: bool = False
@@ -197,11 +201,12 @@ class Model:
     def _open(self, size: Size, backend: Optional[str] = None) -> _Loaded:
         o = self.options
         choice = choose(o.model, backend=backend or o.backend, device=o.device, fp16=o.fp16, label_nc=o.label_nc,
-                        use_instance=o.use_instance, sizes={size}, cache_dir=o.cache_dir, fast_convs=o.fast_convs)
+                        use_instance=o.use_instance, sizes={size}, cache_dir=o.cache_dir, fast_convs=o.fast_convs,
+                        bf16=o.bf16)
         check_options(choice.backend, {"fast_convs": o.fast_convs})
         settings = EngineSettings.from_choice(choice, device=o.device, fp16=o.fp16, label_nc=o.label_nc,
                                               use_instance=o.use_instance, cache_dir=o.cache_dir,
-                                              fast_convs=o.fast_convs)
+                                              fast_convs=o.fast_convs, bf16=o.bf16)
         runner = open_runner(settings, choice, threads=o.threads)
         engine = make_adapter(runner, o.label_nc, o.use_instance, threads=o.threads)
         loaded = _Loaded(runner, engine, choice.backend, choice.reason, choice.checkpoint)
