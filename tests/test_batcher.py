@@ -1,0 +1,135 @@
+"""The serve batcher's rules, unit by unit, on a fake computation (no model, no server): the survivors of a
+mutation run over serve/batcher.py (cosmic-ray; docs/testing.md) that changed behaviour, each killed here."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pix2pixhd_deploy.serve.batcher import Batcher
+
+
+class Held:
+    """A computation that waits for ``gate`` and records its batches and how many ran at once."""
+
+    def __init__(self):
+        self.gate, self.calls, self.running, self.most = threading.Event(), [], 0, 0
+        self._lock = threading.Lock()
+
+    def __call__(self, labels, insts):
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            self.gate.wait(30)
+            self.calls.append(tuple(int(v) for v in labels[:, 0, 0]))
+            return np.repeat(labels[..., None], 3, axis=3), 0.001, "fake"
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def maps(value):
+    return np.full((8, 8), value, np.uint8)
+
+
+async def until(condition, timeout=30.0):
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "the condition never held"
+        await asyncio.sleep(0.005)
+
+
+def test_a_full_batch_starts_without_waiting_for_more_on_their_way():
+    held = Held()
+    held.gate.set()
+
+    async def scenario():
+        batcher = Batcher(held, max_batch=2, max_wait_s=600.0)
+        coming = batcher.arriving()  # a third request is on its way: a batch of 2 is full, it must not wait for it
+        futures = [batcher.submit(maps(i), None) for i in (1, 2)]
+        await asyncio.wait_for(asyncio.gather(*futures), 10)
+        coming.release()
+        batcher.close()
+
+    asyncio.run(scenario())
+    assert held.calls == [(1, 2)]
+
+
+def test_in_flight_counts_the_batch_computing_and_the_queue_one_batch_at_a_time():
+    held = Held()
+
+    async def scenario():
+        batcher = Batcher(held, max_batch=1, max_wait_s=0.0)
+        assert batcher.in_flight == 0 and batcher.depth == 0
+        first = batcher.submit(maps(1), None)
+        await until(lambda: held.running == 1)
+        second = batcher.submit(maps(2), None)
+        assert batcher.in_flight == 2 and batcher.depth == 1  # one computing, one waiting
+        held.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 10)
+        assert batcher.in_flight == 0
+        batcher.close()
+
+    asyncio.run(scenario())
+    assert held.calls == [(1,), (2,)] and held.most == 1  # one batch at a time, each of max_batch=1
+
+
+def test_the_oldest_kind_goes_first():
+    held = Held()
+
+    async def scenario():
+        batcher = Batcher(held, max_batch=8, max_wait_s=0.0)
+        blocker = batcher.submit(maps(0), None)  # holds the computation while the others queue
+        await until(lambda: held.running == 1)
+        a1 = batcher.submit(maps(1), np.zeros((8, 8), np.int32))  # kind A (with instances), oldest
+        b = batcher.submit(maps(2), None)                          # kind B
+        a2 = batcher.submit(maps(3), np.zeros((8, 8), np.int32))  # kind A again, newest of all
+        held.gate.set()
+        await asyncio.wait_for(asyncio.gather(blocker, a1, b, a2), 10)
+        batcher.close()
+
+    asyncio.run(scenario())
+    assert held.calls == [(0,), (1, 3), (2,)]  # A's batch (its oldest job is the oldest), then B's
+
+
+def test_a_batch_size_below_one_means_one():
+    held = Held()
+    held.gate.set()
+
+    async def scenario():
+        batcher = Batcher(held, max_batch=0, max_wait_s=0.0)
+        assert batcher.max_batch == 1
+        await asyncio.wait_for(asyncio.gather(*(batcher.submit(maps(i), None) for i in range(3))), 10)
+        batcher.close()
+
+    asyncio.run(scenario())
+    assert all(len(c) == 1 for c in held.calls) and len(held.calls) == 3
+
+
+def test_drain_gives_up_after_its_timeout_and_extra_pictures_are_an_error():
+    held = Held()
+
+    async def scenario():
+        batcher = Batcher(held, max_batch=1, max_wait_s=0.0)
+        job = batcher.submit(maps(1), None)
+        await until(lambda: held.running == 1)
+        start = time.monotonic()
+        await asyncio.wait_for(batcher.drain(timeout=0.2), 10)  # the held batch is not answered: it gives up
+        assert 0.19 <= time.monotonic() - start < 5 and not job.done()  # waited its timeout, no longer
+        held.gate.set()
+        await asyncio.wait_for(job, 10)
+        batcher.close()
+
+        def too_many(labels, insts):
+            return np.zeros((labels.shape[0] + 1, 8, 8, 3), np.uint8), 0.0, "fake"
+
+        other = Batcher(too_many, max_batch=1, max_wait_s=0.0)
+        with pytest.raises(RuntimeError, match="2 pictures for 1 maps"):
+            await asyncio.wait_for(other.submit(maps(1), None), 10)
+        other.close()
+
+    asyncio.run(scenario())
