@@ -133,3 +133,23 @@ def test_drain_gives_up_after_its_timeout_and_extra_pictures_are_an_error():
         other.close()
 
     asyncio.run(scenario())
+
+
+def test_a_stalled_upload_holds_a_batch_no_longer_than_max_wait():
+    """A request that started uploading and never finishes: the batch waiting for it goes at max_wait_s after its
+    oldest job came, not when the upload ends (the deadline arithmetic survived the serve tests' mutation run)."""
+    held = Held()
+    held.gate.set()
+
+    async def scenario():
+        batcher = Batcher(held, max_batch=4, max_wait_s=0.2)
+        stalled = batcher.arriving()  # never released while the job waits
+        start = time.monotonic()
+        await asyncio.wait_for(batcher.submit(maps(1), None), 10)
+        waited = time.monotonic() - start
+        stalled.release()
+        batcher.close()
+        return waited
+
+    waited = asyncio.run(scenario())
+    assert 0.19 <= waited < 5, waited  # it waited for company, and gave up at the deadline
