@@ -189,7 +189,6 @@ def serve_load(checkpoint, split, out: Path, device, size, requests, dry):
             time.sleep(0.5)
         else:
             return {"error": f"the server did not become ready ({proc.poll()})"}
-        files = []
         label = sorted(split.rglob("*_labelIds.png"))[0]
         files = {"label": (label.name, label.read_bytes()),
                  "instance": (label.name, label.with_name(label.name.replace("labelIds", "instanceIds")).read_bytes())}

@@ -15,7 +15,7 @@ from conftest import REPO
 
 PKG = "pix2pixhd_deploy"
 ROOT = REPO / "src" / PKG
-GROUND = {"errors", "fileio", "devices", "cache", "provenance", "version", "backends"}
+GROUND = {"errors", "fileio", "devices", "cache", "provenance", "version", "backends", "ray_auth"}
 LAYERS = [GROUND, {"data"}, {"model"}, {"compare"}, {"export"}, {"runners"}, {"run", "seed", "serve", "bench"},
           {"demo", "api"}, {"cli"}, {"", "__main__"}]
 

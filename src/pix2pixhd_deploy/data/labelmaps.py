@@ -377,19 +377,21 @@ def load_maps(pair: "Pair", options: MapOptions = MapOptions()) -> Maps:
             raise UserError(f"the instance map is {inst.shape[1]}x{inst.shape[0]} but its label map "
                             f"{pair.label.name} is {label.shape[1]}x{label.shape[0]}", path=pair.instance,
                             fix="pair each label map with the instance map of the same image")
-    return fit_maps(label, inst, options, path=pair.label, inst_path=pair.instance)
+    return fit_maps(label, inst, options, path=pair.label, inst_path=pair.instance, checked=True)
 
 
 def fit_maps(label: np.ndarray, inst: Optional[np.ndarray], options: MapOptions = MapOptions(), *,
-             path: PathLike = "label map", inst_path: Optional[PathLike] = None) -> Maps:
+             path: PathLike = "label map", inst_path: Optional[PathLike] = None, checked: bool = False) -> Maps:
     """Label ids (H, W) and instance ids (or None) already read, made into what the network takes as ``options``
     say (ids checked, instances derived with ``labels`` or dropped with ``none``, both fitted): :func:`load_maps`
-    after reading, and the Python API's way in for arrays. ``path``: what the errors call the maps."""
+    after reading, and the Python API's way in for arrays. ``path``: what the errors call the maps; ``checked``: the
+    ids were checked when they were read."""
     label = np.asarray(label)
     if label.ndim != 2 or label.dtype.kind not in "ui":
         raise UserError(f"a label map must be (H, W) integer ids, not {label.dtype} of shape {label.shape}",
                         path=path, fix="pass the ids (e.g. *_gtFine_labelIds.png read as an array), or a file path")
-    check_label_ids(label, options.label_nc if options.label_nc is not None else 256, path=path)
+    if not checked:  # read_label_ids checked a file's ids already
+        check_label_ids(label, options.label_nc if options.label_nc is not None else 256, path=path)
     label = label.astype(np.uint8, copy=False)
     if options.instances == "labels":
         inst = instances_from_labels(label)

@@ -149,6 +149,13 @@ class ModelOptions:
     #: as ``run`` builds it (the API); False: torch runs it from the checkpoint (``serve`` never builds on a request)
     build_other_sizes: bool = False
 
+    def check_sizes(self) -> None:
+        """The sizes to prepare, each one the generator takes (told before anything loads)."""
+        for h, w in self.sizes:
+            if h <= 0 or w <= 0 or h % 32 or w % 32:
+                raise UserError(f"the size {h},{w} (--size) is not one the generator takes",
+                                fix="give HEIGHT,WIDTH, each a positive multiple of 32")
+
 
 @dataclass
 class _Loaded:
@@ -181,10 +188,7 @@ class Model:
     @classmethod
     def load(cls, options: ModelOptions) -> "Model":
         """Choose and open the engine for each prepared size (building cached graphs as ``run`` does)."""
-        for h, w in options.sizes:
-            if h <= 0 or w <= 0 or h % 32 or w % 32:
-                raise UserError(f"the size {h},{w} is not one the generator takes",
-                                fix="give HEIGHT,WIDTH, each a positive multiple of 32")
+        options.check_sizes()
         model_file(options.model)  # a missing or wrong path is told now, not at the first map
         model = cls(options)
         try:

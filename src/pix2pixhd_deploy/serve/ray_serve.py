@@ -19,8 +19,8 @@ from dataclasses import asdict
 from typing import Callable, Optional
 
 from ..errors import UserError
+from ..ray_auth import check_ray_version, prepare_local_auth
 from ..runners.open import ModelOptions
-from .model import check_compatible
 from .options import RayOptions, ServeLimits
 
 log = logging.getLogger(__name__)
@@ -58,11 +58,10 @@ def deployment(options: ModelOptions, limits: ServeLimits, ray_options: RayOptio
 def serve_ray(options: ModelOptions, limits: ServeLimits, ray_options: RayOptions, *, host: str = "127.0.0.1",
               port: int = 8000, say: Callable[[str], None] = print, stop: Optional[threading.Event] = None) -> None:
     """Start the deployment on the cluster, say where it listens, and keep it until SIGTERM/SIGINT (or ``stop``)."""
+    prepare_local_auth(ray_options.address)  # before Ray is imported: a cluster started here takes a token
     ray, serve = import_ray_serve()
-    check_compatible(options)
+    options.check_sizes()
     if ray_options.address or not ray.is_initialized():
-        if not (ray_options.address or os.environ.get("RAY_ADDRESS")):  # a cluster started here: with a token, as
-            os.environ.setdefault("RAY_AUTH_MODE", "token")            # run --engine ray starts its own
         ray.init(address=ray_options.address, ignore_reinit_error=True, log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
     say(f"serve (ray): loading {options.model} in {ray_options.scaling()} ...")
@@ -83,10 +82,7 @@ def import_ray_serve():
         from ray import serve
     except ImportError as exc:
         raise UserError("serve --engine ray needs Ray Serve", fix="pip install 'pix2pixhd-deploy[ray]'") from exc
-    numbers = tuple(int(part) for part in ray.__version__.split(".")[:2] if part.isdigit())
-    if numbers < (2, 52):
-        raise UserError(f"Ray {ray.__version__} has no token authentication: the cluster it starts would run code for "
-                        "anyone who reaches its ports", fix="pip install 'pix2pixhd-deploy[ray]' (Ray 2.52 or later)")
+    check_ray_version(ray.__version__)
     return ray, serve
 
 
@@ -96,7 +92,6 @@ def app_from_env(args: Optional[dict] = None):
     ``PIX2PIXHD_SIZES`` (``H,W;H,W``), replicas and CPUs from ``PIX2PIXHD_REPLICAS`` / ``PIX2PIXHD_CPUS``; the
     API key from ``PIX2PIXHD_API_KEY`` as usual. ``args``: Ray Serve's application arguments, same names in lower
     case without the prefix (they win over the environment)."""
-    import os
 
     def setting(name: str, default=None):
         return (args or {}).get(name.lower(), os.environ.get(f"PIX2PIXHD_{name}", default))

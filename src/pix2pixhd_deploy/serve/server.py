@@ -15,7 +15,6 @@ from typing import Callable, Optional
 
 from ..errors import UserError
 from ..runners.open import ModelOptions
-from .model import check_compatible
 from .options import ServeLimits
 from .state import ServeState
 
@@ -59,7 +58,7 @@ def serve(options: ModelOptions, limits: ServeLimits, *, host: str = "127.0.0.1"
 
     from .app import create_app
 
-    check_compatible(options)
+    options.check_sizes()
     if limits.max_batch < 1 or limits.max_queue < 1 or limits.max_pixels < 1:
         raise UserError("--max-batch, --max-queue and --max-pixels must be at least 1", fix="pass positive numbers")
     state = ServeState(options, limits)
