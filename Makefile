@@ -22,10 +22,14 @@ $(STAMP): $(BIN)/python pyproject.toml requirements.txt
 # What only the tests need: pytest, hypothesis, Ray (the --engine ray tests start a local cluster; about 500 MB),
 # the serve extra (FastAPI, uvicorn, httpx; the page's test uses Debian's chromium when installed),
 # and NVIDIA's own code, the parity reference. --no-deps for the latter: it asks for torchvision, which it never
-# uses here and which would replace our torch.
+# uses here and which would replace our torch. The seed's torchvision 0.10 is only downloaded, never installed:
+# tests/test_to_tensor.py reads three pure-Python files from its wheel (the test skips, saying so, if it is absent).
 $(TEST_STAMP): $(STAMP)
 	$(BIN)/pip install --disable-pip-version-check -q -e ".[onnx,openvino,test,ray,serve]"
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps pix2pixhd==1.0
+	$(BIN)/pip download --disable-pip-version-check -q --no-deps --only-binary=:all: --python-version 3.8 \
+	    --platform manylinux1_x86_64 -d $(VENV)/reference torchvision==0.10.0 \
+	    || echo "torchvision 0.10.0's wheel could not be downloaded: tests/test_to_tensor.py will skip"
 	touch $(TEST_STAMP)
 
 install: $(STAMP)
