@@ -64,7 +64,7 @@ BACKENDS: Dict[str, Backend] = {b.name: b for b in [
             timing="session.run wall time (for GPU providers it includes ONNX Runtime's host<->device copies)",
             graph_rank=2),
     Backend("openvino", "OpenVINO", "openvino_runner:OpenVinoRunner", (), "openvino", ("openvino",),
-            "pip install openvino", {"intra_op_threads": _THREADS, "compiled_dir": None},
+            "pip install openvino", {"intra_op_threads": _THREADS, "compiled_dir": None, "profile": None},
             timing="infer request wall time on the CPU (inputs shared, not copied)", graph_rank=1),
     Backend("ais_bench", "ais_bench", "ais_bench_runner:AisBenchRunner", (".om",), "ais_bench", ("ais_bench",),
             "install CANN and the ais_bench wheel (Ascend's tools), see docs/ascend.md", {"dym_batch": "--dymBatch"},

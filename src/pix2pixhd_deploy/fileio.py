@@ -152,16 +152,24 @@ def image_format(fmt: str) -> str:
     return name
 
 
-def atomic_save_image(path: PathLike, image: np.ndarray, **save_kwargs) -> None:
-    """Save an (H, W) or (H, W, 3) uint8 array with Pillow; the format comes from the suffix."""
+def encode_image(path: PathLike, image: np.ndarray, **save_kwargs) -> bytes:
+    """An (H, W) or (H, W, 3) uint8 array encoded by Pillow in the format of ``path``'s suffix."""
+    import io
+
     from PIL import Image
 
     path = Path(path)
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}.get(path.suffix.lower())
     if fmt is None:
         raise UserError(f"unsupported image suffix {path.suffix!r}", path=path, fix="use .png or .jpg")
-    with atomic_open(path, "wb") as fh:
-        Image.fromarray(image).save(fh, format=fmt, **save_kwargs)
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format=fmt, **save_kwargs)
+    return buf.getvalue()
+
+
+def atomic_save_image(path: PathLike, image: np.ndarray, **save_kwargs) -> None:
+    """Save an (H, W) or (H, W, 3) uint8 array with Pillow; the format comes from the suffix."""
+    atomic_write_bytes(path, encode_image(path, image, **save_kwargs))
 
 
 def _writer_alive(tmp_name: str) -> bool:

@@ -130,6 +130,8 @@ def cmd_run(args) -> int:
     from ..runners.open import open_runner
 
     o = args.opt
+    if args.profile and o.engine.engine == "ray":
+        raise UserError("--profile profiles the local engine only", fix="drop --profile or --engine ray")
     pairs, instances = discover(o.data.dataroot, o.data.cityscapes, instances=o.data.instances)
     use_instance = instances != "none"
     common = dict(device=o.device.device, fp16=o.device.fp16, bf16=o.device.bf16,
@@ -139,7 +141,8 @@ def cmd_run(args) -> int:
     check_options(choice.backend, {"fast_convs": o.runtime.fast_convs, **_precision(o.device)})  # before any work
     log.info("%s", choice.reason)
     settings = RunSettings.from_choice(choice, batch_size=args.batch_size, image_format=o.output.image_format,
-                                       streams=args.streams, instances=instances, fit=o.data.fit, **common)
+                                       streams=args.streams, instances=instances, fit=o.data.fit,
+                                       profile=args.profile, **common)
     if o.engine.engine == "ray":
         from ..run.ray import run_ray
 
@@ -325,6 +328,9 @@ def _run_flags(p) -> None:
                    help="threads decoding PNGs ahead of the compute (default 2; --num-workers is Ray's actors)")
     p.add_argument("--streams", type=int, default=1,
                    help="batches computed at once, the CPU cores shared among them (default 1)")
+    p.add_argument("--profile", action="store_true",
+                   help="print where the seconds and page faults went, image by image, and the runtime's slowest "
+                        "layers (OpenVINO's counters), and write them to OUTPUT/profile.json")
 
 
 def _serve_flags(p) -> None:

@@ -13,6 +13,7 @@ killed run resumes where it stopped.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -20,25 +21,15 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..data.dataset import cityscapes_pairs, find_pairs, resolve_instances
 from ..data.labelmaps import Pair, planned_size
 from ..errors import PathLike, UserError
+from ..fileio import atomic_write_text
 from ..runners.adapter import make_adapter
 from ..runners.base import Runner
 from .folder import RunFolder
+from .profile import summarise
 from .settings import RunReport, RunSettings
 from .stream import Stream
 
 log = logging.getLogger(__name__)
-
-
-
-
-
-
-# ----------------------------------------------------------------------------------------------- runners
-
-
-
-
-
 
 
 def discover(dataroot: Optional[PathLike], cityscapes: Optional[PathLike], *, use_instance: bool = True,
@@ -82,11 +73,15 @@ def run(pairs: Sequence[Pair], output: PathLike, runner, settings: RunSettings, 
                 folder.manifest["runner"] = runner.describe()
                 folder.manifest["model_form"] = engine.describe()
                 folder.prepare(todo)
+                stream = Stream(folder, engine, settings, report, keep_going=keep_going, workers=workers,
+                                show_progress=show_progress)
                 try:
-                    Stream(folder, engine, settings, report, keep_going=keep_going, workers=workers,
-                           show_progress=show_progress).run(todo)
+                    stream.run(todo)
                 finally:
                     report.seconds = time.perf_counter() - start
                     folder.save()
+                if settings.profile:
+                    report.profile = summarise(stream.recorded, report.seconds, runner.layer_profile())
+                    atomic_write_text(folder.out / "profile.json", json.dumps(report.profile, indent=1))
         folder.finish(pairs, report, write_index=write_index)
     return report

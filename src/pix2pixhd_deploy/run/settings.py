@@ -10,6 +10,7 @@ from typing import Dict, Optional
 from ..data.labelmaps import MapOptions
 from ..errors import Failures
 from ..runners.open import EngineSettings
+from .profile import format_profile
 
 
 @dataclass
@@ -60,6 +61,7 @@ class RunReport:
     seconds: float = 0.0
     compute_seconds: float = 0.0
     index: Optional[Path] = None
+    profile: Optional[Dict[str, object]] = None  #: run --profile's summary (:mod:`.profile`)
 
     @property
     def images_per_second(self) -> float:
@@ -68,6 +70,8 @@ class RunReport:
     def summary(self) -> str:
         text = (f"run: {self.done} pictures in {self.seconds:.1f} s ({self.images_per_second:.3f} images/s, "
                 f"compute {self.compute_seconds:.1f} s), {self.skipped} already done -> {self.output}")
+        if self.profile:
+            text = format_profile(self.profile) + "\n" + text
         if self.index:
             text += f"\nopen {self.index}"
         return text

@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import resource
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -49,6 +50,7 @@ class Batch:
     pictures: Optional[np.ndarray] = None
     raw: Optional[np.ndarray] = None
     seconds: float = 0.0
+    stages: Dict[str, float] = field(default_factory=dict)  # the compute's split: :func:`batch_usage`, waits
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class Stream:
         self.failure: Optional[BaseException] = None
         self.unwritten = 0        # pictures computed and not yet written
         self.peak_unwritten = 0
+        self.recorded: List[Dict[str, object]] = []  # this run's manifest entries, in the order written
         self._count = threading.Lock()
         self._bar = None
 
@@ -184,16 +187,21 @@ class Stream:
             self.decoded.put(decode_pair(index, pair, self.options))
 
     def _compute_stage(self) -> None:
-        while (batch := self._get(self.to_compute)) is not None:
+        while True:
+            waited = time.perf_counter()
+            if (batch := self._get(self.to_compute)) is None:
+                return
             labels = np.stack([item.label for item in batch.items])
             insts = np.stack([item.inst for item in batch.items]) if self.settings.use_instance else None
             start = time.perf_counter()
+            before = resource.getrusage(resource.RUSAGE_SELF)
             try:
                 batch.pictures, batch.raw = self.engine(labels, insts, self.settings.save_raw)
             except UserError as exc:
                 self._skip(batch.items, exc)
                 continue
             batch.seconds = time.perf_counter() - start
+            batch.stages = {"wait_s": start - waited, **batch_usage(before), **last_stages(self.engine)}
             for item in batch.items:
                 item.inst = None  # only the label map is written
             with self._count:
@@ -210,14 +218,17 @@ class Stream:
                 self._write_one(item, batch, i)
 
     def _write_one(self, item: Decoded, batch: Batch, i: int) -> None:
-        start = time.perf_counter()
-        write_outputs(self.folder.out, item.pair.name, self.settings,
-                      *crop_back(self.settings, item.size, batch.pictures[i], item.label,
-                                 batch.raw[i] if batch.raw is not None else None))
-        self.folder.record(item.pair.name, {
-            "decode_s": round(item.seconds, 4), "compute_s": round(batch.seconds / len(batch.items), 4),
-            "write_s": round(time.perf_counter() - start, 4), "batch": len(batch.items),
-            "height": int(item.label.shape[0]), "width": int(item.label.shape[1])})
+        written = write_outputs(self.folder.out, item.pair.name, self.settings,
+                                *crop_back(self.settings, item.size, batch.pictures[i], item.label,
+                                           batch.raw[i] if batch.raw is not None else None))
+        n = len(batch.items)
+        # a batch's seconds and page faults, shared evenly among its pictures
+        shares = {k: (v / n if k.endswith("_s") else int(v) // n) for k, v in batch.stages.items()}
+        entry = {"decode_s": round(item.seconds, 4), "compute_s": round(batch.seconds / n, 4), "batch": n,
+                 "height": int(item.label.shape[0]), "width": int(item.label.shape[1]),
+                 **{k: round(v, 4) if k.endswith("_s") else v for k, v in {**shares, **(written or {})}.items()}}
+        self.folder.record(item.pair.name, entry)
+        self.recorded.append({"name": item.pair.name, **entry})
         with self._count:
             self.unwritten -= 1
         self.report.done += 1
@@ -275,6 +286,21 @@ class Stream:
                 raise _Stopped
         if self.failure is not None:
             raise _Stopped
+
+
+def batch_usage(before) -> Dict[str, float]:
+    """What the process used since the ``getrusage`` reading ``before``: page faults (minor: memory touched for
+    the first time; major: read from disk) and CPU seconds in the kernel and in user space, every thread counted
+    (the runtime's own threads, and the decode and write stages while they overlap)."""
+    now = resource.getrusage(resource.RUSAGE_SELF)
+    return {"minor_faults": now.ru_minflt - before.ru_minflt, "major_faults": now.ru_majflt - before.ru_majflt,
+            "system_s": now.ru_stime - before.ru_stime, "user_s": now.ru_utime - before.ru_utime}
+
+
+def last_stages(engine) -> Dict[str, float]:
+    """The engine's split of its last batch (:meth:`MapsAdapter.last_stages`), or nothing for one without it."""
+    split = getattr(engine, "last_stages", None)
+    return split() if callable(split) else {}
 
 
 def decode_pair(index: int, pair: Pair, options: MapOptions) -> Decoded:

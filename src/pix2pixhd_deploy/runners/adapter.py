@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -59,6 +61,7 @@ class MapsAdapter:
         self.size = self.specs[0].spatial
         self.stems = None
         self.inference_time = 0.0  #: the runner's compute seconds for the last batch of maps
+        self._last = threading.local()  # each compute thread's last batch (run --streams)
         self._check_encoding(threads)
 
     # ------------------------------------------------------------------ checks made once
@@ -123,7 +126,7 @@ class MapsAdapter:
         self.check_size(*labels.shape[1:3])
         step = self.static_batch or n
         outs: List[np.ndarray] = []
-        self.inference_time = 0.0
+        self.inference_time = feeds_s = runtime_s = 0.0
         for start in range(0, n, step):
             part = slice(start, start + step)
             lab, ins = labels[part], None if insts is None else insts[part]
@@ -131,10 +134,22 @@ class MapsAdapter:
             if k < step:  # a short last batch for a static-batch model: padded, the padding's outputs dropped
                 lab = np.concatenate([lab, np.repeat(lab[:1], step - k, axis=0)])
                 ins = None if ins is None else np.concatenate([ins, np.repeat(ins[:1], step - k, axis=0)])
-            outs.append(self.runner.infer(self.feeds(lab, ins))[:k])
+            t0 = time.perf_counter()
+            feeds = self.feeds(lab, ins)
+            t1 = time.perf_counter()
+            outs.append(self.runner.infer(feeds)[:k])
+            feeds_s, runtime_s = feeds_s + t1 - t0, runtime_s + time.perf_counter() - t1
             self.inference_time += self.runner.inference_time or 0.0
+        t2 = time.perf_counter()
         out = outs[0] if len(outs) == 1 else np.concatenate(outs)
-        return _pictures(out, self.output_format, want_raw)
+        result = _pictures(out, self.output_format, want_raw)
+        self._last.stages = {"feeds_s": feeds_s, "runtime_s": runtime_s, "pictures_s": time.perf_counter() - t2}
+        return result
+
+    def last_stages(self) -> Dict[str, float]:
+        """Where this thread's last batch's seconds went: ``feeds_s`` (the stems, or the one-hot, on the host),
+        ``runtime_s`` (the runner), ``pictures_s`` (``tensor2im``, for a float-output model)."""
+        return dict(getattr(self._last, "stages", {}))
 
     def describe(self) -> str:
         inputs = ", ".join(f"{s.name} {format_shape(s.shape)} {s.dtype}" for s in self.specs)

@@ -183,6 +183,11 @@ class Runner(abc.ABC):
         """One line for logs and summaries: backend, device, precision."""
         return self.name
 
+    def layer_profile(self) -> Optional[List[Dict[str, object]]]:
+        """The runtime's own per-layer times, summed over every ``infer`` since activation, for a runner opened
+        with ``profile=True`` that can give them (OpenVINO); None for the others."""
+        return None
+
     def stem_weights(self):
         """The stem convolutions' weights for a ``stems`` model: the ``.stems.npz`` export wrote beside it."""
         from ..model.stems import StemWeights, sidecar_path

@@ -55,6 +55,7 @@ class EngineSettings:
     compiled_dir: Optional[str] = None  # where the runtime keeps its compiled form of the graph
     graph_key: Optional[Dict[str, object]] = None  # the cache key of that graph (a Ray node builds its own)
     bf16: bool = False            # torch in bfloat16 (--precision bf16; the norms and the last layer in fp32)
+    profile: bool = False         # the runtime's per-layer counters where it has them (run --profile)
 
     @classmethod
     def from_choice(cls, choice: Choice, **fields):
@@ -71,7 +72,8 @@ class EngineSettings:
 
 def runner_for_run(model: PathLike, *, backend: Optional[str] = None, device: Optional[str] = None,
                    fp16: bool = False, streams: int = 1, threads: Optional[int] = None, label_nc: int = LABEL_NC,
-                   use_instance: bool = True, save_raw: bool = False, bf16: bool = False, **options):
+                   use_instance: bool = True, save_raw: bool = False, bf16: bool = False, profile: bool = False,
+                   **options):
     """The runner ``run`` uses, with the CPU's cores shared among ``streams`` concurrent batches, or limited to
     ``threads`` (a Ray actor's CPUs). A torch checkpoint runs in the maps form with uint8 output (encoding and
     ``tensor2im`` on the device; float output with ``save_raw``), like the graphs export makes for ``run``.
@@ -87,6 +89,8 @@ def runner_for_run(model: PathLike, *, backend: Optional[str] = None, device: Op
         options["intra_op_threads"] = threads
     if "compiled_dir" not in takes:
         options.pop("compiled_dir", None)
+    if profile and "profile" in takes:  # elsewhere run --profile gives its timeline without layers
+        options["profile"] = True
     if name == "torch":
         if threads:
             import torch
@@ -105,7 +109,8 @@ def runner_for_settings(settings: "EngineSettings", *, threads: Optional[int] = 
     return runner_for_run(settings.model, backend=settings.backend, device=settings.device, fp16=settings.fp16,
                           streams=settings.streams, threads=threads, label_nc=settings.label_nc,
                           use_instance=settings.use_instance, save_raw=settings.save_raw,
-                          fast_convs=settings.fast_convs, compiled_dir=settings.compiled_dir, bf16=settings.bf16)
+                          fast_convs=settings.fast_convs, compiled_dir=settings.compiled_dir, bf16=settings.bf16,
+                          profile=settings.profile)
 
 
 

@@ -55,10 +55,10 @@ class OpenVinoRunner(Runner):
             raise UserError("--fp16 does not apply to the openvino runner (it runs fp32)",
                             fix="drop --fp16, or export with --fp16 for a half-precision graph")
         return cls(model, device=device, threads=options.get("intra_op_threads"),
-                   compiled_dir=options.get("compiled_dir"))
+                   compiled_dir=options.get("compiled_dir"), profile=bool(options.get("profile")))
 
     def __init__(self, model: PathLike, *, device: Optional[str] = None, threads: Optional[int] = None,
-                 compiled_dir: Optional[PathLike] = None):
+                 compiled_dir: Optional[PathLike] = None, profile: bool = False):
         """``device``: ``cpu`` (default; a bare device number also means the CPU) or ``gpu``/``gpu.N`` (Intel
         GPUs); ``threads``: OpenVINO's inference threads (default: all cores); ``compiled_dir``: OpenVINO's
         ``CACHE_DIR``, where it keeps the compiled model, so that the next start loads it instead of reading and
@@ -68,6 +68,9 @@ class OpenVinoRunner(Runner):
         self.compiled_dir = compiled_dir
         self.ov_device = _ov_device(device)
         self.intra_op_threads = threads
+        self.profile = profile
+        self._layers: Dict[str, Dict[str, object]] = {}
+        self._layers_lock = threading.Lock()
 
     def activate_impl(self) -> None:
         try:
@@ -86,6 +89,8 @@ class OpenVinoRunner(Runner):
             config["INFERENCE_NUM_THREADS"] = int(self.intra_op_threads)
         if self.compiled_dir:
             config["CACHE_DIR"] = str(self.compiled_dir)
+        if self.profile:
+            config["PERF_COUNT"] = True
         try:
             # from the path, so that with CACHE_DIR a compiled blob is loaded without reading the ONNX file
             self.compiled = core.compile_model(str(self.model), self.ov_device, config)
@@ -126,7 +131,27 @@ class OpenVinoRunner(Runner):
         start = time.perf_counter()
         result = request.infer(feeds, share_inputs=True)  # read in place: no copy of the 384 MB of stems
         self._compute_time = time.perf_counter() - start
+        if self.profile:
+            self._add_profile(request.profiling_info)
         return np.asarray(result[self.compiled.outputs[0]])
+
+    def _add_profile(self, infos) -> None:
+        with self._layers_lock:
+            for info in infos:
+                if info.status != info.Status.EXECUTED:
+                    continue
+                layer = self._layers.setdefault(info.node_name, {
+                    "layer": info.node_name, "type": info.node_type, "exec_type": info.exec_type, "runs": 0,
+                    "seconds": 0.0, "cpu_seconds": 0.0})
+                layer["runs"] += 1
+                layer["seconds"] += info.real_time.total_seconds()
+                layer["cpu_seconds"] += info.cpu_time.total_seconds()
+
+    def layer_profile(self) -> Optional[List[Dict[str, object]]]:
+        if not self.profile:
+            return None
+        with self._layers_lock:
+            return sorted((dict(v) for v in self._layers.values()), key=lambda v: -v["seconds"])
 
     def _request(self):
         request = getattr(self._local, "request", None)
