@@ -30,7 +30,7 @@ def test_run_equals_the_seed_chain(tmp_path, scene_dataroot, small_checkpoint):
     run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", small_checkpoint, "--backend", "torch",
              "--output", tmp_path / "run", "--batch-size", "2", "--save-raw", "--device", "cpu"])
     run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", small_checkpoint, "--backend", "torch",
-             "--output", tmp_path / "run2", "--streams", "2", "--device", "cpu"])
+             "--output", tmp_path / "run2", "--streams", "2", "--encode-threads", "3", "--device", "cpu"])
     assert pictures(tmp_path / "run2").keys() == pictures(tmp_path / "run").keys()
     got = pictures(tmp_path / "run")
     assert len(got) == 3
@@ -227,13 +227,14 @@ def fake_engine(calls=None, refuse=None):
     return engine
 
 
-def stream_run(pairs, out, engine, *, keep_going=False, batch_size=1, streams=1, model):
+def stream_run(pairs, out, engine, *, keep_going=False, batch_size=1, streams=1, model, encoders=0):
     """What pipeline.run does around its stages, with ``engine`` in place of a runner's."""
     from pix2pixhd_deploy.run import folder as runfolder
     from pix2pixhd_deploy.run import stream as streaming
     from pix2pixhd_deploy.run.settings import RunReport, RunSettings
 
-    settings = RunSettings(model=str(model), backend="torch", device="cpu", batch_size=batch_size, streams=streams)
+    settings = RunSettings(model=str(model), backend="torch", device="cpu", batch_size=batch_size, streams=streams,
+                           encoders=encoders)
     with runfolder.RunFolder(out, settings) as folder:
         report = RunReport(output=folder.out)
         todo = folder.todo(pairs)
@@ -247,33 +248,70 @@ def stream_run(pairs, out, engine, *, keep_going=False, batch_size=1, streams=1,
     return stream, report
 
 
-@pytest.mark.parametrize("batch_size,streams", [(1, 1), (3, 2)])
+@pytest.mark.parametrize("batch_size,streams,encoders", [(1, 1, 1), (3, 2, 1), (1, 1, 4), (3, 2, 3)])
 def test_a_device_faster_than_the_writer_waits_instead_of_piling_up_pictures(tmp_path, small_checkpoint,
-                                                                             monkeypatch, batch_size, streams):
+                                                                             monkeypatch, batch_size, streams,
+                                                                             encoders):
+    import threading
+
     from pix2pixhd_deploy.data.dataset import cityscapes_pairs
     from pix2pixhd_deploy.run import stream as streaming
 
     write_cityscapes_split(tmp_path / "val", 60, height=32, width=64, city="ulm")
     pairs = cityscapes_pairs(tmp_path / "val")
-    counts = {"made": 0, "written": 0, "peak": 0}
+    counts = {"made": 0, "written": 0, "peak": 0, "writing": 0, "most_writing": 0}
+    lock = threading.Lock()
     real_write = streaming.write_outputs
 
     def slow_write(*args):
+        with lock:
+            counts["writing"] += 1
+            counts["most_writing"] = max(counts["most_writing"], counts["writing"])
         time.sleep(0.01)  # a slow disk: the engine would run far ahead without back-pressure
-        real_write(*args)
-        counts["written"] += 1
+        result = real_write(*args)
+        with lock:
+            counts["written"] += 1
+            counts["writing"] -= 1
+        return result
 
     def made():
-        counts["peak"] = max(counts["peak"], counts["made"] - counts["written"])
-        counts["made"] += batch_size
+        with lock:
+            counts["peak"] = max(counts["peak"], counts["made"] - counts["written"])
+            counts["made"] += batch_size
 
     monkeypatch.setattr(streaming, "write_outputs", slow_write)
     stream, report = stream_run(pairs, tmp_path / "out", fake_engine(made), batch_size=batch_size, streams=streams,
-                                model=small_checkpoint)
+                                model=small_checkpoint, encoders=encoders)
     assert report.done == counts["written"] == 60
     bound = stream.limits.max_pictures(batch_size, streams)
     assert counts["peak"] <= bound < 30, (counts, bound)  # pictures made and not yet written: bounded
     assert stream.peak_unwritten <= bound
+    assert 1 <= counts["most_writing"] <= encoders  # the pool writes in parallel, never more than its threads
+    if encoders > 1:
+        assert counts["most_writing"] > 1, counts
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert sorted(manifest["images"]) == sorted(p.name for p in pairs)
+
+
+def test_an_encoder_thread_error_stops_the_run_and_names_the_picture(tmp_path, small_checkpoint, monkeypatch):
+    from pix2pixhd_deploy.data.dataset import cityscapes_pairs
+    from pix2pixhd_deploy.errors import UserError
+    from pix2pixhd_deploy.run import stream as streaming
+
+    write_cityscapes_split(tmp_path / "val", 12, height=32, width=64, city="ulm")
+    pairs = cityscapes_pairs(tmp_path / "val")
+    real_write = streaming.write_outputs
+
+    def failing_write(out, name, *args):
+        if name == pairs[4].name:
+            raise UserError("the disk is full", path=out / name, fix="free some space")
+        return real_write(out, name, *args)
+
+    monkeypatch.setattr(streaming, "write_outputs", failing_write)
+    with pytest.raises(UserError, match="the disk is full"):
+        stream_run(pairs, tmp_path / "out", fake_engine(lambda: None), model=small_checkpoint, encoders=3)
+    written = sorted(p.name for p in (tmp_path / "out" / "images").glob("*_synthesized_image.png"))
+    assert pairs[4].name + "_synthesized_image.png" not in written and len(written) < 12
 
 
 def test_the_manifest_exists_before_the_first_picture(tmp_path, scene_dataroot, small_checkpoint, monkeypatch):

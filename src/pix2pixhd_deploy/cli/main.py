@@ -142,7 +142,7 @@ def cmd_run(args) -> int:
     log.info("%s", choice.reason)
     settings = RunSettings.from_choice(choice, batch_size=args.batch_size, image_format=o.output.image_format,
                                        streams=args.streams, instances=instances, fit=o.data.fit,
-                                       profile=args.profile, **common)
+                                       profile=args.profile, encoders=args.encoders, **common)
     if o.engine.engine == "ray":
         from ..run.ray import run_ray
 
@@ -328,6 +328,9 @@ def _run_flags(p) -> None:
                    help="threads decoding PNGs ahead of the compute (default 2; --num-workers is Ray's actors)")
     p.add_argument("--streams", type=int, default=1,
                    help="batches computed at once, the CPU cores shared among them (default 1)")
+    p.add_argument("--encode-threads", dest="encoders", type=int, default=0, metavar="N",
+                   help="threads encoding and writing the pictures (default: 1 when the CPU computes them, else the "
+                        "cores the other stages leave)")
     p.add_argument("--profile", action="store_true",
                    help="print where the seconds and page faults went, image by image, and the runtime's slowest "
                         "layers (OpenVINO's counters), and write them to OUTPUT/profile.json")

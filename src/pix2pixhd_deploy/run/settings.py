@@ -23,12 +23,13 @@ class RunSettings(EngineSettings):
     size_multiple: int = 32
     instances: str = "files"      # files | labels | none (labelmaps); "none" goes with use_instance=False
     fit: str = "resize"           # resize | pad (labelmaps)
+    encoders: int = 0             # threads encoding and writing pictures (0: :func:`.stream.default_encoders`)
 
     def identity(self) -> Dict[str, object]:
         """The settings that change the pictures (a resume with different ones would mix outputs).
 
-        Not in it: what only changes speed or which files are written (batch size, streams, workers, format,
-        --save-raw). The model's own identity is :func:`.folder.resume_model_identity`.
+        Not in it: what only changes speed or which files are written (batch size, streams, workers, encoders,
+        format, --save-raw, --profile). The model's own identity is :func:`.folder.resume_model_identity`.
         """
         keys = ["backend", "fp16", "label_nc", "use_instance", "size_multiple"]
         # each only when not its default, so folders written before the option existed still resume

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import resource
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -60,15 +62,27 @@ class StreamLimits:
     decode_ahead: int   # pairs being decoded or decoded, not yet taken into a batch
     compute_queue: int  # batches waiting for a compute thread
     write_queue: int    # computed batches waiting for the writer
+    encoding: int = 0   # pictures of earlier batches still being encoded by the encoder threads (0: no pool)
 
     @classmethod
-    def for_run(cls, batch: int, streams: int, workers: int) -> "StreamLimits":
-        return cls(decode_ahead=batch * (streams + 1) + workers, compute_queue=1, write_queue=streams)
+    def for_run(cls, batch: int, streams: int, workers: int, encoders: int = 1) -> "StreamLimits":
+        return cls(decode_ahead=batch * (streams + 1) + workers, compute_queue=1, write_queue=streams,
+                   encoding=encoders if encoders > 1 else 0)
 
     def max_pictures(self, batch: int, streams: int) -> int:
         """Pictures computed and not yet written, at most: the write queue, one batch held by each compute thread
-        waiting to hand it over, and the batch being written."""
-        return (self.write_queue + streams + 1) * batch
+        waiting to hand it over, the batch being written, and with an encoder pool the pictures of earlier batches
+        its threads are still encoding."""
+        return (self.write_queue + streams + 1) * batch + self.encoding
+
+
+def default_encoders(device_kind: str, streams: int = 1, workers: int = 2) -> int:
+    """Encoder threads for a run: one when the CPU computes the pictures (the runtime has every core, and one
+    writer kept up with it on the project's 2-core machine); otherwise the cores the decoders and the threads
+    feeding the device leave (Pillow's PNG and JPEG encoders release the GIL)."""
+    if device_kind == "cpu":
+        return 1
+    return max(1, (os.cpu_count() or 1) - streams - workers)
 
 
 class _Stopped(Exception):
@@ -83,7 +97,8 @@ class Stream:
     * the **batcher** (the calling thread): takes the decoded pairs in input order and groups consecutive pairs of
       one size, up to ``batch_size``, into the ``to_compute`` queue;
     * **compute** (``streams`` threads): ``engine(labels, insts, want_raw) -> (pictures, raw)`` into ``to_write``;
-    * **write** (one thread): each picture's files, atomically, and its manifest entry.
+    * **write** (one thread, or a pool of ``encoders`` threads when the device is not the CPU): each picture
+      encoded, its files written atomically, and its manifest entry.
 
     Every queue is bounded, so a device faster than the writer waits instead of piling pictures up in memory
     (:meth:`StreamLimits.max_pictures`). The first error stops every stage at its next item; on Ctrl-C the writer
@@ -100,7 +115,8 @@ class Stream:
         self.batch = max(1, settings.batch_size)
         self.streams = max(1, settings.streams)
         self.workers = max(1, workers)
-        self.limits = StreamLimits.for_run(self.batch, self.streams, self.workers)
+        self.encoders = settings.encoders or default_encoders(settings.device_kind(), self.streams, self.workers)
+        self.limits = StreamLimits.for_run(self.batch, self.streams, self.workers, self.encoders)
         self.show_progress = show_progress
         self.to_decode: "queue.Queue[Optional[Tuple[int, Pair]]]" = queue.Queue()  # paths only
         self.decoded: "queue.Queue[Decoded]" = queue.Queue()  # bounded by decode_slots
@@ -210,12 +226,33 @@ class Stream:
             self._put(self.to_write, batch)
 
     def _write_stage(self) -> None:
-        while (batch := self._get(self.to_write)) is not None:
-            self.report.compute_seconds += batch.seconds
-            for i, item in enumerate(batch.items):
-                if self.stopping.is_set():
-                    return
+        if self.encoders == 1:  # encode and write in this thread, picture after picture
+            while (batch := self._get(self.to_write)) is not None:
+                self.report.compute_seconds += batch.seconds
+                for i, item in enumerate(batch.items):
+                    if self.stopping.is_set():
+                        return
+                    self._write_one(item, batch, i)
+            return
+        # a pool: at most ``encoders`` pictures encoding at once; on a stop, those started finish, no other starts
+        slots = threading.Semaphore(self.encoders)
+        with ThreadPoolExecutor(self.encoders, thread_name_prefix="run-encode") as pool:
+            while (batch := self._get(self.to_write)) is not None:
+                self.report.compute_seconds += batch.seconds
+                for i, item in enumerate(batch.items):
+                    self._acquire(slots)
+                    pool.submit(self._encode_task, slots, item, batch, i)
+
+    def _encode_task(self, slots: threading.Semaphore, item: Decoded, batch: Batch, i: int) -> None:
+        try:
+            if not self.stopping.is_set():
                 self._write_one(item, batch, i)
+        except BaseException as exc:  # the first error stops the run, as in any stage
+            if self.failure is None:
+                self.failure = exc
+            self.stopping.set()
+        finally:
+            slots.release()
 
     def _write_one(self, item: Decoded, batch: Batch, i: int) -> None:
         written = write_outputs(self.folder.out, item.pair.name, self.settings,
@@ -231,9 +268,9 @@ class Stream:
         self.recorded.append({"name": item.pair.name, **entry})
         with self._count:
             self.unwritten -= 1
-        self.report.done += 1
-        if self._bar is not None:
-            self._bar.update(1)
+            self.report.done += 1
+            if self._bar is not None:
+                self._bar.update(1)
 
     # ------------------------------------------------------------------------------------------ plumbing
     def _skip(self, items: Sequence[Decoded], exc: UserError) -> None:
