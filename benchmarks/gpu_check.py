@@ -5,7 +5,9 @@ street scenes generated here, so nothing from ``../shared`` is needed):
 
 1. device-only images/s for ``fp32`` (exact: TF32 off), ``fp16`` and ``bf16`` (norms and the last layer in fp32) at
    batch 1, 2, 4 and 8: the maps form (uint8 maps in, the encoding and ``tensor2im`` on the GPU, uint8 pictures out),
-   inputs already on the device, CUDA synchronised around each forward; peak GPU memory of each precision;
+   inputs already on the device, CUDA synchronised around each forward; peak GPU memory of each precision; then
+   the GPU tunings (channels-last, cudnn.benchmark) at the two largest batches, each a row of its own, so that a
+   tuning becomes a default only where this table shows it faster;
 2. the accuracy of each precision against the CPU's fp32 pictures of the same maps (max abs, the share of values
    within one level, PSNR), computed by the same runner on the CPU;
 3. ``pix2pixhd-deploy run`` end to end on ``--maps`` maps (PNG and ``--format jpg``), images/s from its summary;
@@ -73,29 +75,41 @@ def batch_of(split: Path, n: int):
 
 # ------------------------------------------------------------------------------------------------ device
 
+#: (name, precision, tunings): the three precisions as run uses them, then the GPU tunings each kept only where
+#: this check shows them faster (cudnn.benchmark is process-wide, so its rows come last)
+VARIANTS = (
+    ("fp32", "fp32", {}), ("fp16", "fp16", {}), ("bf16", "bf16", {}),
+    ("fp32 channels-last", "fp32", {"channels_last": True}),
+    ("fp16 channels-last", "fp16", {"channels_last": True}),
+    ("fp16 cudnn.benchmark", "fp16", {"cudnn_benchmark": True}),
+    ("fp16 channels-last cudnn.benchmark", "fp16", {"channels_last": True, "cudnn_benchmark": True}),
+    ("fp32 cudnn.benchmark", "fp32", {"cudnn_benchmark": True}),
+)
+
+
 def device_only(checkpoint, split, device, batches, iters, size):
     import torch
 
     from pix2pixhd_deploy.runners import make_runner
 
     rows, pictures = [], {}
-    for precision in PRECISIONS:
+    for name, precision, tunings in VARIANTS:
         runner = make_runner(checkpoint, backend="torch", device=device, precision=precision, input_format="maps",
-                             output_format="uint8")
+                             output_format="uint8", **tunings)
         try:
             runner.activate()
         except Exception as exc:  # noqa: BLE001 - a precision this card or build lacks is a row, not the end
-            rows.append({"precision": precision, "error": f"{type(exc).__name__}: {exc}"})
+            rows.append({"precision": name, "error": f"{type(exc).__name__}: {exc}"})
             continue
         try:
             if device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             labels, insts = batch_of(split, 2)
-            pictures[precision] = runner.infer({"label": labels, "inst": insts})
-            for batch in batches:
+            pictures[name] = runner.infer({"label": labels, "inst": insts})
+            for batch in (batches if not tunings else batches[-2:]):  # a tuning: the batches that matter
                 labels, insts = batch_of(split, batch)
                 feeds = {"label": labels, "inst": insts}
-                row = {"precision": precision, "batch": batch, "describe": runner.describe()}
+                row = {"precision": name, "batch": batch, "describe": runner.describe()}
                 try:
                     runner.infer(feeds)  # warm-up: cuDNN's choice, the allocator's pool
                     times = []
@@ -108,12 +122,12 @@ def device_only(checkpoint, split, device, batches, iters, size):
                     row["error"] = f"out of GPU memory ({str(exc).splitlines()[0][:120]})"
                     torch.cuda.empty_cache()
                 rows.append(row)
-                log(f"device-only {precision} batch {batch}: {row.get('images_per_s', 0):.2f} images/s "
+                log(f"device-only {name} batch {batch}: {row.get('images_per_s', 0):.2f} images/s "
                     f"{row.get('error', '')}")
             if device.startswith("cuda"):
                 peak = torch.cuda.max_memory_allocated() / 2 ** 30
                 for row in rows:
-                    if row.get("precision") == precision:
+                    if row.get("precision") == name:
                         row["peak_gib"] = peak
         finally:
             runner.deactivate()

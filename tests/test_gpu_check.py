@@ -20,10 +20,16 @@ def test_the_gpu_check_dry_run(tmp_path):
     report = json.loads((out / "gpu_check.json").read_text())
     assert report["dry_run"] and report["size"] == [64, 128]
     timed = {(r["precision"], r["batch"]): r for r in report["device_only"] if "images_per_s" in r}
-    assert set(timed) == {(p, b) for p in ("fp32", "fp16", "bf16") for b in (1, 2)}
+    tunings = ("fp32 channels-last", "fp16 channels-last", "fp16 cudnn.benchmark",
+               "fp16 channels-last cudnn.benchmark", "fp32 cudnn.benchmark")
+    assert set(timed) == {(p, b) for p in ("fp32", "fp16", "bf16") + tunings for b in (1, 2)}
     assert all(r["images_per_s"] > 0 for r in timed.values())
+    assert "channels-last" in timed[("fp32 channels-last", 1)]["describe"]
     accuracy = {r["precision"]: r for r in report["accuracy"]}
     assert accuracy["fp32"]["identical"] == 1.0  # the CPU against itself: the comparison sees agreement
+    # channels-last changes the order of the sums only: within one level of fp32 everywhere
+    assert accuracy["fp32 channels-last"]["max_abs_levels"] <= 1
+    assert accuracy["fp32 channels-last"]["within_one_level"] == 1.0
     assert accuracy["fp16"]["within_one_level"] >= 0.99 and accuracy["bf16"]["psnr_db"] > 30
     assert [r["format"] for r in report["run"]] == ["jpg", "png"]
     assert all(r.get("pictures") == 4 and r["images_per_s"] > 0 for r in report["run"]), report["run"]

@@ -104,12 +104,15 @@ class TorchRunner(Runner):
                  device: Optional[str] = None, fp16: bool = False, height: Optional[int] = None,
                  width: Optional[int] = None, fast_convs: bool = False, input_format: str = forms.TENSOR,
                  output_format: str = forms.FLOAT, label_nc: Optional[int] = None,
-                 use_instance: Optional[bool] = None, precision: Optional[str] = None):
+                 use_instance: Optional[bool] = None, precision: Optional[str] = None,
+                 channels_last: bool = False, cudnn_benchmark: bool = False):
         """``fast_convs``: swap in :mod:`~pix2pixhd_deploy.model.fastconv`'s Winograd and row-sum convolutions (CPU).
         ``input_format``/``output_format``: the model form (see the module docstring); ``label_nc`` and
         ``use_instance`` say how the ``maps`` form encodes (None: read from the checkpoint's input channels,
         :func:`~pix2pixhd_deploy.model.encoding.encoding_for_channels`). ``height``/``width``: a static size to
-        declare."""
+        declare. ``channels_last`` (the weights and activations in NHWC) and ``cudnn_benchmark`` (cuDNN times its
+        algorithms for each new shape and keeps the fastest; process-wide) are GPU tunings that
+        ``benchmarks/gpu_check.py`` measures; neither is on by default until a GPU has shown it faster."""
         super().__init__()
         if (checkpoint is None) == (model is None):
             raise ValueError("pass exactly one of checkpoint or model")
@@ -128,6 +131,7 @@ class TorchRunner(Runner):
         self.fast_convs = fast_convs
         self.form = (input_format, output_format)
         self.label_nc, self.use_instance = label_nc, use_instance
+        self.channels_last, self.cudnn_benchmark = channels_last, cudnn_benchmark
 
     @property
     def checkpoint(self):
@@ -168,6 +172,10 @@ class TorchRunner(Runner):
         self.generator = model.to(self.device).eval()
         if self.precision != "fp32":
             half_with_fp32_norms(self.generator, self.dtype)
+        if self.channels_last:
+            self.generator = self.generator.to(memory_format=torch.channels_last)
+        if self.cudnn_benchmark and self.device.startswith("cuda"):
+            torch.backends.cudnn.benchmark = True
         self.module = self.generator
         if self.form != (forms.TENSOR, forms.FLOAT):
             from ..export import DeployGraph
@@ -238,6 +246,8 @@ class TorchRunner(Runner):
         tensors = [torch.from_numpy(a).to(self.device, non_blocking=True) for a in arrays]
         if self.form[0] != forms.MAPS:
             tensors = [t.to(self.dtype) for t in tensors]
+            if self.channels_last:
+                tensors = [t.contiguous(memory_format=torch.channels_last) for t in tensors]
         if cuda:
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
@@ -261,4 +271,6 @@ class TorchRunner(Runner):
         device = getattr(self, "device", self.device_name or "auto")
         exact = " (TF32 off)" if self.precision == "fp32" and str(device).startswith("cuda") else ""
         mixed = " (norms and the last layer in fp32)" if self.precision != "fp32" else ""
-        return f"torch {self.precision}{exact}{mixed}{fast} on {device}"
+        tuned = "".join(f", {name}" for name, on in (("channels-last", self.channels_last),
+                                                      ("cudnn.benchmark", self.cudnn_benchmark)) if on)
+        return f"torch {self.precision}{exact}{mixed}{fast}{tuned} on {device}"
