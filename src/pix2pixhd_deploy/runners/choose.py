@@ -32,7 +32,7 @@ from ..version import __version__
 log = logging.getLogger(__name__)
 
 #: the graph run builds for a checkpoint on a CPU; bump when the export recipe changes what it writes
-CPU_RECIPE = "cpu-v1: stems (maps for a global generator), fast convolutions, two-stage norms"
+CPU_RECIPE = ("cpu-v2: stems (maps for a global generator), fast convolutions, two-stage norms, static batch 1")
 
 
 @dataclass
@@ -179,7 +179,12 @@ def graph_for_key(checkpoint: PathLike, key: Dict[str, object], *, cache_dir: Op
 
 def export_cpu_graph(checkpoint: Path, folder: Path, height: int, width: int, *, label_nc: int, use_instance: bool,
                      output_format: str) -> None:
-    """The CPU recipe into ``folder``: stems form where the generator allows it (label2city_1024p), else maps."""
+    """The CPU recipe into ``folder``: stems form where the generator allows it (label2city_1024p), else maps.
+
+    The batch is static (1; the adapter computes a larger batch one map at a time): with every shape fixed,
+    OpenVINO plans the whole working memory once, at load. With a dynamic batch it gave about 2.2 GB of its working
+    memory back and took it again every other image at 2048x1024 (560,000 fresh pages, each a host fault on a
+    virtual machine), and a batch brings no speed on a CPU whose cores one map already fills."""
     from ..export import export_onnx
     from ..model.network import load_generator
 
@@ -190,6 +195,6 @@ def export_cpu_graph(checkpoint: Path, folder: Path, height: int, width: int, *,
                         f"label_nc={label_nc} with instance maps {'on' if use_instance else 'off'}",
                         path=checkpoint, fix="pass the matching --label-nc / --no-instance")
     stems = getattr(loaded.model, "n_local_enhancers", 0) == 1
-    export_onnx(loaded, folder / "model.onnx", height=height, width=width, dynamic_batch=True,
+    export_onnx(loaded, folder / "model.onnx", height=height, width=width, dynamic_batch=False, batch=1,
                 input_format=forms.STEMS if stems else forms.MAPS, output_format=output_format,
                 use_instance=use_instance, fast_convs=True, exact_norm=True)
