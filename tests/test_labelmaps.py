@@ -264,3 +264,21 @@ def test_the_docs_commands_run(tmp_path, small_checkpoint):
     chain = np.asarray(Image.open(tmp_path / "pictures" / "street_gtFine_labelIds_0generated.png"))
     assert out.shape == (200, 360, 3) and np.array_equal(out, chain)
     assert json.loads((tmp_path / "labelmap_figures.json").read_text())["images"] == 1
+
+
+def test_size_errors_name_both_sizes_exactly(tmp_path):
+    """The numbers in the two size errors are the files' own (cosmic-ray left both wrong-number mutants alive)."""
+    from pix2pixhd_deploy.data.labelmaps import Pair, fit_map, load_maps
+
+    label, inst = tmp_path / "a_gtFine_labelIds.png", tmp_path / "a_gtFine_instanceIds.png"
+    Image.fromarray(np.full((32, 64), 7, np.uint8)).save(label)
+    Image.fromarray(np.full((24, 40), 7, np.uint16)).save(inst)
+    with pytest.raises(UserError) as info:
+        load_maps(Pair("a", label, inst))
+    assert info.value.problem == f"the instance map is 40x24 but its label map {label.name} is 64x32"
+    with pytest.raises(UserError) as info:
+        fit_map(np.zeros((8, 40), np.uint8), 32, "resize", path=label)
+    assert info.value.problem == "the image is 40x8, too small for the generator (needs at least 17 pixels each way)"
+    with pytest.raises(UserError) as info:
+        fit_map(np.zeros((8, 40), np.uint8), 64, "resize", path=label)
+    assert "needs at least 33 pixels" in info.value.problem
