@@ -12,8 +12,8 @@ from pix2pixhd_deploy.run.profile import STAGES, format_profile, summarise
 
 
 def test_summary_takes_the_first_image_against_the_median_of_the_rest():
-    images = [{"name": f"i{k}", "runtime_s": r, "compute_s": r + 0.5, "minor_faults": f}
-              for k, (r, f) in enumerate([(3.0, 1000), (1.0, 10), (2.0, 30), (1.5, 20)])]
+    images = [{"name": f"i{k}", "runtime_s": r, "compute_s": r + 0.5, "minor_faults": f, "done_s": d}
+              for k, (r, f, d) in enumerate([(3.0, 1000, 4.0), (1.0, 10, 5.6), (2.0, 30, 8.0), (1.5, 20, 10.0)])]
     layers = [{"layer": "a", "type": "Convolution", "exec_type": "brgconv", "runs": 4, "seconds": 6.0, "cpu_seconds": 6.0},
               {"layer": "b", "type": "Convolution", "exec_type": "brgconv", "runs": 4, "seconds": 1.0, "cpu_seconds": 1.0},
               {"layer": "c", "type": "Add", "exec_type": "jit", "runs": 4, "seconds": 1.0, "cpu_seconds": 1.0}]
@@ -22,12 +22,15 @@ def test_summary_takes_the_first_image_against_the_median_of_the_rest():
     assert p["steady"]["minor_faults"] == 20 and p["steady_faults_of_first"] == pytest.approx(0.02)
     assert p["first_compute_of_steady"] == pytest.approx(3.5 / 2.0)
     assert p["wall_s_per_image"] == 2.5
+    assert p["steady_wall_s_per_image"] == pytest.approx(2.0)  # (10.0 - 4.0) / 3
+    assert p["steady_wall_of_runtime"] == pytest.approx(2.0 / 1.5)
     kinds = {k["kind"]: k for k in p["layers"]["by_kind"]}
     assert kinds["Convolution (brgconv)"]["seconds_per_infer"] == pytest.approx(7.0 / 4)
     assert kinds["Convolution (brgconv)"]["share"] == pytest.approx(7 / 8)
     assert [v["layer"] for v in p["layers"]["top"]] == ["a", "b", "c"]
     text = format_profile(p)
     assert "2.0% of the first" in text and "1.75x a steady one" in text and "87.5%" in text
+    assert "one every 2.000 s: 1.33x the runtime's own 1.500 s" in text
 
 
 def test_run_profile_writes_the_timeline_and_the_layers(tmp_path, scene_dataroot, small_checkpoint):
@@ -43,6 +46,8 @@ def test_run_profile_writes_the_timeline_and_the_layers(tmp_path, scene_dataroot
         assert set(STAGES) <= set(entry) and all(entry[k] >= 0 for k in STAGES)
         assert entry["runtime_s"] > 0 and entry["encode_s"] > 0 and entry["minor_faults"] >= 0
         assert entry["feeds_s"] + entry["runtime_s"] <= entry["compute_s"] + 1e-3
+        assert 0 < entry["done_s"] <= profile["wall_s"]
+    assert sorted(e["done_s"] for e in profile["timeline"]) == [e["done_s"] for e in profile["timeline"]]
     # the first image touches the runtime's memory for the first time; the process did fault pages in
     assert profile["first"]["minor_faults"] > 0
     layers = profile["layers"]

@@ -31,6 +31,11 @@ def summarise(images: Sequence[Mapping[str, object]], wall_s: float,
         profile["steady_faults_of_first"] = steady["minor_faults"] / first["minor_faults"]
     if steady.get("compute_s") and first.get("compute_s"):
         profile["first_compute_of_steady"] = first["compute_s"] / steady["compute_s"]
+    done = sorted(float(e["done_s"]) for e in images if "done_s" in e)
+    if len(done) > 1:  # pictures finished per second once the first is out: the run's steady rate
+        profile["steady_wall_s_per_image"] = (done[-1] - done[0]) / (len(done) - 1)
+        if steady.get("runtime_s"):
+            profile["steady_wall_of_runtime"] = profile["steady_wall_s_per_image"] / steady["runtime_s"]
     if layers:
         total = sum(float(v["seconds"]) for v in layers)
         kinds: Dict[str, float] = {}
@@ -62,9 +67,9 @@ def format_profile(profile: Mapping[str, object]) -> str:
         lines.append(f"steady page faults are {profile['steady_faults_of_first']:.1%} of the first image's")
     if "first_compute_of_steady" in profile:
         lines.append(f"the first compute took {profile['first_compute_of_steady']:.2f}x a steady one")
-    if steady.get("runtime_s") and profile["wall_s_per_image"]:
-        lines.append(f"steady runtime {steady['runtime_s']:.3f} s a picture; the run took "
-                     f"{profile['wall_s_per_image'] / steady['runtime_s']:.2f}x that a picture")
+    if "steady_wall_of_runtime" in profile:
+        lines.append(f"after the first picture, one every {profile['steady_wall_s_per_image']:.3f} s: "
+                     f"{profile['steady_wall_of_runtime']:.2f}x the runtime's own {steady['runtime_s']:.3f} s")
     layers = profile.get("layers")
     if layers:
         lines.append(f"runtime layers: {layers['seconds_per_infer']:.3f} s an inference, by kind:")

@@ -128,11 +128,13 @@ class Stream:
         self.unwritten = 0        # pictures computed and not yet written
         self.peak_unwritten = 0
         self.recorded: List[Dict[str, object]] = []  # this run's manifest entries, in the order written
+        self.started = time.perf_counter()
         self._count = threading.Lock()
         self._bar = None
 
     # ---------------------------------------------------------------------------------- the calling thread
     def run(self, todo: Sequence[Pair]) -> None:
+        self.started = time.perf_counter()
         for item in enumerate(todo):
             self.to_decode.put(item)
         self._bar = progress(range(len(todo)), desc="run", unit="img") if self.show_progress else None
@@ -264,6 +266,7 @@ class Stream:
         entry = {"decode_s": round(item.seconds, 4), "compute_s": round(batch.seconds / n, 4), "batch": n,
                  "height": int(item.label.shape[0]), "width": int(item.label.shape[1]),
                  **{k: round(v, 4) if k.endswith("_s") else v for k, v in {**shares, **(written or {})}.items()}}
+        entry["done_s"] = round(time.perf_counter() - self.started, 3)  # since the stream started
         self.folder.record(item.pair.name, entry)
         self.recorded.append({"name": item.pair.name, **entry})
         with self._count:
