@@ -156,7 +156,7 @@ def accuracy(checkpoint, split, pictures):
 
 def run_end_to_end(checkpoint, split, out: Path, device, fmt, dry):
     cmd = cli("run", "--checkpoint", checkpoint.parent, "--cityscapes", split, "--output", out / f"run_{fmt}",
-              "--format", fmt, "--cache-dir", out / "cache")
+              "--format", fmt, "--cache-dir", out / "cache", "--profile")
     if not dry:
         cmd += ["--device", device]
     start = time.perf_counter()
@@ -170,8 +170,28 @@ def run_end_to_end(checkpoint, split, out: Path, device, fmt, dry):
     if found:
         row.update(pictures=int(found.group(1)), seconds=float(found.group(2)),
                    images_per_s=float(found.group(3)), compute_s=float(found.group(4)))
-    log(f"run --format {fmt}: {row.get('images_per_s', 0):.2f} images/s ({choice[:80]})")
+    row.update(limiting_stage(out / f"run_{fmt}" / "profile.json", "cpu" if dry else "cuda"))
+    log(f"run --format {fmt}: {row.get('images_per_s', 0):.2f} images/s, limited by {row.get('limit', '?')} "
+        f"({choice[:80]})")
     return row
+
+
+def limiting_stage(profile_json: Path, device_kind: str) -> dict:
+    """Which stage of ``run`` bounds its rate, from ``run --profile``'s steady medians: each stage's seconds a
+    picture divided by the threads that share it (decoders, the compute thread, the encoder pool)."""
+    from pix2pixhd_deploy.run.stream import default_encoders
+
+    if not profile_json.is_file():
+        return {}
+    profile = json.loads(profile_json.read_text())
+    steady = profile.get("steady") or profile.get("first") or {}
+    threads = {"decode": 2, "compute": 1, "encode and write": default_encoders(device_kind)}
+    per_picture = {"decode": steady.get("decode_s", 0.0),
+                   "compute": steady.get("compute_s", 0.0),
+                   "encode and write": steady.get("encode_s", 0.0) + steady.get("write_s", 0.0)}
+    bound = {stage: seconds / threads[stage] for stage, seconds in per_picture.items()}
+    return {"stage_s": per_picture, "stage_bound_s": bound, "limit": max(bound, key=bound.get),
+            "steady_s_per_picture": profile.get("steady_wall_s_per_image")}
 
 
 def free_port() -> int:
@@ -253,8 +273,9 @@ def table(report) -> str:
                      f"{100 * r['identical']:.3f}% | {r['psnr_db']:.2f} |")
     lines += ["", "| end to end | images/s | pictures | note |", "| --- | --- | --- | --- |"]
     for r in report["run"]:
+        note = r.get("error") or f"limited by {r.get('limit', '?')}; {r.get('choice', '')}"
         lines.append(f"| run --format {r['format']} | {r.get('images_per_s', 0):.2f} | {r.get('pictures', '')} | "
-                     f"{r.get('error', r.get('choice', ''))[:90]} |")
+                     f"{note[:110]} |")
     s = report["serve"]
     lines.append(f"| serve, concurrency 8 | {s.get('images_per_s', 0):.2f} | {s.get('requests', '')} | "
                  f"{s.get('error', 'mean batch %.1f' % s.get('mean_batch', 0))} |")

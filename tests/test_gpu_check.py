@@ -33,6 +33,9 @@ def test_the_gpu_check_dry_run(tmp_path):
     assert accuracy["fp16"]["within_one_level"] >= 0.99 and accuracy["bf16"]["psnr_db"] > 30
     assert [r["format"] for r in report["run"]] == ["jpg", "png"]
     assert all(r.get("pictures") == 4 and r["images_per_s"] > 0 for r in report["run"]), report["run"]
+    for r in report["run"]:  # the limiting stage named from run --profile's medians
+        assert r["limit"] in ("decode", "compute", "encode and write") and r["stage_s"]["compute"] > 0
+        assert r["stage_bound_s"][r["limit"]] == max(r["stage_bound_s"].values())
     assert report["serve"]["requests"] == 8 and report["serve"]["images_per_s"] > 0
     assert "| run --format jpg |" in (out / "gpu_check.md").read_text()
 
