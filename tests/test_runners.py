@@ -309,7 +309,7 @@ def test_seed_infer_command_with_onnx(artifacts, tmp_path):
     """bs1 and bs4 on a dynamic-batch graph, and a static batch-4 graph, over 5 inputs: the files ais_bench writes."""
     from pix2pixhd_deploy.export import export_onnx
 
-    onnx_path = shutil.copy(_need_onnx(artifacts), tmp_path / "pix2pixhd.onnx")
+    shutil.copy(_need_onnx(artifacts), tmp_path / "pix2pixhd.onnx")
     export_onnx(artifacts["checkpoint"], tmp_path / "pix2pixhd_bs4.onnx", dynamic_batch=False, batch=4, height=H,
                 width=W)
     (tmp_path / "prep").mkdir()
