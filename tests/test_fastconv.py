@@ -37,6 +37,24 @@ def test_winograd_equals_conv(c, k, h, w, n, bias):
     assert fast_err <= max(4 * direct_err, 2e-6)
 
 
+@pytest.mark.parametrize("h,w,n", [(6, 6, 1), (7, 9, 2), (3, 3, 1), (34, 66, 1), (13, 5, 3)])
+def test_winograd_4x4_is_exact_in_float64(h, w, n):
+    """F(4x4, 3x3), tiles cut at every remainder: equal to the convolution up to float64 rounding."""
+    torch.manual_seed(h * w)
+    conv = nn.Conv2d(8, 5, 3).double()
+    x = torch.randn(n, 8, h, w, dtype=torch.float64)
+    with torch.inference_mode():
+        assert float((WinogradConv3x3(conv, 4)(x) - conv(x)).abs().max()) < 1e-12
+
+
+def test_winograd_4x4_error_in_float32_is_larger_as_measured():
+    """The figure in the module docstring and benchmarks/winograd_tile.py: about 20x the direct error."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1024, 1024, 3)
+    direct_err, fast_err = _errors(conv, WinogradConv3x3(conv, 4), torch.randn(1, 1024, 34, 66))
+    assert 5 * direct_err < fast_err < 1e-4
+
+
 def test_winograd_1024_channels_is_as_close_as_direct():
     """The label2city residual-block shape (1024 channels, 32x64 plus the reflection pad)."""
     torch.manual_seed(0)

@@ -29,53 +29,76 @@ from torch import nn
 WINOGRAD_MIN_CHANNELS = 256  # below this the transforms cost more memory traffic than the GEMMs save
 ROWSUM_MAX_OUT_CHANNELS = 4  # output convolutions (3 channels) only
 
-# F(2x2, 3x3): Y = A^T [(G g G^T) * (B^T d B)] A
-_BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
-_G = ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1))
-_AT = ((1, 1, 1, 0), (0, 1, -1, -1))
+# F(m x m, 3x3): Y = A^T [(G g G^T) * (B^T d B)] A, for output tiles of m = 2 (4x4 input tiles) or m = 4 (6x6)
+_TRANSFORMS = {
+    2: {"BT": ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
+        "G": ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1)),
+        "AT": ((1, 1, 1, 0), (0, 1, -1, -1))},
+    # Lavin & Gray's F(4x4, 3x3), interpolation points 0, +-1, +-2 and infinity
+    4: {"BT": ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0), (0, -2, -1, 2, 1, 0),
+               (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)),
+        "G": ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
+              (1 / 24, -1 / 12, 1 / 6), (0, 0, 1)),
+        "AT": ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))},
+}
 
 
-def _input_transform_1d(taps):
-    """B^T applied along one axis to the four taps d0..d3 (tensors): adds and subtracts only."""
-    d0, d1, d2, d3 = taps
-    return [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
+def _input_transform_1d(bt, taps):
+    """B^T applied along one axis to the taps d0..d(n-1) (tensors): a weighted sum per row, with no multiplication
+    where a coefficient is +-1 (F(2x2, 3x3) is adds and subtracts only)."""
+    rows = []
+    for coefficients in bt:
+        acc = None
+        for c, d in zip(coefficients, taps):
+            if c == 0:
+                continue
+            term = d if abs(c) == 1 else d * float(abs(c))
+            acc = (term if c > 0 else -term) if acc is None else (acc + term if c > 0 else acc - term)
+        rows.append(acc)
+    return rows
 
 
 class WinogradConv3x3(nn.Module):
-    """``nn.Conv2d(C, K, 3)`` (stride 1, no padding, no groups) as Winograd F(2x2, 3x3)."""
+    """``nn.Conv2d(C, K, 3)`` (stride 1, no padding, no groups) as Winograd F(m x m, 3x3), ``m`` = 2 or 4."""
 
-    def __init__(self, conv: nn.Conv2d):
+    def __init__(self, conv: nn.Conv2d, tile: int = 2):
         super().__init__()
         if not is_winograd_candidate(conv, min_channels=1):
             raise ValueError("WinogradConv3x3 replaces a 3x3, stride-1, unpadded, ungrouped Conv2d only")
+        if tile not in _TRANSFORMS:
+            raise ValueError(f"Winograd output tiles of {tile}x{tile} are not built (2 or 4)")
+        t = _TRANSFORMS[tile]
+        n = tile + 2
         weight = conv.weight.detach().to(torch.float64).cpu()
-        g = torch.tensor(_G, dtype=torch.float64)
-        at = torch.tensor(_AT, dtype=torch.float64)
+        g = torch.tensor(t["G"], dtype=torch.float64)
+        at = torch.tensor(t["AT"], dtype=torch.float64)
         k, c = weight.shape[:2]
-        u = torch.einsum("ai,kcij,bj->abkc", g, weight, g).reshape(16, k, c)
+        u = torch.einsum("ai,kcij,bj->abkc", g, weight, g).reshape(n * n, k, c)
         self.register_buffer("u", u.to(conv.weight.dtype))
-        # the 2x2 output transform of the 16 products, as one (4, 16) matrix: rows are (row offset, col offset)
-        self.register_buffer("a", torch.einsum("pa,qb->pqab", at, at).reshape(4, 16).to(conv.weight.dtype))
+        # the m x m output transform of the n*n products, as one (m*m, n*n) matrix: rows are (row, col) offsets
+        self.register_buffer("a", torch.einsum("pa,qb->pqab", at, at).reshape(tile * tile, n * n)
+                             .to(conv.weight.dtype))
         self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone().view(1, k, 1, 1))
-        self.in_channels, self.out_channels = c, k
+        self.in_channels, self.out_channels, self.tile, self.bt = c, k, tile, t["BT"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # python ints: a traced graph records the tiling as constants (a static size)
+        m, n = self.tile, self.tile + 2
         h, w = int(x.shape[-2]) - 2, int(x.shape[-1]) - 2
-        th, tw = (h + 1) // 2, (w + 1) // 2
-        if 2 * th != h or 2 * tw != w:  # an odd size: zeros complete the last tile; its extra outputs are cut off
-            x = F.pad(x, (0, 2 * tw - w, 0, 2 * th - h))
+        th, tw = -(-h // m), -(-w // m)
+        if m * th != h or m * tw != w:  # zeros complete the last tiles; their extra outputs are cut off
+            x = F.pad(x, (0, m * tw - w, 0, m * th - h))
         u, a = self.u.to(x.dtype), self.a.to(x.dtype)
-        rows = _input_transform_1d([x[:, :, i:i + 2 * th:2] for i in range(4)])
+        rows = _input_transform_1d(self.bt, [x[:, :, i:i + m * th:m] for i in range(n)])
         tiles = []
         for r in rows:
-            tiles += _input_transform_1d([r[..., j:j + 2 * tw:2] for j in range(4)])
-        k, n = self.out_channels, x.shape[0]  # n traced, not an int: a dynamic batch stays dynamic
-        v = torch.stack(tiles, 1).reshape(n, 16, self.in_channels, th * tw)    # (N, 16, C, tiles)
-        m = torch.matmul(u, v)                                                   # (N, 16, K, tiles)
-        y = torch.matmul(a, m.reshape(n, 16, k * th * tw))                      # (N, 4, K*tiles)
-        y = y.reshape(n, 2, 2, k, th, tw).permute(0, 3, 4, 1, 5, 2).reshape(n, k, 2 * th, 2 * tw)
-        if 2 * th != h or 2 * tw != w:
+            tiles += _input_transform_1d(self.bt, [r[..., j:j + m * tw:m] for j in range(n)])
+        k, b = self.out_channels, x.shape[0]  # b traced, not an int: a dynamic batch stays dynamic
+        v = torch.stack(tiles, 1).reshape(b, n * n, self.in_channels, th * tw)   # (N, n*n, C, tiles)
+        prod = torch.matmul(u, v)                                                 # (N, n*n, K, tiles)
+        y = torch.matmul(a, prod.reshape(b, n * n, k * th * tw))                  # (N, m*m, K*tiles)
+        y = y.reshape(b, m, m, k, th, tw).permute(0, 3, 4, 1, 5, 2).reshape(b, k, m * th, m * tw)
+        if m * th != h or m * tw != w:
             y = y[:, :, :h, :w]
         return y if self.bias is None else y + self.bias.to(x.dtype)
 
@@ -130,16 +153,18 @@ def replace_modules(model: nn.Module, choose: Callable[[nn.Module], Optional[nn.
     return swapped
 
 
-def rewrite_for_cpu(model: nn.Module, *, min_channels: Optional[int] = None) -> Dict[str, int]:
+def rewrite_for_cpu(model: nn.Module, *, min_channels: Optional[int] = None, tile: int = 2) -> Dict[str, int]:
     """Swap :class:`WinogradConv3x3` and :class:`RowSumConv` into ``model`` (in place); returns how many of each.
 
     ``min_channels``: the fewest input channels a 3x3 convolution needs to become Winograd (default
-    ``WINOGRAD_MIN_CHANNELS``: in label2city_1024p, the global generator's 18 residual-block convolutions)."""
+    ``WINOGRAD_MIN_CHANNELS``: in label2city_1024p, the global generator's 18 residual-block convolutions);
+    ``tile``: Winograd's output tile, 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3))."""
     min_channels = WINOGRAD_MIN_CHANNELS if min_channels is None else min_channels
     counts = {"winograd": 0, "rowsum": 0}
 
     def choose(child: nn.Module) -> Optional[nn.Module]:
-        for kind, fits, make in (("winograd", lambda c: is_winograd_candidate(c, min_channels), WinogradConv3x3),
+        winograd = lambda c: WinogradConv3x3(c, tile)  # noqa: E731
+        for kind, fits, make in (("winograd", lambda c: is_winograd_candidate(c, min_channels), winograd),
                                  ("rowsum", is_rowsum_candidate, RowSumConv)):
             if fits(child):
                 counts[kind] += 1
