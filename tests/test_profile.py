@@ -64,9 +64,10 @@ def test_run_profile_writes_the_timeline_and_the_layers(tmp_path, scene_dataroot
         assert np.array_equal(np.asarray(Image.open(picture)), np.asarray(Image.open(plain / "images" / picture.name)))
 
 
-def test_profile_is_refused_with_ray_before_any_work(tmp_path, scene_dataroot, small_checkpoint):
+@pytest.mark.parametrize("flag", [["--profile"], ["--encode-threads", "3"]])
+def test_local_engine_flags_are_refused_with_ray_before_any_work(tmp_path, scene_dataroot, small_checkpoint, flag):
     proc = run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", small_checkpoint,
-                    "--output", tmp_path / "out", "--profile", "--engine", "ray", "--cache-dir", tmp_path / "cache"],
+                    "--output", tmp_path / "out", *flag, "--engine", "ray", "--cache-dir", tmp_path / "cache"],
                    check=False)
-    error_line(proc, "--profile", "--engine ray")
+    error_line(proc, flag[0], "--engine ray", "local engine")
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()

@@ -130,8 +130,10 @@ def cmd_run(args) -> int:
     from ..runners.open import open_runner
 
     o = args.opt
-    if args.profile and o.engine.engine == "ray":
-        raise UserError("--profile profiles the local engine only", fix="drop --profile or --engine ray")
+    if o.engine.engine == "ray" and (args.profile or args.encoders):
+        flag = "--profile" if args.profile else "--encode-threads"
+        raise UserError(f"{flag} applies to the local engine only (Ray's actors encode their own pictures)",
+                        fix=f"drop {flag} or --engine ray")
     pairs, instances = discover(o.data.dataroot, o.data.cityscapes, instances=o.data.instances)
     use_instance = instances != "none"
     common = dict(device=o.device.device, fp16=o.device.fp16, bf16=o.device.bf16,
