@@ -306,6 +306,11 @@ class RunFolder:
 
     def todo(self, pairs: Sequence[Pair]) -> List[Pair]:
         todo = [p for p in pairs if not _complete(self.out, p, self.settings)]
+        waiting = {p.name for p in todo}
+        for p in pairs:
+            if p.name not in waiting and p.name not in self.images:
+                # complete on disk, never recorded: a run killed between the picture's rename and its journal line
+                self.images[p.name] = {"recovered": True}
         if len(todo) < len(pairs):
             log.info("%d of %d pictures are already complete in %s; skipping them", len(pairs) - len(todo),
                      len(pairs), self.out)
