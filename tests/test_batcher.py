@@ -152,4 +152,6 @@ def test_a_stalled_upload_holds_a_batch_no_longer_than_max_wait():
         return waited
 
     waited = asyncio.run(scenario())
-    assert 0.19 <= waited < 5, waited  # it waited for company, and gave up at the deadline
+    # it waited for company, and gave up at the deadline: not a second later (a deadline computed as deadline / now
+    # is about 1 and held the batch for a whole second; the margin is for a loaded machine)
+    assert 0.19 <= waited < 0.9, waited
