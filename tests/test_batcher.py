@@ -155,3 +155,23 @@ def test_a_stalled_upload_holds_a_batch_no_longer_than_max_wait():
     # it waited for company, and gave up at the deadline: not a second later (a deadline computed as deadline / now
     # is about 1 and held the batch for a whole second; the margin is for a loaded machine)
     assert 0.19 <= waited < 0.9, waited
+
+
+def test_close_stops_the_worker_and_a_negative_wait_means_none():
+    """close() ends the task that answers batches (the `is None` mutant left it running), and a negative
+    max_wait_s is taken as no wait at all."""
+    held = Held()
+    held.gate.set()
+
+    async def scenario():
+        batcher = Batcher(held, max_batch=4, max_wait_s=-5.0)
+        assert batcher.max_wait_s == 0.0
+        await asyncio.wait_for(batcher.submit(maps(3), None), 10)
+        worker = batcher._worker
+        assert worker is not None and not worker.done()
+        batcher.close()
+        await until(worker.done, 5)
+        assert worker.cancelled()
+
+    asyncio.run(scenario())
+    assert held.calls == [(3,)]
