@@ -175,3 +175,48 @@ def test_close_stops_the_worker_and_a_negative_wait_means_none():
 
     asyncio.run(scenario())
     assert held.calls == [(3,)]
+
+
+def test_a_queue_longer_than_a_batch_starts_a_full_batch_at_once():
+    """Three jobs waiting with batches of two and a fourth request on its way: the first two go without waiting (the
+    `len(queue) != max_batch` mutant waited for the 600 s deadline)."""
+    held = Held()
+    held.gate.set()
+
+    async def scenario():
+        batcher = Batcher(held, max_batch=2, max_wait_s=600.0)
+        coming = batcher.arriving()
+        futures = [batcher.submit(maps(i), None) for i in (1, 2, 3)]
+        await asyncio.wait_for(asyncio.gather(*futures[:2]), 10)
+        coming.release()  # nothing more is on its way: the third goes alone
+        await asyncio.wait_for(futures[2], 10)
+        batcher.close()
+
+    asyncio.run(scenario())
+    assert held.calls == [(1, 2), (3,)]
+
+
+def test_an_error_outside_the_computation_reaches_its_batch_and_the_worker_goes_on():
+    """A bug in the batcher itself (here its batch step raising): that batch's requests get the error, the next
+    request is answered (without the catch-all the worker died and the first request was never answered)."""
+    held = Held()
+    held.gate.set()
+
+    async def scenario():
+        batcher = Batcher(held, max_batch=1, max_wait_s=0.0)
+        real, calls = batcher._compute, []
+
+        async def flaky(jobs):
+            calls.append(len(jobs))
+            if len(calls) == 1:
+                raise RuntimeError("a bug in the batcher")
+            await real(jobs)
+
+        batcher._compute = flaky
+        with pytest.raises(RuntimeError, match="a bug in the batcher"):
+            await asyncio.wait_for(batcher.submit(maps(1), None), 10)
+        await asyncio.wait_for(batcher.submit(maps(2), None), 10)
+        batcher.close()
+
+    asyncio.run(scenario())
+    assert held.calls == [(2,)]
