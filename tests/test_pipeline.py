@@ -343,7 +343,7 @@ def test_the_manifest_exists_before_the_first_picture(tmp_path, scene_dataroot, 
     def write(out, *args):
         manifest = json.loads((out / "manifest.json").read_text())  # a SIGKILL now leaves it naming the weights
         seen.append(manifest["identity"]["model_sha256"])
-        real_write(out, *args)
+        return real_write(out, *args)
 
     monkeypatch.setattr(streaming, "write_outputs", write)
     stream_run(find_pairs(scene_dataroot), tmp_path / "out", fake_engine(), model=small_checkpoint)
@@ -384,7 +384,7 @@ from pix2pixhd_deploy.data.dataset import cityscapes_pairs
 real_write = stream.write_outputs
 def slow_write(*args):
     time.sleep(0.2)
-    real_write(*args)
+    return real_write(*args)
 stream.write_outputs = slow_write
 engine = lambda labels, insts, raw: (np.full((*labels.shape, 3), 128, np.uint8), None)
 settings = RunSettings(model=sys.argv[2], backend="torch", device="cpu", batch_size=2)

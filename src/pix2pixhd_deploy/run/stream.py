@@ -265,7 +265,7 @@ class Stream:
         shares = {k: (v / n if k.endswith("_s") else int(v) // n) for k, v in batch.stages.items()}
         entry = {"decode_s": round(item.seconds, 4), "compute_s": round(batch.seconds / n, 4), "batch": n,
                  "height": int(item.label.shape[0]), "width": int(item.label.shape[1]),
-                 **{k: round(v, 4) if k.endswith("_s") else v for k, v in {**shares, **(written or {})}.items()}}
+                 **{k: round(v, 4) if k.endswith("_s") else v for k, v in {**shares, **written}.items()}}
         entry["done_s"] = round(time.perf_counter() - self.started, 3)  # since the stream started
         self.folder.record(item.pair.name, entry)
         self.recorded.append({"name": item.pair.name, **entry})
