@@ -28,13 +28,17 @@ def server_thread(state):
 
     from pix2pixhd_deploy.serve.app import create_app
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    sock = socket.socket()  # bound here and handed to uvicorn: no other process can take the port in between
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(state), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    end = time.monotonic() + 30
-    while not server.started and time.monotonic() < end:
+    end = time.monotonic() + 60
+    while not server.started and thread.is_alive() and time.monotonic() < end:
         time.sleep(0.02)
+    assert server.started, f"the test server never started listening on port {port}"
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

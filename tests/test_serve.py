@@ -224,11 +224,14 @@ def test_the_same_words_as_the_cli(served, tmp_path):
 
 
 def blocking_state(served, gate: threading.Event, **limits):
-    """A state whose computation waits for ``gate`` (so a test decides when a batch finishes)."""
+    """A state whose computation waits for ``gate`` (so a test decides when a batch finishes); ``state.entered``
+    is set once a batch is being computed (held)."""
     state = make_state(served, **limits)
     compute = state.batcher.compute
+    state.entered = threading.Event()
 
     def held(labels, insts):
+        state.entered.set()
         gate.wait(60)
         return compute(labels, insts)
 
@@ -236,13 +239,18 @@ def blocking_state(served, gate: threading.Event, **limits):
     return state
 
 
-async def queue_depth(client, url, want: int, timeout: float = 120) -> int:
-    """The batcher's queue depth from /metrics, polled until it is ``want`` or ``timeout`` passes."""
+async def queue_depth(client, url, want: int, pending, timeout: float = 120) -> int:
+    """The batcher's queue depth from /metrics, polled until it is ``want`` or ``timeout`` passes; fails at once,
+    naming the answer, if one of the ``pending`` requests (which should be held or queued) is answered first."""
     import re
     import time
 
     end, depth = time.monotonic() + timeout, -1
     while time.monotonic() < end and depth != want:
+        answered = [t for t in pending if t.done()]
+        assert not answered, "a request that should wait was answered: " + "; ".join(
+            repr(t.exception()) if t.exception() else f"{t.result().status_code} {t.result().text[:200]}"
+            for t in answered)
         text = (await client.get(f"{url}/metrics")).text
         depth = int(float(re.search(r"^pix2pixhd_queue_depth (\S+)$", text, re.M).group(1)))
         await asyncio.sleep(0.05)
@@ -252,12 +260,20 @@ async def queue_depth(client, url, want: int, timeout: float = 120) -> int:
 def test_a_full_queue_answers_503_with_retry_after(served):
     gate = threading.Event()
     pairs = served["pairs"]
-    with server_thread(blocking_state(served, gate, max_batch=1, max_wait_ms=0, max_queue=2)) as url:
+    state = blocking_state(served, gate, max_batch=1, max_wait_ms=0, max_queue=2)
+    with server_thread(state) as url:
         async def scenario():
             async with httpx.AsyncClient(timeout=120) as client:
-                first = [asyncio.create_task(client.post(f"{url}/v1/synthesize", files=files_of(p))) for p in pairs[:3]]
+                def send(pair):
+                    return asyncio.create_task(client.post(f"{url}/v1/synthesize", files=files_of(pair)))
+
+                # the first map computing (held) before two more are sent: sent at once, the third could find two
+                # waiting (the worker not yet come round to take the first) and get the 503 itself
+                first = [send(pairs[0])]
                 try:
-                    depth = await queue_depth(client, url, 2)  # one computing (held), two queued: the queue is full
+                    await until(state.entered.is_set, "the first map's computation")
+                    first += [send(p) for p in pairs[1:3]]
+                    depth = await queue_depth(client, url, 2, first)  # one computing, two queued: the queue is full
                     assert depth == 2, f"the queue never held 2 maps (depth {depth})"
                     late = await client.post(f"{url}/v1/synthesize", files=files_of(pairs[3]))
                 finally:
