@@ -266,6 +266,60 @@ def stream_run(pairs, out, engine, *, keep_going=False, batch_size=1, streams=1,
     return stream, report
 
 
+def touch_fresh_pages(pages: int) -> None:
+    """Write one byte into each of ``pages`` pages of memory never touched before: ``pages`` minor page faults."""
+    import mmap
+
+    with mmap.mmap(-1, pages * mmap.PAGESIZE) as m:
+        for i in range(pages):
+            m[i * mmap.PAGESIZE] = 1
+
+
+@pytest.mark.parametrize("encoders", [1, 2])
+def test_each_picture_counts_the_page_faults_of_its_own_decode_and_write(tmp_path, small_checkpoint, monkeypatch,
+                                                                         encoders):
+    """A picture's page faults are its share of the runtime's and those of its own decoding and writing, even when
+    its writing overlaps the next picture's computation (held here until that writing is done): before, the
+    writer's first-touched memory was counted against the next picture."""
+    import threading
+
+    from pix2pixhd_deploy.data.dataset import cityscapes_pairs
+    from pix2pixhd_deploy.run import stream as streaming
+
+    write_cityscapes_split(tmp_path / "val", 3, height=32, width=64, city="ulm")
+    pairs = cityscapes_pairs(tmp_path / "val")
+    decode_pages, write_pages = 1500, 3000
+    written = [threading.Event() for _ in pairs]
+    real_write, real_decode, calls = streaming.write_outputs, streaming.decode_pair, []
+
+    def write(out, name, *args):
+        result = real_write(out, name, *args)
+        touch_fresh_pages(write_pages)
+        written[[p.name for p in pairs].index(name)].set()
+        return result
+
+    def decode(index, pair, options):
+        touch_fresh_pages(decode_pages)
+        return real_decode(index, pair, options)
+
+    def engine(labels, insts, want_raw):
+        calls.append(len(calls))
+        if len(calls) > 1:  # the previous picture is written while this one computes
+            assert written[len(calls) - 2].wait(60)
+        return np.full((*labels.shape, 3), 128, np.uint8), None
+
+    monkeypatch.setattr(streaming, "write_outputs", write)
+    monkeypatch.setattr(streaming, "decode_pair", decode)
+    stream, _ = stream_run(pairs, tmp_path / "out", engine, model=small_checkpoint, encoders=encoders)
+    entries = {e["name"]: e for e in stream.recorded}
+    for pair in pairs:
+        e = entries[pair.name]
+        assert e["minor_faults"] == e["compute_minor_faults"] + e["decode_minor_faults"] + e["write_minor_faults"]
+        assert e["decode_minor_faults"] >= decode_pages and e["write_minor_faults"] >= write_pages, e
+    for pair in pairs[1:]:  # the computation's own faults hold neither the writing nor the decoding beside it
+        assert entries[pair.name]["compute_minor_faults"] < decode_pages // 2, entries[pair.name]
+
+
 @pytest.mark.parametrize("batch_size,streams,encoders", [(1, 1, 1), (3, 2, 1), (1, 1, 4), (3, 2, 3)])
 def test_a_device_faster_than_the_writer_waits_instead_of_piling_up_pictures(tmp_path, small_checkpoint,
                                                                              monkeypatch, batch_size, streams,

@@ -20,6 +20,7 @@ def test_summary_takes_the_first_image_against_the_median_of_the_rest():
     p = summarise(images, 10.0, layers)
     assert p["first"]["runtime_s"] == 3.0 and p["steady"]["runtime_s"] == 1.5  # median of 1.0, 2.0, 1.5
     assert p["steady"]["minor_faults"] == 20 and p["steady_faults_of_first"] == pytest.approx(0.02)
+    assert p["worst_faults_of_first"] == pytest.approx(0.03) and p["worst_faults_image"] == "i2"
     assert p["first_compute_of_steady"] == pytest.approx(3.5 / 2.0)
     assert p["wall_s_per_image"] == 2.5
     assert p["steady_wall_s_per_image"] == pytest.approx(2.0)  # (10.0 - 4.0) / 3
@@ -29,7 +30,7 @@ def test_summary_takes_the_first_image_against_the_median_of_the_rest():
     assert kinds["Convolution (brgconv)"]["share"] == pytest.approx(7 / 8)
     assert [v["layer"] for v in p["layers"]["top"]] == ["a", "b", "c"]
     text = format_profile(p)
-    assert "2.0% of the first" in text and "1.75x a steady one" in text and "87.5%" in text
+    assert "2.0% of the first image's, at most 3.0% (i2)" in text and "1.75x a steady one" in text and "87.5%" in text
     assert "one every 2.000 s: 1.33x the runtime's own 1.500 s" in text
 
 
@@ -45,6 +46,7 @@ def test_run_profile_writes_the_timeline_and_the_layers(tmp_path, scene_dataroot
         assert {k: v for k, v in entry.items() if k != "name"} == manifest["images"][entry["name"]]
         assert set(STAGES) <= set(entry) and all(entry[k] >= 0 for k in STAGES)
         assert entry["runtime_s"] > 0 and entry["encode_s"] > 0 and entry["minor_faults"] >= 0
+        assert entry["minor_faults"] == sum(entry[f"{k}_minor_faults"] for k in ("compute", "decode", "write"))
         assert entry["feeds_s"] + entry["runtime_s"] <= entry["compute_s"] + 1e-3
         assert 0 < entry["done_s"] <= profile["wall_s"]
     assert sorted(e["done_s"] for e in profile["timeline"]) == [e["done_s"] for e in profile["timeline"]]

@@ -13,7 +13,9 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 #: a picture's stages, in the order they happen (:mod:`.stream` and :meth:`MapsAdapter.last_stages`)
 STAGES = ("decode_s", "wait_s", "feeds_s", "runtime_s", "pictures_s", "encode_s", "write_s")
-USAGE = ("minor_faults", "major_faults", "system_s", "user_s")
+#: a picture's use of the machine; its minor page faults are the sum of the three that follow (:mod:`.stream`)
+USAGE = ("minor_faults", "compute_minor_faults", "decode_minor_faults", "write_minor_faults", "major_faults",
+         "system_s", "user_s")
 TOP_LAYERS = 15
 
 
@@ -27,8 +29,11 @@ def summarise(images: Sequence[Mapping[str, object]], wall_s: float,
     profile: Dict[str, object] = {"images": len(images), "wall_s": wall_s,
                                   "wall_s_per_image": wall_s / len(images) if images else None,
                                   "first": first, "steady": steady, "timeline": list(images)}
-    if steady.get("minor_faults") and first.get("minor_faults"):
+    if rest and first.get("minor_faults"):
         profile["steady_faults_of_first"] = steady["minor_faults"] / first["minor_faults"]
+        worst = max(rest, key=lambda e: float(e.get("minor_faults", 0)))
+        profile["worst_faults_of_first"] = float(worst.get("minor_faults", 0)) / first["minor_faults"]
+        profile["worst_faults_image"] = worst.get("name")
     if steady.get("compute_s") and first.get("compute_s"):
         profile["first_compute_of_steady"] = first["compute_s"] / steady["compute_s"]
     done = sorted(float(e["done_s"]) for e in images if "done_s" in e)
@@ -64,7 +69,8 @@ def format_profile(profile: Mapping[str, object]) -> str:
             fmt = (lambda v: f"{v:.3f}") if key.endswith("_s") else (lambda v: f"{int(v):,}")
             lines.append(f"{key:<14}{fmt(first[key] or 0):>12}{fmt(steady.get(key, 0)) if steady else '-':>12}")
     if "steady_faults_of_first" in profile:
-        lines.append(f"steady page faults are {profile['steady_faults_of_first']:.1%} of the first image's")
+        lines.append(f"steady page faults are {profile['steady_faults_of_first']:.1%} of the first image's, "
+                     f"at most {profile['worst_faults_of_first']:.1%} ({profile['worst_faults_image']})")
     if "first_compute_of_steady" in profile:
         lines.append(f"the first compute took {profile['first_compute_of_steady']:.2f}x a steady one")
     if "steady_wall_of_runtime" in profile:

@@ -42,6 +42,7 @@ class Decoded:
     seconds: float = 0.0
     error: Optional[UserError] = None
     size: Optional[Tuple[int, int]] = None  # the map's own size, which fit=pad crops the picture back to
+    faults: int = 0  # minor page faults of the decoding thread while it read this pair
 
 
 @dataclass
@@ -131,6 +132,7 @@ class Stream:
         self.started = time.perf_counter()
         self._count = threading.Lock()
         self._bar = None
+        self._side: List[int] = []  # native ids of the decode and write threads: their page faults are their own
 
     # ---------------------------------------------------------------------------------- the calling thread
     def run(self, todo: Sequence[Pair]) -> None:
@@ -138,9 +140,9 @@ class Stream:
         for item in enumerate(todo):
             self.to_decode.put(item)
         self._bar = progress(range(len(todo)), desc="run", unit="img") if self.show_progress else None
-        decoders = [self._start(f"decode-{i}", self._decode_stage) for i in range(self.workers)]
+        decoders = [self._start(f"decode-{i}", self._decode_stage, side=True) for i in range(self.workers)]
         computers = [self._start(f"compute-{i}", self._compute_stage) for i in range(self.streams)]
-        writer = self._start("write", self._write_stage)
+        writer = self._start("write", self._write_stage, side=True)
         for _ in decoders:
             self.to_decode.put(None)
         try:
@@ -202,7 +204,10 @@ class Stream:
                 self.decode_slots.release()
                 return
             index, pair = task
-            self.decoded.put(decode_pair(index, pair, self.options))
+            before = resource.getrusage(resource.RUSAGE_THREAD)
+            item = decode_pair(index, pair, self.options)
+            item.faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before.ru_minflt
+            self.decoded.put(item)
 
     def _compute_stage(self) -> None:
         while True:
@@ -212,14 +217,18 @@ class Stream:
             labels = np.stack([item.label for item in batch.items])
             insts = np.stack([item.inst for item in batch.items]) if self.settings.use_instance else None
             start = time.perf_counter()
-            before = resource.getrusage(resource.RUSAGE_SELF)
+            before, side = resource.getrusage(resource.RUSAGE_SELF), threads_minor_faults(self._side)
             try:
                 batch.pictures, batch.raw = self.engine(labels, insts, self.settings.save_raw)
             except UserError as exc:
                 self._skip(batch.items, exc)
                 continue
             batch.seconds = time.perf_counter() - start
-            batch.stages = {"wait_s": start - waited, **batch_usage(before), **last_stages(self.engine)}
+            usage = batch_usage(before)
+            # the runtime's own faults: what the decode and write threads touched meanwhile is theirs, counted
+            # with the picture they worked on (a picture's encode overlaps the next one's computation)
+            usage["minor_faults"] = max(0, usage["minor_faults"] - faults_since(side, self._side))
+            batch.stages = {"wait_s": start - waited, **usage, **last_stages(self.engine)}
             for item in batch.items:
                 item.inst = None  # only the label map is written
             with self._count:
@@ -238,7 +247,8 @@ class Stream:
             return
         # a pool: at most ``encoders`` pictures encoding at once; on a stop, those started finish, no other starts
         slots = threading.Semaphore(self.encoders)
-        with ThreadPoolExecutor(self.encoders, thread_name_prefix="run-encode") as pool:
+        with ThreadPoolExecutor(self.encoders, thread_name_prefix="run-encode",
+                                initializer=self._side_thread) as pool:
             while (batch := self._get(self.to_write)) is not None:
                 self.report.compute_seconds += batch.seconds
                 for i, item in enumerate(batch.items):
@@ -257,15 +267,21 @@ class Stream:
             slots.release()
 
     def _write_one(self, item: Decoded, batch: Batch, i: int) -> None:
+        before = resource.getrusage(resource.RUSAGE_THREAD)
         written = write_outputs(self.folder.out, item.pair.name, self.settings,
                                 *crop_back(self.settings, item.size, batch.pictures[i], item.label,
                                            batch.raw[i] if batch.raw is not None else None))
+        write_faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before.ru_minflt
         n = len(batch.items)
         # a batch's seconds and page faults, shared evenly among its pictures
         shares = {k: (v / n if k.endswith("_s") else int(v) // n) for k, v in batch.stages.items()}
+        # a picture's page faults: its share of the runtime's, and those of its own decoding and writing
+        faults = {"compute_minor_faults": shares.get("minor_faults", 0), "decode_minor_faults": item.faults,
+                  "write_minor_faults": write_faults}
+        shares["minor_faults"] = sum(faults.values())
         entry = {"decode_s": round(item.seconds, 4), "compute_s": round(batch.seconds / n, 4), "batch": n,
                  "height": int(item.label.shape[0]), "width": int(item.label.shape[1]),
-                 **{k: round(v, 4) if k.endswith("_s") else v for k, v in {**shares, **written}.items()}}
+                 **{k: round(v, 4) if k.endswith("_s") else v for k, v in {**shares, **written}.items()}, **faults}
         entry["done_s"] = round(time.perf_counter() - self.started, 3)  # since the stream started
         self.folder.record(item.pair.name, entry)
         self.recorded.append({"name": item.pair.name, **entry})
@@ -282,8 +298,15 @@ class Stream:
             raise exc
         self.folder.failed.add(exc, *(item.pair.name for item in items))
 
-    def _start(self, name: str, stage) -> threading.Thread:
+    def _side_thread(self) -> None:
+        """Called first in a decode or write thread: its page faults are counted apart from the runtime's."""
+        with self._count:
+            self._side.append(threading.get_native_id())
+
+    def _start(self, name: str, stage, side: bool = False) -> threading.Thread:
         def body() -> None:
+            if side:
+                self._side_thread()
             try:
                 stage()
             except _Stopped:
@@ -335,6 +358,25 @@ def batch_usage(before) -> Dict[str, float]:
     now = resource.getrusage(resource.RUSAGE_SELF)
     return {"minor_faults": now.ru_minflt - before.ru_minflt, "major_faults": now.ru_majflt - before.ru_majflt,
             "system_s": now.ru_stime - before.ru_stime, "user_s": now.ru_utime - before.ru_utime}
+
+
+def threads_minor_faults(native_ids: Sequence[int]) -> Dict[int, int]:
+    """The minor page faults of these threads of this process so far (``/proc/self/task/<id>/stat``, field 10),
+    by thread; a thread that has ended, or a system without ``/proc``, is left out."""
+    faults = {}
+    for tid in list(native_ids):
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                faults[tid] = int(f.read().rsplit(b")", 1)[1].split()[7])
+        except (OSError, IndexError, ValueError):
+            pass
+    return faults
+
+
+def faults_since(before: Dict[int, int], native_ids: Sequence[int]) -> int:
+    """The minor page faults these threads took since the reading ``before`` (a thread started since counts from 0;
+    one that ended since is left out)."""
+    return sum(n - before.get(t, 0) for t, n in threads_minor_faults(native_ids).items())
 
 
 def last_stages(engine) -> Dict[str, float]:
