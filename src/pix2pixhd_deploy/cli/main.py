@@ -150,6 +150,9 @@ def cmd_run(args) -> int:
 
         report = run_ray(pairs, o.output.path, settings, keep_going=args.keep_going, **o.engine.ray_options())
     else:
+        from .allocator import hold_freed_memory
+
+        hold_freed_memory()  # this process computes picture after picture: freed memory is reused, not re-faulted
         report = run(pairs, o.output.path, lambda: open_runner(settings, choice), settings,
                      keep_going=args.keep_going, workers=args.workers, choice=choice.describe())
     print(report.summary())
@@ -165,8 +168,10 @@ def cmd_serve(args) -> int:
 
         serve_ray(options, limits, ray, host=args.host, port=args.port)
     else:
+        from .allocator import hold_freed_memory
         from ..serve.server import serve
 
+        hold_freed_memory()  # a long-lived process computing picture after picture, as run does
         serve(options, limits, host=args.host, port=args.port)
     return 0
 
