@@ -123,6 +123,37 @@ def test_fast_graph_equals_the_plain_graph(small_winograd, tmp_path, opset):
     assert np.abs(a - b).max() <= 1e-5
 
 
+def test_f4x4_graph_holds_the_3x3_filters_and_a_runtime_transforms_them_each_inference(small_winograd, tmp_path):
+    """F(4x4)'s graph stores 9 values per filter pair (16 for F(2x2)); its output equals the plain graph's within
+    F(4x4)'s float error; and OpenVINO keeps the filter transform as an operation (a FullyConnected per Winograd
+    layer) instead of folding it into a constant of 36 values per pair (2.7 GB in label2city_1024p)."""
+    import onnx
+    from onnx import numpy_helper
+
+    plain = export_onnx(small_winograd, tmp_path / "plain.onnx", height=64, width=128)
+    f2 = export_onnx(small_winograd, tmp_path / "f2.onnx", height=64, width=128, fast_convs=True)
+    f4 = export_onnx(small_winograd, tmp_path / "f4.onnx", height=64, width=128, fast_convs=True, winograd_tile=4)
+    assert f4.verified and f4.max_abs_error <= 1e-4 and any("2 Winograd F(4x4, 3x3)" in n for n in f4.notes)
+
+    def values(name):
+        return sum(numpy_helper.to_array(t).size for t in onnx.load(str(tmp_path / name)).graph.initializer)
+
+    pairs = 2 * 64 * 64  # the two 64-channel convolutions of SMALL_LOCAL's global block
+    assert values("f2.onnx") - values("plain.onnx") == pytest.approx((16 - 9) * pairs, rel=0.01)
+    assert values("f4.onnx") - values("plain.onnx") == 36 * 9 + 16 * 36  # (G x G) and A, shared by the layers
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "f4.onnx")).metadata_props}
+    assert json.loads(props["pix2pixhd.export"])["winograd_tile"] == 4
+    x = seeded_input(36, 1, 64, 128, seed=5)
+    a = run_onnxruntime_cpu((tmp_path / "plain.onnx").read_bytes(), "input_concat", x)
+    b = run_onnxruntime_cpu((tmp_path / "f4.onnx").read_bytes(), "input_concat", x)
+    assert np.abs(a - b).max() <= 1e-4
+    ov = pytest.importorskip("openvino")
+    compiled = ov.Core().compile_model(str(tmp_path / "f4.onnx"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    kinds = [op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ordered_ops()]
+    assert kinds.count("FullyConnected") + kinds.count("MatMul") >= 2 * 2 + 2  # 2 layers: filters, products, output
+    assert np.abs(compiled({"input_concat": x})[0] - a).max() <= 1e-4
+
+
 def test_odd_tiling_through_onnx(monkeypatch, tmp_path):
     """96x160 with 4 global downsamplings leaves 3x5 at the residual blocks: odd, so the last Winograd tiles are
     completed with zeros and cut off again (1056x2048 does the same to label2city_1024p)."""
@@ -132,7 +163,7 @@ def test_odd_tiling_through_onnx(monkeypatch, tmp_path):
     g = random_generator(config, seed=6).eval()
     report = export_onnx(g, tmp_path / "odd.onnx", height=96, width=160, fast_convs=True)
     assert report.verified and report.max_abs_error <= 1e-5
-    assert any("2 Winograd 3x3" in n for n in report.notes)
+    assert any("2 Winograd F(2x2, 3x3)" in n for n in report.notes)
 
 
 def test_fast_stems_uint8_graph(small_winograd, tmp_path):
@@ -146,6 +177,10 @@ def test_impossible_fast_convs_exports_write_nothing(small_winograd, tmp_path):
         export_onnx(small_winograd, tmp_path / "x.onnx", height=64, width=128, dynamic_hw=True, fast_convs=True)
     with pytest.raises(UserError, match="fp32 CPU graphs"):
         export_onnx(small_winograd, tmp_path / "x.onnx", height=64, width=128, fp16=True, fast_convs=True)
+    with pytest.raises(UserError, match="--winograd-tile applies to --fast-convs"):
+        export_onnx(small_winograd, tmp_path / "x.onnx", height=64, width=128, winograd_tile=4)
+    with pytest.raises(UserError, match="--winograd-tile 3 is not built"):
+        export_onnx(small_winograd, tmp_path / "x.onnx", height=64, width=128, fast_convs=True, winograd_tile=3)
     with pytest.raises(UserError, match="found nothing to rewrite"):  # padded convolutions only
         export_onnx(nn.Sequential(nn.Conv2d(36, 3, 3, padding=1)), tmp_path / "x.onnx", height=64, width=128,
                     fast_convs=True)

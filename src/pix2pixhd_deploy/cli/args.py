@@ -417,6 +417,10 @@ class ExportArgs(ArgGroup):
         g.add_argument("--rewrite-avgpool", action="store_true",
                        help="replace AveragePool(count_include_pad=0), which ATC lacks, by an exact Conv + Div")
         FAST_CONVS.add(g)
+        g.add_argument("--winograd-tile", type=int, choices=(2, 4), default=2,
+                       help="with --fast-convs: Winograd's output tile, 2 (F(2x2,3x3), as close to float64 as the "
+                            "convolution) or 4 (F(4x4,3x3): 44%% fewer products, about 20x the float error, pictures "
+                            "within one level; run's CPU graph)")
         norms = g.add_mutually_exclusive_group()
         norms.add_argument("--exact-norm", dest="exact_norm", action="store_const", const=True, default=None,
                            help="require precise instance norms (two-stage sums; the default for fp32 graphs of a "
@@ -444,5 +448,6 @@ class ExportArgs(ArgGroup):
             height=args.height, width=args.width, dynamic_hw=args.dynamic_hw, input_name=args.input_name,
             output_name=args.output_name, input_format=args.input_format, output_format=args.output_format,
             use_instance=not args.no_instance, fp16=args.fp16, rewrite_avgpool=args.rewrite_avgpool,
-            fast_convs=args.fast_convs, exact_norm=args.exact_norm, tolerance=args.atol, min_psnr=args.min_psnr,
+            fast_convs=args.fast_convs, winograd_tile=args.winograd_tile, exact_norm=args.exact_norm,
+            tolerance=args.atol, min_psnr=args.min_psnr,
             seed=args.seed, check_map=args.check_map, check_inst=args.check_inst, soc_version=args.soc_version)

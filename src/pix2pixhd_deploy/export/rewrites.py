@@ -137,16 +137,17 @@ def input_channels(model: nn.Module) -> int:
 
 
 def prepare_for_export(model: nn.Module, *, rewrite_avgpool: bool = False, static_hw: bool = True,
-                       fast_convs: bool = False, exact_norm: bool = False,
+                       fast_convs: bool = False, exact_norm: bool = False, winograd_tile: int = 2,
                        counts: Optional[Dict[str, int]] = None) -> nn.Module:
     """A float32 CPU copy of ``model`` with the export-only modules swapped in; ``model`` is not changed.
 
     ``fast_convs``: the CPU forms of :mod:`fastconv` (Winograd 3x3, row-sum output convolution) as well;
+    ``winograd_tile``: Winograd's output tile with ``fast_convs``, 2 or 4 (:class:`WinogradConv3x3`);
     ``exact_norm``: :class:`TwoStageInstanceNorm` for every InstanceNorm2d without affine parameters.
     ``counts``, when given, receives how many modules of each kind were swapped in."""
     export_model = copy.deepcopy(model).float().cpu().eval()
     tally = counts if counts is not None else {}
-    tally.update(rewrite_for_cpu(export_model) if fast_convs else {"winograd": 0, "rowsum": 0})
+    tally.update(rewrite_for_cpu(export_model, tile=winograd_tile) if fast_convs else {"winograd": 0, "rowsum": 0})
     tally["two_stage_norm"] = 0
     channels = input_channels(export_model)
 
@@ -173,7 +174,8 @@ def rewrite_for_export(model: nn.Module, options) -> Tuple[nn.Module, Dict[str, 
     """
     counts: Dict[str, int] = {}
     rewritten = prepare_for_export(model, rewrite_avgpool=options.rewrite_avgpool, static_hw=not options.dynamic_hw,
-                                   fast_convs=options.fast_convs, exact_norm=options.precise_norm, counts=counts)
+                                   fast_convs=options.fast_convs, exact_norm=options.precise_norm,
+                                   winograd_tile=options.winograd_tile, counts=counts)
     for flag, given, found, wanted in (
             ("--fast-convs", options.fast_convs, counts["winograd"] + counts["rowsum"],
              "3x3 convolutions with 256+ channels after a reflection pad, or 7x7 ones with few outputs"),

@@ -73,8 +73,14 @@ class WinogradConv3x3(nn.Module):
         g = torch.tensor(t["G"], dtype=torch.float64)
         at = torch.tensor(t["AT"], dtype=torch.float64)
         k, c = weight.shape[:2]
-        u = torch.einsum("ai,kcij,bj->abkc", g, weight, g).reshape(n * n, k, c)
-        self.register_buffer("u", u.to(conv.weight.dtype))
+        if tile == 2:  # the transformed filters, 16 per filter pair (exact: G holds 0, 1 and 1/2)
+            u = torch.einsum("ai,kcij,bj->abkc", g, weight, g).reshape(n * n, k, c)
+            self.register_buffer("u", u.to(conv.weight.dtype))
+            self.register_buffer("ggt", None)
+        else:  # the 3x3 filters and (G x G): 36 transformed values per filter pair would take 2.7 GB in
+            # label2city_1024p (past one ONNX file's 2 GiB); 9 take 0.68 GB, and each inference transforms them
+            self.register_buffer("u", conv.weight.detach().reshape(k * c, 9).t().contiguous())  # (9, K*C)
+            self.register_buffer("ggt", torch.kron(g, g).to(conv.weight.dtype))               # (n*n, 9)
         # the m x m output transform of the n*n products, as one (m*m, n*n) matrix: rows are (row, col) offsets
         self.register_buffer("a", torch.einsum("pa,qb->pqab", at, at).reshape(tile * tile, n * n)
                              .to(conv.weight.dtype))
@@ -88,7 +94,7 @@ class WinogradConv3x3(nn.Module):
         th, tw = -(-h // m), -(-w // m)
         if m * th != h or m * tw != w:  # zeros complete the last tiles; their extra outputs are cut off
             x = F.pad(x, (0, m * tw - w, 0, m * th - h))
-        u, a = self.u.to(x.dtype), self.a.to(x.dtype)
+        u, a = self.filters(x), self.a.to(x.dtype)
         rows = _input_transform_1d(self.bt, [x[:, :, i:i + m * th:m] for i in range(n)])
         tiles = []
         for r in rows:
@@ -101,6 +107,17 @@ class WinogradConv3x3(nn.Module):
         if m * th != h or m * tw != w:
             y = y[:, :, :h, :w]
         return y if self.bias is None else y + self.bias.to(x.dtype)
+
+
+    def filters(self, x: torch.Tensor) -> torch.Tensor:
+        """The transformed filters G g G^T, (n*n, K, C), in ``x``'s dtype. For F(4x4) computed here from the 3x3
+        filters, with (G x G) scaled by a factor of exactly 1 taken from ``x``: a graph runtime would otherwise fold
+        the product into a 2.7 GB constant (label2city_1024p), which costs more to load than it saves."""
+        if self.ggt is None:
+            return self.u.to(x.dtype)
+        one = x[:1, :1, :1, :1].reshape(1, 1) * 0 + 1
+        return torch.matmul(self.ggt.to(x.dtype) * one, self.u.to(x.dtype)).reshape(
+            -1, self.out_channels, self.in_channels)
 
 
 class RowSumConv(nn.Module):

@@ -32,7 +32,8 @@ from ..version import __version__
 log = logging.getLogger(__name__)
 
 #: the graph run builds for a checkpoint on a CPU; bump when the export recipe changes what it writes
-CPU_RECIPE = ("cpu-v2: stems (maps for a global generator), fast convolutions, two-stage norms, static batch 1")
+CPU_RECIPE = ("cpu-v3: stems (maps for a global generator), fast convolutions with Winograd F(4x4), two-stage norms, "
+              "static batch 1")
 
 
 @dataclass
@@ -197,4 +198,4 @@ def export_cpu_graph(checkpoint: Path, folder: Path, height: int, width: int, *,
     stems = getattr(loaded.model, "n_local_enhancers", 0) == 1
     export_onnx(loaded, folder / "model.onnx", height=height, width=width, dynamic_batch=False, batch=1,
                 input_format=forms.STEMS if stems else forms.MAPS, output_format=output_format,
-                use_instance=use_instance, fast_convs=True, exact_norm=True)
+                use_instance=use_instance, fast_convs=True, winograd_tile=4, exact_norm=True)
