@@ -32,3 +32,15 @@ def test_serve_first_request_script(tmp_path):
     rounds = json.loads(out.read_text())["rounds"]
     assert [r["warm_up"] for r in rounds] == [False, True]
     assert all(len(r["latencies_s"]) == 3 for r in rounds)
+
+
+def test_winograd_tile_script(tmp_path):
+    out = tmp_path / "wt.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "winograd_tile.py"), "--channels", "16", "--size",
+                           "18,34", "--repeats", "2", "--json", str(out)], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert [r["form"] for r in rows] == ["direct", "F(2x2, 3x3)", "F(4x4, 3x3)"]
+    assert all(r["median_ms"] > 0 and r["max_abs_error"] < 1e-4 for r in rows)
+    assert "| F(4x4, 3x3) |" in proc.stdout
