@@ -38,7 +38,10 @@ def server_thread(state):
     end = time.monotonic() + 60
     while not server.started and thread.is_alive() and time.monotonic() < end:
         time.sleep(0.02)
-    assert server.started, f"the test server never started listening on port {port}"
+    if not server.started:
+        server.should_exit = True
+        thread.join(30)
+        raise AssertionError(f"the test server never started listening on port {port}")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ve
 
 SCRIPT = """
 import ctypes, resource, sys, threading
+ctypes.CDLL("libc.so.6").prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: one fault a page on any THP setting
 from pix2pixhd_deploy.cli.allocator import hold_freed_memory
 held = hold_freed_memory() if sys.argv[1] == "hold" else None
 libc = ctypes.CDLL("libc.so.6")

@@ -271,6 +271,7 @@ def touch_fresh_pages(pages: int) -> None:
     import mmap
 
     with mmap.mmap(-1, pages * mmap.PAGESIZE) as m:
+        m.madvise(mmap.MADV_NOHUGEPAGE)  # one fault a page even where transparent huge pages are always on
         for i in range(pages):
             m[i * mmap.PAGESIZE] = 1
 
@@ -279,8 +280,9 @@ def touch_fresh_pages(pages: int) -> None:
 def test_each_picture_counts_the_page_faults_of_its_own_decode_and_write(tmp_path, small_checkpoint, monkeypatch,
                                                                          encoders):
     """A picture's page faults are its share of the runtime's and those of its own decoding and writing, even when
-    its writing overlaps the next picture's computation (held here until that writing is done): before, the
-    writer's first-touched memory was counted against the next picture."""
+    its writing overlaps the next picture's computation (held here until that writing is done), and when a decoder
+    thread reads its last pair and ends during it: before, the writer's first-touched memory was counted against
+    the next picture, and so was an ended thread's."""
     import threading
 
     from pix2pixhd_deploy.data.dataset import cityscapes_pairs
@@ -290,6 +292,7 @@ def test_each_picture_counts_the_page_faults_of_its_own_decode_and_write(tmp_pat
     pairs = cityscapes_pairs(tmp_path / "val")
     decode_pages, write_pages = 1500, 3000
     written = [threading.Event() for _ in pairs]
+    second_computing = threading.Event()
     real_write, real_decode, calls = streaming.write_outputs, streaming.decode_pair, []
 
     def write(out, name, *args):
@@ -299,13 +302,23 @@ def test_each_picture_counts_the_page_faults_of_its_own_decode_and_write(tmp_pat
         return result
 
     def decode(index, pair, options):
+        if index == len(pairs) - 1:  # the last pair is read while the second picture computes
+            assert second_computing.wait(60)
         touch_fresh_pages(decode_pages)
         return real_decode(index, pair, options)
+
+    def decoders_alive():
+        return [t for t in threading.enumerate() if t.name.startswith("run-decode")]
 
     def engine(labels, insts, want_raw):
         calls.append(len(calls))
         if len(calls) > 1:  # the previous picture is written while this one computes
             assert written[len(calls) - 2].wait(60)
+        if len(calls) == 2:  # and the decoders read the last pair and end
+            second_computing.set()
+            for thread in decoders_alive():
+                thread.join(60)
+            assert not decoders_alive()
         return np.full((*labels.shape, 3), 128, np.uint8), None
 
     monkeypatch.setattr(streaming, "write_outputs", write)

@@ -249,7 +249,8 @@ async def queue_depth(client, url, want: int, pending, timeout: float = 120) -> 
     while time.monotonic() < end and depth != want:
         answered = [t for t in pending if t.done()]
         assert not answered, "a request that should wait was answered: " + "; ".join(
-            repr(t.exception()) if t.exception() else f"{t.result().status_code} {t.result().text[:200]}"
+            "cancelled" if t.cancelled() else repr(t.exception()) if t.exception() else
+            f"{t.result().status_code} {t.result().text[:200]}"
             for t in answered)
         text = (await client.get(f"{url}/metrics")).text
         depth = int(float(re.search(r"^pix2pixhd_queue_depth (\S+)$", text, re.M).group(1)))

@@ -5,8 +5,10 @@ project's), glibc's defaults make a long run pay that again and again. Each thre
 the maps a decoder thread frees do not serve the compute thread's next allocation; blocks above a moving threshold
 come from ``mmap`` and go back to the kernel when freed; and the top of a heap is given back once it is large.
 :func:`hold_freed_memory` asks glibc for one arena, a fixed 32 MiB ``mmap`` threshold and no trimming, so after the
-first picture each one reuses the memory of the one before (``docs/cpu.md`` has the counts: the second picture's
-page faults from 7% of the first's to 2%).
+first picture the blocks under 32 MiB each one needs come from memory the pictures before it freed (``docs/cpu.md``
+has the counts: the second picture's page faults from 7% of the first's to 2%). Blocks of 32 MiB or more are still
+mapped afresh; the runtime's own large buffers are planned once and kept. Call it early, before other threads
+start: an arena a thread already has stays its own, and glibc ignores the limit once it has made more than it.
 
 It changes the whole process, so only the command lines call it (``run`` with the local engine, ``serve``), which
 own theirs; the library never does on a user's behalf. Elsewhere than glibc it does nothing.
@@ -39,7 +41,9 @@ def hold_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    taken = all(mallopt(param, value) == 1 for param, value in
-                ((M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, NO_TRIM)))
+    # every setting tried, even after a refusal
+    results = [mallopt(param, value) for param, value in
+               ((M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, NO_TRIM))]
+    taken = all(r == 1 for r in results)
     log.debug("allocator: one arena, mmap threshold %d, no trim: %s", MMAP_THRESHOLD, taken)
     return taken

@@ -417,10 +417,10 @@ class ExportArgs(ArgGroup):
         g.add_argument("--rewrite-avgpool", action="store_true",
                        help="replace AveragePool(count_include_pad=0), which ATC lacks, by an exact Conv + Div")
         FAST_CONVS.add(g)
-        g.add_argument("--winograd-tile", type=int, choices=(2, 4), default=2,
-                       help="with --fast-convs: Winograd's output tile, 2 (F(2x2,3x3), as close to float64 as the "
-                            "convolution) or 4 (F(4x4,3x3): 44%% fewer products, about 20x the float error, pictures "
-                            "within one level; run's CPU graph)")
+        g.add_argument("--winograd-tile", type=int, choices=(2, 4), default=None,
+                       help="with --fast-convs: Winograd's output tile, 2 (the default: F(2x2,3x3), as close to "
+                            "float64 as the convolution) or 4 (F(4x4,3x3): 44%% fewer products, several times the "
+                            "float error, pictures within one level; run's CPU graph)")
         norms = g.add_mutually_exclusive_group()
         norms.add_argument("--exact-norm", dest="exact_norm", action="store_const", const=True, default=None,
                            help="require precise instance norms (two-stage sums; the default for fp32 graphs of a "

@@ -134,6 +134,10 @@ def cmd_run(args) -> int:
         flag = "--profile" if args.profile else "--encode-threads"
         raise UserError(f"{flag} applies to the local engine only (Ray's actors encode their own pictures)",
                         fix=f"drop {flag} or --engine ray")
+    if o.engine.engine != "ray":
+        from .allocator import hold_freed_memory
+
+        hold_freed_memory()  # this process computes picture after picture: freed memory is reused, not re-faulted
     pairs, instances = discover(o.data.dataroot, o.data.cityscapes, instances=o.data.instances)
     use_instance = instances != "none"
     common = dict(device=o.device.device, fp16=o.device.fp16, bf16=o.device.bf16,
@@ -150,9 +154,6 @@ def cmd_run(args) -> int:
 
         report = run_ray(pairs, o.output.path, settings, keep_going=args.keep_going, **o.engine.ray_options())
     else:
-        from .allocator import hold_freed_memory
-
-        hold_freed_memory()  # this process computes picture after picture: freed memory is reused, not re-faulted
         report = run(pairs, o.output.path, lambda: open_runner(settings, choice), settings,
                      keep_going=args.keep_going, workers=args.workers, choice=choice.describe())
     print(report.summary())

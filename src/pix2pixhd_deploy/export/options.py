@@ -47,7 +47,7 @@ class ExportOptions:
     # the rewrites (rewrites.py)
     exact_norm: Optional[bool] = None        # None: precise (two-stage) norms for fp32 static-size graphs
     fast_convs: bool = False
-    winograd_tile: int = 2                   # with fast_convs: F(2x2, 3x3), or F(4x4, 3x3) (the CPU graph's)
+    winograd_tile: Optional[int] = None      # with fast_convs: 2 (None: F(2x2, 3x3)) or 4 (the CPU graph's)
     rewrite_avgpool: bool = False
     fp16: bool = False
     # the check against PyTorch (verify.py)
@@ -87,9 +87,9 @@ class ExportOptions:
 
     def _check_cpu_forms(self) -> None:
         """--fast-convs and --exact-norm, when asked for, need a static size and fp32."""
-        if self.winograd_tile not in (2, 4):
+        if self.winograd_tile not in (None, 2, 4):
             raise UserError(f"--winograd-tile {self.winograd_tile} is not built", fix="pass 2 or 4")
-        if self.winograd_tile != 2 and not self.fast_convs:
+        if self.winograd_tile is not None and not self.fast_convs:
             raise UserError("--winograd-tile applies to --fast-convs", fix="add --fast-convs, or drop --winograd-tile")
         for flag, given in (("--fast-convs", self.fast_convs), ("--exact-norm", self.exact_norm)):
             if given and self.dynamic_hw:

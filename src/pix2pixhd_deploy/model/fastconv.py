@@ -11,8 +11,8 @@ size, which runs at a fifth of the speed of the others because three output chan
   again adds only. 2.25x fewer multiplications, all in large GEMMs. The float error is that of direct
   convolution (a different summation order): 1.3e-6 against float64 for one 1024-channel layer, where direct
   convolution is 1.1e-6. F(4x4, 3x3) (``tile=4``; the CPU graph's since recipe cpu-v3) does 4x fewer
-  multiplications than the direct convolution, but its transforms (coefficients up to 8 and 1/24) make the error
-  about 20x larger; its pictures stay within one level of NVIDIA's (docs/cpu.md). Its graph holds the 3x3 filters
+  multiplications than the direct convolution, but its transforms (coefficients up to 8 and 1/24) make its error
+  8 to 25 times the direct convolution's, by layer; its pictures stay within one level of NVIDIA's (docs/cpu.md). Its graph holds the 3x3 filters
   and transforms them each inference (:meth:`WinogradConv3x3.filters`).
 * :class:`RowSumConv`: a KxK convolution with few output channels as one 1xK convolution with K times as many
   output channels, followed by K row-shifted sums. The same multiplications, laid out so they vectorize.

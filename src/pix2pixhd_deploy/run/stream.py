@@ -133,6 +133,7 @@ class Stream:
         self._count = threading.Lock()
         self._bar = None
         self._side: List[int] = []  # native ids of the decode and write threads: their page faults are their own
+        self._retired: Dict[int, int] = {}  # such threads that ended, with their final count
 
     # ---------------------------------------------------------------------------------- the calling thread
     def run(self, todo: Sequence[Pair]) -> None:
@@ -217,17 +218,20 @@ class Stream:
             labels = np.stack([item.label for item in batch.items])
             insts = np.stack([item.inst for item in batch.items]) if self.settings.use_instance else None
             start = time.perf_counter()
-            before, side = resource.getrusage(resource.RUSAGE_SELF), threads_minor_faults(self._side)
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            side = self._side_faults()  # read after the process's count, and before it at the end: the side
+            # threads' window lies inside the process's, so nothing is subtracted that the process did not count
             try:
                 batch.pictures, batch.raw = self.engine(labels, insts, self.settings.save_raw)
             except UserError as exc:
                 self._skip(batch.items, exc)
                 continue
             batch.seconds = time.perf_counter() - start
+            side_now = self._side_faults()
             usage = batch_usage(before)
             # the runtime's own faults: what the decode and write threads touched meanwhile is theirs, counted
             # with the picture they worked on (a picture's encode overlaps the next one's computation)
-            usage["minor_faults"] = max(0, usage["minor_faults"] - faults_since(side, self._side))
+            usage["minor_faults"] = max(0, usage["minor_faults"] - sum(n - side.get(t, 0) for t, n in side_now.items()))
             batch.stages = {"wait_s": start - waited, **usage, **last_stages(self.engine)}
             for item in batch.items:
                 item.inst = None  # only the label map is written
@@ -303,6 +307,11 @@ class Stream:
         with self._count:
             self._side.append(threading.get_native_id())
 
+    def _side_faults(self) -> Dict[int, int]:
+        """The minor page faults of every decode and write thread so far, those that ended included."""
+        with self._count:  # no thread ends between the two readings
+            return {**self._retired, **threads_minor_faults(self._side)}
+
     def _start(self, name: str, stage, side: bool = False) -> threading.Thread:
         def body() -> None:
             if side:
@@ -315,6 +324,12 @@ class Stream:
                 if self.failure is None:
                     self.failure = exc
                 self.stopping.set()
+            finally:
+                if side:  # its count outlives it (/proc forgets a thread that ended)
+                    with self._count:
+                        tid = threading.get_native_id()
+                        self._retired[tid] = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+                        self._side.remove(tid)
 
         thread = threading.Thread(target=body, name=f"run-{name}")
         thread.start()
@@ -371,12 +386,6 @@ def threads_minor_faults(native_ids: Sequence[int]) -> Dict[int, int]:
         except (OSError, IndexError, ValueError):
             pass
     return faults
-
-
-def faults_since(before: Dict[int, int], native_ids: Sequence[int]) -> int:
-    """The minor page faults these threads took since the reading ``before`` (a thread started since counts from 0;
-    one that ended since is left out)."""
-    return sum(n - before.get(t, 0) for t, n in threads_minor_faults(native_ids).items())
 
 
 def last_stages(engine) -> Dict[str, float]:
