@@ -149,7 +149,7 @@ def _describe(proto, out_path: Path, options: ExportOptions, fmt: GraphFormat, c
     sha256 = loaded.sha256()
     settings = {"opset": options.opset, "fp16": options.fp16, "rewrite_avgpool": options.rewrite_avgpool,
                 "fast_convs": options.fast_convs, "exact_norm": counts["two_stage_norm"] > 0,
-                "winograd_tile": (options.winograd_tile or 2) if options.fast_convs else None,
+                "winograd_tile": options.tile if options.fast_convs else None,
                 "input_format": options.input_format, "output_format": options.output_format,
                 "label_nc": fmt.label_nc, "use_instance": options.use_instance, "torch": torch.__version__}
     props = {"pix2pixhd.export": json.dumps(settings)}
@@ -174,10 +174,8 @@ def _describe(proto, out_path: Path, options: ExportOptions, fmt: GraphFormat, c
                           output_format=options.output_format,
                           provenance={"versions": versions(), "machine": machine(), "checkpoint_sha256": sha256})
     if options.fast_convs or options.exact_norm:
-        tile = options.winograd_tile or 2
-        rewritten = (f"rewritten: {counts['winograd']} Winograd F({tile}x{tile}, 3x3) and {counts['rowsum']} "
-                     "row-sum convolutions, "
-                     f"{counts['two_stage_norm']} two-stage instance norms")
+        rewritten = (f"rewritten: {counts['winograd']} Winograd F({options.tile}x{options.tile}, 3x3) and "
+                     f"{counts['rowsum']} row-sum convolutions, {counts['two_stage_norm']} two-stage instance norms")
         log.info(rewritten)
         report.notes.append(rewritten)
     if _has_exclusive_avgpool(proto):

@@ -101,6 +101,11 @@ class ExportOptions:
                                 fix=f"drop --fp16 (for a CPU) or {flag} (for a GPU or NPU)")
 
     @property
+    def tile(self) -> int:
+        """Winograd's output tile that ``fast_convs`` uses: ``winograd_tile``, or 2 when not given."""
+        return self.winograd_tile or 2
+
+    @property
     def precise_norm(self) -> bool:
         """Two-stage instance norms: asked for, or by default wherever they apply (fp32 at a static size)."""
         return self.exact_norm if self.exact_norm is not None else not (self.fp16 or self.dynamic_hw)

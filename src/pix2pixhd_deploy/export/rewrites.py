@@ -175,7 +175,7 @@ def rewrite_for_export(model: nn.Module, options) -> Tuple[nn.Module, Dict[str, 
     counts: Dict[str, int] = {}
     rewritten = prepare_for_export(model, rewrite_avgpool=options.rewrite_avgpool, static_hw=not options.dynamic_hw,
                                    fast_convs=options.fast_convs, exact_norm=options.precise_norm,
-                                   winograd_tile=options.winograd_tile or 2, counts=counts)
+                                   winograd_tile=options.tile, counts=counts)
     for flag, given, found, wanted in (
             ("--fast-convs", options.fast_convs, counts["winograd"] + counts["rowsum"],
              "3x3 convolutions with 256+ channels after a reflection pad, or 7x7 ones with few outputs"),

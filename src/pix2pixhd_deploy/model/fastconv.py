@@ -12,8 +12,8 @@ size, which runs at a fifth of the speed of the others because three output chan
   convolution (a different summation order): 1.3e-6 against float64 for one 1024-channel layer, where direct
   convolution is 1.1e-6. F(4x4, 3x3) (``tile=4``; the CPU graph's since recipe cpu-v3) does 4x fewer
   multiplications than the direct convolution, but its transforms (coefficients up to 8 and 1/24) make its error
-  8 to 25 times the direct convolution's, by layer; its pictures stay within one level of NVIDIA's (docs/cpu.md). Its graph holds the 3x3 filters
-  and transforms them each inference (:meth:`WinogradConv3x3.filters`).
+  8 to 25 times the direct convolution's, by layer; its pictures stay within one level of NVIDIA's (docs/cpu.md).
+  Its graph holds the 3x3 filters and transforms them each inference (:meth:`WinogradConv3x3.filters`).
 * :class:`RowSumConv`: a KxK convolution with few output channels as one 1xK convolution with K times as many
   output channels, followed by K row-shifted sums. The same multiplications, laid out so they vectorize.
 
@@ -110,11 +110,10 @@ class WinogradConv3x3(nn.Module):
             y = y[:, :, :h, :w]
         return y if self.bias is None else y + self.bias.to(x.dtype)
 
-
     def filters(self, x: torch.Tensor) -> torch.Tensor:
         """The transformed filters G g G^T, (n*n, K, C), in ``x``'s dtype. For F(4x4) computed here from the 3x3
         filters, with (G x G) scaled by a factor of exactly 1 taken from ``x``: a graph runtime would otherwise fold
-        the product into a 2.7 GB constant (label2city_1024p), which costs more to load than it saves."""
+        the product into a 2.7 GB constant (label2city_1024p), past ONNX's 2 GiB and copied in at every start."""
         if self.ggt is None:
             return self.u.to(x.dtype)
         one = x[:1, :1, :1, :1].reshape(1, 1) * 0 + 1

@@ -218,9 +218,10 @@ class Stream:
             labels = np.stack([item.label for item in batch.items])
             insts = np.stack([item.inst for item in batch.items]) if self.settings.use_instance else None
             start = time.perf_counter()
+            # the side threads are read after the process here and before it at the end: their window lies inside
+            # the process's, so nothing is subtracted that the process did not count
             before = resource.getrusage(resource.RUSAGE_SELF)
-            side = self._side_faults()  # read after the process's count, and before it at the end: the side
-            # threads' window lies inside the process's, so nothing is subtracted that the process did not count
+            side = self._side_faults()
             try:
                 batch.pictures, batch.raw = self.engine(labels, insts, self.settings.save_raw)
             except UserError as exc:
