@@ -55,14 +55,18 @@ class Page:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 120):
-        end = time.monotonic() + timeout
+        """Poll ``expression`` until it is true. While the page is still loading it may throw (``document.body``
+        is null before the first bytes arrive): that counts as not yet, and the last such error is reported."""
+        end, error = time.monotonic() + timeout, None
         while time.monotonic() < end:
-            value = self.evaluate(expression)
+            result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+            error = result.get("exceptionDetails")
+            value = None if error else result["result"].get("value")
             if value:
                 return value
             time.sleep(0.2)
-        status = self.evaluate("document.getElementById('status').textContent")
-        raise AssertionError(f"timed out waiting for {expression}; the page says: {status}")
+        status = self.evaluate("document.getElementById('status')?.textContent")
+        raise AssertionError(f"timed out waiting for {expression} (last error: {error}); the page says: {status}")
 
     def mouse(self, kind: str, x: float, y: float):
         self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", buttons=1 if kind != "mouseReleased"
