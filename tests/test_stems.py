@@ -1,6 +1,7 @@
 """The stems fast path: the two stem convolutions computed from the maps equal torch's convolutions."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -33,9 +34,14 @@ def computer_kind(request, monkeypatch):
     return request.param
 
 
+#: label2city_1024p's stem widths (32 local and 64 global outputs, for which the C loops have their own code)
+STEM_WIDTHS = dataclasses.replace(SMALL_LOCAL, ngf=32)
+
+
+@pytest.mark.parametrize("config", [SMALL_LOCAL, STEM_WIDTHS], ids=["ngf8", "ngf32"])
 @pytest.mark.parametrize("hw", [(64, 128), (38, 54), (32, 32)])
-def test_stems_equal_the_convolutions(computer_kind, hw):
-    gen = random_generator(SMALL_LOCAL, seed=4)
+def test_stems_equal_the_convolutions(computer_kind, hw, config):
+    gen = random_generator(config, seed=4)
     labels, insts = seeded_maps(2, *hw, seed=5)
     labels[0, :5, :7] = 33  # a small region at the corner: borders, reflection and short pool windows
     insts[1, -3:, -4:] = 26001
