@@ -1,5 +1,7 @@
-"""What each PNG compression level costs and saves on `run`'s own pictures: encode seconds (one core, best of
-``--repeat``), file size, and a check that the decoded pixels are the ones encoded.
+"""What each PNG compression setting costs and saves on `run`'s own pictures: zlib's levels 0-9 with its default
+strategy, and its run-length strategy (Z_RLE, what the tool writes: fileio.PNG_OPTIONS) and Huffman-only coding;
+encode seconds (one core, best of ``--repeat``), file size, and a check that the decoded pixels are the ones
+encoded.
 
     python benchmarks/png_level.py RUN_OUTPUT/images [--limit 6] [--repeat 3] [--json out.json]
 
@@ -14,32 +16,41 @@ import io
 import json
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-LEVELS = tuple(range(10))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from pix2pixhd_deploy.fileio import PNG_OPTIONS  # noqa: E402
+
+#: (name, Pillow's PNG options); "level 6" is Pillow's default, the reference of the ratios
+SETTINGS = [(f"level {n}", {"compress_level": n}) for n in range(10)] + [
+    ("level 1, Z_RLE", {"compress_level": 1, "compress_type": zlib.Z_RLE}),
+    ("level 6, Huffman only", {"compress_level": 6, "compress_type": zlib.Z_HUFFMAN_ONLY}),
+    ("the tool's: level 6, Z_RLE", PNG_OPTIONS)]
+REFERENCE = "level 6"
 
 
-def encode(picture: np.ndarray, level: int) -> bytes:
+def encode(picture: np.ndarray, options: dict) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(picture).save(buf, format="PNG", compress_level=level)
+    Image.fromarray(picture).save(buf, format="PNG", **options)
     return buf.getvalue()
 
 
 def measure(picture: np.ndarray, repeat: int) -> list:
     rows = []
-    for level in LEVELS:
+    for name, options in SETTINGS:
         best = float("inf")
         for _ in range(repeat):
             start = time.perf_counter()
-            data = encode(picture, level)
+            data = encode(picture, options)
             best = min(best, time.perf_counter() - start)
         back = np.asarray(Image.open(io.BytesIO(data)))
         if not np.array_equal(back, picture):
-            raise SystemExit(f"level {level}: the decoded pixels differ from the encoded ones")
-        rows.append({"level": level, "seconds": best, "bytes": len(data)})
+            raise SystemExit(f"{name}: the decoded pixels differ from the encoded ones")
+        rows.append({"setting": name, "seconds": best, "bytes": len(data)})
     return rows
 
 
@@ -76,17 +87,17 @@ def main(argv=None) -> int:
     report = {}
     for kind, pictures in sets.items():
         per = [measure(p, args.repeat) for p in pictures]
-        rows = [{"level": level,
-                 "seconds": float(np.mean([r[level]["seconds"] for r in per])),
-                 "mib": float(np.mean([r[level]["bytes"] for r in per])) / 2**20} for level in LEVELS]
+        rows = [{"setting": name,
+                 "seconds": float(np.mean([r[i]["seconds"] for r in per])),
+                 "mib": float(np.mean([r[i]["bytes"] for r in per])) / 2**20} for i, (name, _) in enumerate(SETTINGS)]
         report[kind] = rows
-        default = rows[6]
-        print(f"\n{kind}: mean per picture; Pillow's default is level 6")
-        print("| level | encode s | MiB | time vs 6 | size vs 6 |")
-        print("| ---: | ---: | ---: | ---: | ---: |")
+        default = next(r for r in rows if r["setting"] == REFERENCE)
+        print(f"\n{kind}: mean per picture; Pillow's default is {REFERENCE}")
+        print(f"| setting | encode s | MiB | time vs {REFERENCE} | size vs {REFERENCE} |")
+        print("| --- | ---: | ---: | ---: | ---: |")
         for r in rows:
-            print(f"| {r['level']} | {r['seconds']:.3f} | {r['mib']:.2f} | {r['seconds'] / default['seconds']:.2f} | "
-                  f"{r['mib'] / default['mib']:.2f} |")
+            print(f"| {r['setting']} | {r['seconds']:.3f} | {r['mib']:.2f} | {r['seconds'] / default['seconds']:.2f} "
+                  f"| {r['mib'] / default['mib']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

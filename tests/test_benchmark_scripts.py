@@ -44,3 +44,16 @@ def test_winograd_tile_script(tmp_path):
     assert [r["form"] for r in rows] == ["direct", "F(2x2, 3x3)", "F(4x4, 3x3)"]
     assert all(r["median_ms"] > 0 and r["max_abs_error"] < 1e-4 for r in rows)
     assert "| F(4x4, 3x3) |" in proc.stdout
+
+
+def test_png_level_script(tmp_path):
+    out = tmp_path / "png.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "png_level.py"), "--repeat", "1", "--json",
+                           str(out)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert len(report) == 2  # the generated photo-like picture and label colours
+    for rows in report.values():
+        assert [r["setting"] for r in rows][-1] == "the tool's: level 6, Z_RLE"
+        assert all(r["seconds"] > 0 and r["mib"] > 0 for r in rows)
+    assert "| the tool's: level 6, Z_RLE |" in proc.stdout
