@@ -146,8 +146,8 @@ def test_f4x4_graph_holds_the_3x3_filters_and_a_runtime_transforms_them_each_inf
     import onnx
     from onnx import numpy_helper
 
-    plain = export_onnx(small_winograd, tmp_path / "plain.onnx", height=64, width=128)
-    f2 = export_onnx(small_winograd, tmp_path / "f2.onnx", height=64, width=128, fast_convs=True)
+    export_onnx(small_winograd, tmp_path / "plain.onnx", height=64, width=128)
+    export_onnx(small_winograd, tmp_path / "f2.onnx", height=64, width=128, fast_convs=True)
     f4 = export_onnx(small_winograd, tmp_path / "f4.onnx", height=64, width=128, fast_convs=True, winograd_tile=4)
     assert f4.verified and f4.max_abs_error <= 1e-4 and any("2 Winograd F(4x4, 3x3)" in n for n in f4.notes)
 

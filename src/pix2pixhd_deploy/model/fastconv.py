@@ -8,12 +8,13 @@ size, which runs at a fifth of the speed of the others because three output chan
 * :class:`WinogradConv3x3`: Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray, 2016). Each 4x4 input tile
   is transformed (B^T d B, coefficients 0 and +-1) by one small strided convolution over each channel, the 3x3
   filters once at export (G g G^T, in float64), the 16 elementwise products become 16 matrix products
-  (K x C) x (C x tiles), and the 2x2 output tile is A^T m A, adds only. 2.25x fewer multiplications, all in large GEMMs. The float error is that of direct
-  convolution (a different summation order): 1.3e-6 against float64 for one 1024-channel layer, where direct
-  convolution is 1.1e-6. F(4x4, 3x3) (``tile=4``; the CPU graph's since recipe cpu-v3) does 4x fewer
-  multiplications than the direct convolution, but its transforms (coefficients up to 8 and 1/24) make its error
-  8 to 25 times the direct convolution's, by layer; its pictures stay within one level of NVIDIA's (docs/cpu.md).
-  Its graph holds the 3x3 filters and transforms them each inference (:meth:`WinogradConv3x3.filters`).
+  (K x C) x (C x tiles), and the 2x2 output tile is A^T m A, adds only. 2.25x fewer multiplications, all in large
+  GEMMs. The float error is that of direct convolution (a different summation order): 1.3e-6 against float64 for
+  one 1024-channel layer, where direct convolution is 1.1e-6. F(4x4, 3x3) (``tile=4``; the CPU graph's since
+  recipe cpu-v3) does 4x fewer multiplications than the direct convolution, but its transforms (coefficients up to
+  8 and 1/24) make its error 8 to 25 times the direct convolution's, by layer; its pictures stay within one level
+  of NVIDIA's (docs/cpu.md). Its graph holds the 3x3 filters and transforms them each inference
+  (:meth:`WinogradConv3x3.filters`).
 * :class:`RowSumConv`: a KxK convolution with few output channels as one 1xK convolution with K times as many
   output channels, followed by K row-shifted sums. The same multiplications, laid out so they vectorize.
 
@@ -90,7 +91,7 @@ class WinogradConv3x3(nn.Module):
         k, b = self.out_channels, x.shape[0]  # b traced, not an int: a dynamic batch stays dynamic
         # every channel as an image of its own: one small convolution transforms all its tiles. Slicing the tiles
         # out instead (a strided slice per tap) costs a graph runtime an index per value: in OpenVINO 1.6 GB of
-        # index tables first-touched at every load of label2city_1024p's graph, and 0.22 s an inference
+        # index tables first-touched at every load of label2city_1024p's graph, and 0.13 s an inference
         v = F.conv2d(x.reshape(-1, 1, x.shape[-2], x.shape[-1]), self.bt_kernel.to(x.dtype), stride=m)
         v = v.reshape(b, self.in_channels, n * n, th * tw).transpose(1, 2)                 # (N, n*n, C, tiles)
         prod = torch.matmul(u, v)                                                 # (N, n*n, K, tiles)
