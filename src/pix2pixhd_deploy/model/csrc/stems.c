@@ -42,78 +42,6 @@ static inline __attribute__((always_inline)) void add_to(float *restrict a, cons
     for (int o = 0; o < O; o++) a[o] += t[o];
 }
 
-/* one output pixel of the local stem whose window holds several codes, into a[0..O): a function of its own so
- * that the compiler vectorizes over the O outputs, not across pixels (with gathers) */
-static inline __attribute__((always_inline)) void local_pixel(
-        const int32_t *code, const uint8_t *hu, const int *rows, int W, int x, const float *table, const float *rs,
-        const float *bias, int ncodes, int O, float *restrict a) {
-    for (int o = 0; o < O; o++) a[o] = bias[o];
-    for (int dy = 0; dy < 7; dy++) {
-        const int32_t *r = code + (size_t)rows[dy] * W;
-        if (hu[(size_t)rows[dy] * W + x]) {
-            add_to(a, rs + ((size_t)dy * ncodes + r[x]) * O, O);
-            continue;
-        }
-        for (int dx = 0; dx < 7; dx++)
-            add_to(a, table + ((size_t)(dy * 7 + dx) * ncodes + r[reflect(x + dx - 3, W)]) * O, O);
-    }
-}
-
-static __attribute__((noinline)) void local_pixel_32(
-        const int32_t *code, const uint8_t *hu, const int *rows, int W, int x, const float *table, const float *rs,
-        const float *bias, int ncodes, float *a) {
-    local_pixel(code, hu, rows, W, x, table, rs, bias, ncodes, 32, a);
-}
-
-static __attribute__((noinline)) void local_pixel_any(
-        const int32_t *code, const uint8_t *hu, const int *rows, int W, int x, const float *table, const float *rs,
-        const float *bias, int ncodes, int O, float *a) {
-    local_pixel(code, hu, rows, W, x, table, rs, bias, ncodes, O, a);
-}
-
-/* one output row of the local stem, into the planes out[o * plane + x]. A run of pixels whose windows all hold the
- * same one code is filled plane by plane (a vector fill); a run of the other pixels is summed pixel by pixel into
- * acc (O outputs each; a window row that holds one code adds its row sum) and then stored plane by plane. */
-static inline __attribute__((always_inline)) void local_row(
-        const int32_t *code, const uint8_t *hu, int H, int W, int y, const float *table, const float *rs,
-        const float *bsum, const float *bias, int ncodes, int O, float *out, size_t plane, uint8_t *ok,
-        float *acc) {
-    int rows[7];
-    for (int d = 0; d < 7; d++) rows[d] = reflect(y + d - 3, H);
-    const int32_t *own = code + (size_t)y * W;
-    /* ok[x]: the whole 7x7 window at x holds own[x], row by row over contiguous memory */
-    for (int x = 0; x < W; x++) ok[x] = 1;
-    for (int d = 0; d < 7; d++) {
-        const int32_t *r = code + (size_t)rows[d] * W;
-        const uint8_t *h = hu + (size_t)rows[d] * W;
-        for (int x = 0; x < W; x++) ok[x] &= h[x] & (r[x] == own[x]);
-    }
-    int x = 0;
-    while (x < W) {
-        int c = own[x], e = x;
-        while (e < W && ok[e] && own[e] == c) e++;
-        if (e > x) {
-            for (int o = 0; o < O; o++) {
-                float v = bsum[(size_t)c * O + o], *dst = out + (size_t)o * plane;
-                for (int t = x; t < e; t++) dst[t] = v;
-            }
-            x = e;
-            continue;
-        }
-        while (e < W && !ok[e]) e++;  /* a run of windows that hold several codes: summed into acc, then stored */
-        for (int t = x; t < e; t++) {
-            float *a = acc + (size_t)(t - x) * O;
-            if (O == 32) local_pixel_32(code, hu, rows, W, t, table, rs, bias, ncodes, a);
-            else local_pixel_any(code, hu, rows, W, t, table, rs, bias, ncodes, O, a);
-        }
-        for (int o = 0; o < O; o++) {
-            float *dst = out + (size_t)o * plane;
-            for (int t = x; t < e; t++) dst[t] = acc[(size_t)(t - x) * O + o];
-        }
-        x = e;
-    }
-}
-
 /* bias + the all-taps sum of each code: the output where the whole window holds that code */
 static float *bias_sums(const float *wsum, const float *bias, int ncodes, int O) {
     float *bs = (float *)malloc(sizeof(float) * (size_t)ncodes * O);
@@ -121,6 +49,107 @@ static float *bias_sums(const float *wsum, const float *bias, int ncodes, int O)
     for (int c = 0; c < ncodes; c++)
         for (int o = 0; o < O; o++) bs[(size_t)c * O + o] = bias[o] + wsum[(size_t)c * O + o];
     return bs;
+}
+
+/* Both stems work on a grid of n_rows x n positions (the map's pixels, or the global stem's pool cells), each with
+ * codes[k]: its one code, or -1 where it holds several (a pool cell over a border).
+ * row_windows: hrow[k] = the 7-wide row window centred at k (reflected) holds one code. */
+static void row_windows(const int32_t *codes, int n_rows, int n, uint8_t *hrow) {
+    #pragma omp parallel for schedule(static)
+    for (int y = 0; y < n_rows; y++) {
+        const int32_t *row = codes + (size_t)y * n;
+        for (int x = 0; x < n; x++) {
+            int c = row[x], u = c >= 0;
+            for (int d = -3; d <= 3 && u; d++) u = row[reflect(x + d, n)] == c;
+            hrow[(size_t)y * n + x] = (uint8_t)u;
+        }
+    }
+}
+
+/* the sum over a window that holds several codes, for the position x of the window rows `rows`, into a[0..O); a
+ * function of its own (not inlined) so that the compiler vectorizes over the O outputs, not across positions */
+typedef void (*window_sum)(const void *ctx, const int *rows, int x, float *a);
+
+/* Every output row into the planes out[o * n_rows * n + y * n + x]. A run of positions whose whole 7x7 window holds
+ * their one code is filled plane by plane with bsum (a vector fill); a run of the others is summed position by
+ * position into acc by `sum`, then stored plane by plane. STEMS_NOMEM when a thread's buffers cannot be had. */
+static int stem_rows(const int32_t *codes, const uint8_t *hrow, int n_rows, int n, const float *bsum, int O,
+                     float *out, window_sum sum, const void *ctx) {
+    size_t plane = (size_t)n_rows * n;
+    int nomem = 0;
+    #pragma omp parallel
+    {
+        uint8_t *ok = (uint8_t *)malloc((size_t)n);
+        float *acc = (float *)malloc(sizeof(float) * (size_t)n * O);
+        if (!ok || !acc) {
+            #pragma omp atomic write
+            nomem = 1;
+        }
+        #pragma omp for schedule(static)
+        for (int y = 0; y < n_rows; y++) {
+            if (!ok || !acc) continue;
+            int rows[7];
+            for (int d = 0; d < 7; d++) rows[d] = reflect(y + d - 3, n_rows);
+            const int32_t *own = codes + (size_t)y * n;
+            float *row_out = out + (size_t)y * n;
+            /* ok[x]: the whole window at x holds own[x], row by row over contiguous memory */
+            for (int x = 0; x < n; x++) ok[x] = own[x] >= 0;
+            for (int d = 0; d < 7; d++) {
+                const int32_t *r = codes + (size_t)rows[d] * n;
+                const uint8_t *h = hrow + (size_t)rows[d] * n;
+                for (int x = 0; x < n; x++) ok[x] &= h[x] & (r[x] == own[x]);
+            }
+            int x = 0;
+            while (x < n) {
+                int c = own[x], e = x;
+                while (e < n && ok[e] && own[e] == c) e++;
+                if (e > x) {
+                    for (int o = 0; o < O; o++) {
+                        float v = bsum[(size_t)c * O + o], *dst = row_out + (size_t)o * plane;
+                        for (int t = x; t < e; t++) dst[t] = v;
+                    }
+                    x = e;
+                    continue;
+                }
+                while (e < n && !ok[e]) e++;
+                for (int t = x; t < e; t++) sum(ctx, rows, t, acc + (size_t)(t - x) * O);
+                for (int o = 0; o < O; o++) {
+                    float *dst = row_out + (size_t)o * plane;
+                    for (int t = x; t < e; t++) dst[t] = acc[(size_t)(t - x) * O + o];
+                }
+                x = e;
+            }
+        }
+        free(ok); free(acc);
+    }
+    return nomem ? STEMS_NOMEM : STEMS_OK;
+}
+
+struct local_sums { const int32_t *code; const uint8_t *hu; int W; const float *table, *rs, *bias; int ncodes, O; };
+
+/* the local stem over a window of several codes: a window row that holds one code adds its row sum, another adds
+ * its 7 taps */
+static inline __attribute__((always_inline)) void local_pixel(const struct local_sums *s, const int *rows, int x,
+                                                              int O, float *restrict a) {
+    for (int o = 0; o < O; o++) a[o] = s->bias[o];
+    for (int dy = 0; dy < 7; dy++) {
+        const int32_t *r = s->code + (size_t)rows[dy] * s->W;
+        if (s->hu[(size_t)rows[dy] * s->W + x]) {
+            add_to(a, s->rs + ((size_t)dy * s->ncodes + r[x]) * O, O);
+            continue;
+        }
+        for (int dx = 0; dx < 7; dx++)
+            add_to(a, s->table + ((size_t)(dy * 7 + dx) * s->ncodes + r[reflect(x + dx - 3, s->W)]) * O, O);
+    }
+}
+
+/* label2city_1024p's local stem has 32 outputs: its accumulators stay in vector registers */
+static __attribute__((noinline)) void local_pixel_32(const void *s, const int *rows, int x, float *a) {
+    local_pixel((const struct local_sums *)s, rows, x, 32, a);
+}
+
+static __attribute__((noinline)) void local_pixel_any(const void *s, const int *rows, int x, float *a) {
+    local_pixel((const struct local_sums *)s, rows, x, ((const struct local_sums *)s)->O, a);
 }
 
 /* local stem: out (O, H, W) = bias + sum over 7x7 taps of table[tap * ncodes + code] (reflect padding 3) */
@@ -131,118 +160,51 @@ int local_stem(const int32_t *code, int H, int W, const float *table, const floa
 #ifdef _OPENMP
     if (threads > 0) omp_set_num_threads(threads);
 #endif
-    /* hu[y][x]: the 7-wide horizontal window centred at x (reflected) holds one code */
     uint8_t *hu = (uint8_t *)malloc((size_t)H * W);
     float *rs = row_sums(table, ncodes, O), *bs = bias_sums(wsum, bias, ncodes, O);
     if (!hu || !rs || !bs) { free(hu); free(rs); free(bs); return STEMS_NOMEM; }
-    #pragma omp parallel for schedule(static)
-    for (int y = 0; y < H; y++) {
-        const int32_t *row = code + (size_t)y * W;
-        for (int x = 0; x < W; x++) {
-            int c = row[x], u = 1;
-            for (int d = -3; d <= 3 && u; d++) u = row[reflect(x + d, W)] == c;
-            hu[(size_t)y * W + x] = (uint8_t)u;
-        }
-    }
-    int nomem = 0;
-    #pragma omp parallel
-    {
-        uint8_t *ok = (uint8_t *)malloc((size_t)W);
-        float *acc = (float *)malloc(sizeof(float) * (size_t)W * O);
-        if (!ok || !acc) {
-            #pragma omp atomic write
-            nomem = 1;
-        }
-        #pragma omp for schedule(static)
-        for (int y = 0; y < H; y++) {
-            if (!ok || !acc) continue;
-            float *row_out = out + (size_t)y * W;
-            switch (O) {  /* label2city_1024p's local stem has 32 outputs */
-            case 32: local_row(code, hu, H, W, y, table, rs, bs, bias, ncodes, 32, row_out, (size_t)H * W, ok, acc);
-                     break;
-            default: local_row(code, hu, H, W, y, table, rs, bs, bias, ncodes, O, row_out, (size_t)H * W, ok, acc);
-            }
-        }
-        free(ok); free(acc);
-    }
+    row_windows(code, H, W, hu);
+    struct local_sums sums = {code, hu, W, table, rs, bias, ncodes, O};
+    status = stem_rows(code, hu, H, W, bs, O, out, O == 32 ? local_pixel_32 : local_pixel_any, &sums);
     free(hu); free(rs); free(bs);
-    return nomem ? STEMS_NOMEM : STEMS_OK;
+    return status;
 }
 
-/* one output cell of the global stem whose window holds several codes, into a[0..O) (as local_pixel) */
-static inline __attribute__((always_inline)) void global_pixel(
-        const int32_t *cc, const float *cw, const uint8_t *cn, const int32_t *sc, const uint8_t *hc, const int *rows,
-        int hw, int j, const float *table, const float *rs, const float *bias, int ncodes, int O, float *restrict a) {
-    for (int o = 0; o < O; o++) a[o] = bias[o];
+struct global_sums {
+    const int32_t *cc; const float *cw; const uint8_t *cn; const int32_t *sc; const uint8_t *hc; int hw;
+    const float *table, *rs, *bias; int ncodes, O;
+};
+
+/* the global stem over a window of several codes: as local_pixel, where a cell of several codes adds each one's
+ * taps weighted by its share of the cell */
+static inline __attribute__((always_inline)) void global_pixel(const struct global_sums *s, const int *rows, int j,
+                                                               int O, float *restrict a) {
+    for (int o = 0; o < O; o++) a[o] = s->bias[o];
     for (int dy = 0; dy < 7; dy++) {
-        size_t kr = (size_t)rows[dy] * hw;
-        if (hc[kr + j]) {
-            add_to(a, rs + ((size_t)dy * ncodes + sc[kr + j]) * O, O);
+        size_t kr = (size_t)rows[dy] * s->hw;
+        if (s->hc[kr + j]) {
+            add_to(a, s->rs + ((size_t)dy * s->ncodes + s->sc[kr + j]) * O, O);
             continue;
         }
         for (int dx = 0; dx < 7; dx++) {
-            size_t k = kr + reflect(j + dx - 3, hw);
-            const float *tap = table + (size_t)(dy * 7 + dx) * ncodes * O;
-            for (int q = 0; q < cn[k]; q++) {
-                const float *restrict t = tap + (size_t)cc[k * 9 + q] * O;
-                float wq = cw[k * 9 + q];
+            size_t k = kr + reflect(j + dx - 3, s->hw);
+            const float *tap = s->table + (size_t)(dy * 7 + dx) * s->ncodes * O;
+            for (int q = 0; q < s->cn[k]; q++) {
+                const float *restrict t = tap + (size_t)s->cc[k * 9 + q] * O;
+                float wq = s->cw[k * 9 + q];
                 for (int o = 0; o < O; o++) a[o] += wq * t[o];
             }
         }
     }
 }
 
-static __attribute__((noinline)) void global_pixel_64(
-        const int32_t *cc, const float *cw, const uint8_t *cn, const int32_t *sc, const uint8_t *hc, const int *rows,
-        int hw, int j, const float *table, const float *rs, const float *bias, int ncodes, float *a) {
-    global_pixel(cc, cw, cn, sc, hc, rows, hw, j, table, rs, bias, ncodes, 64, a);
+/* label2city_1024p's global stem has 64 outputs */
+static __attribute__((noinline)) void global_pixel_64(const void *s, const int *rows, int j, float *a) {
+    global_pixel((const struct global_sums *)s, rows, j, 64, a);
 }
 
-static __attribute__((noinline)) void global_pixel_any(
-        const int32_t *cc, const float *cw, const uint8_t *cn, const int32_t *sc, const uint8_t *hc, const int *rows,
-        int hw, int j, const float *table, const float *rs, const float *bias, int ncodes, int O, float *a) {
-    global_pixel(cc, cw, cn, sc, hc, rows, hw, j, table, rs, bias, ncodes, O, a);
-}
-
-/* one output row of the global stem over the pool cells (cc: their distinct codes, cw: weights, cn: how many;
- * hc[k]: the 7-wide horizontal window of cells centred at k holds one code), into the planes as local_row does */
-static inline __attribute__((always_inline)) void global_row(
-        const int32_t *cc, const float *cw, const uint8_t *cn, const int32_t *sc, const uint8_t *hc, int hh, int hw,
-        int i, const float *table, const float *rs, const float *bsum, const float *bias, int ncodes, int O,
-        float *out, size_t plane, uint8_t *ok, float *acc) {
-    int rows[7];
-    for (int d = 0; d < 7; d++) rows[d] = reflect(i + d - 3, hh);
-    const int32_t *own = sc + (size_t)i * hw;
-    for (int j = 0; j < hw; j++) ok[j] = own[j] >= 0;
-    for (int d = 0; d < 7; d++) {
-        const int32_t *r = sc + (size_t)rows[d] * hw;
-        const uint8_t *h = hc + (size_t)rows[d] * hw;
-        for (int j = 0; j < hw; j++) ok[j] &= h[j] & (r[j] == own[j]);
-    }
-    int j = 0;
-    while (j < hw) {
-        int c = own[j], e = j;
-        while (e < hw && ok[e] && own[e] == c) e++;
-        if (e > j) {
-            for (int o = 0; o < O; o++) {
-                float v = bsum[(size_t)c * O + o], *dst = out + (size_t)o * plane;
-                for (int t = j; t < e; t++) dst[t] = v;
-            }
-            j = e;
-            continue;
-        }
-        while (e < hw && !ok[e]) e++;  /* a run of windows over several codes: summed into acc, then stored */
-        for (int t = j; t < e; t++) {
-            float *a = acc + (size_t)(t - j) * O;
-            if (O == 64) global_pixel_64(cc, cw, cn, sc, hc, rows, hw, t, table, rs, bias, ncodes, a);
-            else global_pixel_any(cc, cw, cn, sc, hc, rows, hw, t, table, rs, bias, ncodes, O, a);
-        }
-        for (int o = 0; o < O; o++) {
-            float *dst = out + (size_t)o * plane;
-            for (int t = j; t < e; t++) dst[t] = acc[(size_t)(t - j) * O + o];
-        }
-        j = e;
-    }
+static __attribute__((noinline)) void global_pixel_any(const void *s, const int *rows, int j, float *a) {
+    global_pixel((const struct global_sums *)s, rows, j, ((const struct global_sums *)s)->O, a);
 }
 
 /* global stem: AvgPool2d(3, 2, 1, count_include_pad=False) then reflect pad 3 and a 7x7 conv, from codes */
@@ -286,36 +248,9 @@ int global_stem(const int32_t *code, int H, int W, const float *table, const flo
             for (int q = 0; q < n; q++) { cc[k * 9 + q] = codes[q]; cw[k * 9 + q] = (float)mult[q] / (float)count; }
         }
     }
-    #pragma omp parallel for schedule(static)
-    for (int i = 0; i < hh; i++) {
-        for (int j = 0; j < hw; j++) {
-            const int32_t *row = sc + (size_t)i * hw;
-            int c = row[j], u = c >= 0;
-            for (int d = -3; d <= 3 && u; d++) u = row[reflect(j + d, hw)] == c;
-            hc[(size_t)i * hw + j] = (uint8_t)u;
-        }
-    }
-    int nomem = 0;
-    #pragma omp parallel
-    {
-        uint8_t *ok = (uint8_t *)malloc((size_t)hw);
-        float *acc = (float *)malloc(sizeof(float) * (size_t)hw * O);
-        if (!ok || !acc) {
-            #pragma omp atomic write
-            nomem = 1;
-        }
-        #pragma omp for schedule(static)
-        for (int i = 0; i < hh; i++) {
-            if (!ok || !acc) continue;
-            float *row_out = out + (size_t)i * hw;
-            switch (O) {  /* label2city_1024p's global stem has 64 outputs */
-            case 64: global_row(cc, cw, cn, sc, hc, hh, hw, i, table, rs, bs, bias, ncodes, 64, row_out, cells, ok,
-                                acc); break;
-            default: global_row(cc, cw, cn, sc, hc, hh, hw, i, table, rs, bs, bias, ncodes, O, row_out, cells, ok, acc);
-            }
-        }
-        free(ok); free(acc);
-    }
+    row_windows(sc, hh, hw, hc);
+    struct global_sums sums = {cc, cw, cn, sc, hc, hw, table, rs, bias, ncodes, O};
+    status = stem_rows(sc, hc, hh, hw, bs, O, out, O == 64 ? global_pixel_64 : global_pixel_any, &sums);
     free(cc); free(cw); free(cn); free(hc); free(sc); free(rs); free(bs);
-    return nomem ? STEMS_NOMEM : STEMS_OK;
+    return status;
 }
