@@ -15,6 +15,7 @@ one level and the largest difference.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -87,6 +88,8 @@ def main() -> None:
     from pix2pixhd_deploy.provenance import machine
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-default-"))
+    if not args.work:  # removed however the run ends (the caches in it hold gigabytes)
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     ckpt = args.checkpoint or work / "latest_net_G.pth"
     if not ckpt.is_file():
@@ -134,8 +137,6 @@ def main() -> None:
               f"{100 * acc['share_within_one_level']:.3f}% | {acc['max_level_difference']} |")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
-    if not args.work:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

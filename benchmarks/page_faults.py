@@ -12,9 +12,11 @@ built into a private cache first, outside the figures).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -42,6 +44,7 @@ def main(argv=None) -> int:
     from pix2pixhd_deploy.model.network import LABEL2CITY_1024P, GeneratorConfig, random_generator, save_checkpoint
 
     work = Path(tempfile.mkdtemp(prefix="faults-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # the checkpoint and the cache it builds
     config = LABEL2CITY_1024P if args.model == "label2city_1024p" else GeneratorConfig(
         input_nc=36, ngf=8, netG="local", n_downsample_global=2, n_blocks_global=1, n_local_enhancers=1,
         n_blocks_local=1)

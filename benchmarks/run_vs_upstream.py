@@ -11,6 +11,7 @@ it writes per image besides the synthesized picture. Prints a table and the rati
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -126,6 +127,8 @@ def main() -> None:
     from pix2pixhd_deploy.provenance import machine
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-run-"))
+    if not args.keep:  # removed however the run ends
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
     data = work / "data"
     for sub in ("test_label", "test_inst"):
         (data / sub).mkdir(parents=True, exist_ok=True)
@@ -183,8 +186,6 @@ def main() -> None:
     summary = {"images": n, "machine": machine(), "results": results, "seed_bytes_per_image": seed_bytes}
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ CPU graph is built into a private model cache once, before the first round. Prin
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -90,6 +92,7 @@ def main(argv=None) -> int:
     from pix2pixhd_deploy.provenance import machine, versions
 
     work = Path(tempfile.mkdtemp(prefix="serve-first-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # the checkpoint and the cache it builds
     os.environ["XDG_CACHE_HOME"] = str(work / "cache")
     config = LABEL2CITY_1024P if args.model == "label2city_1024p" else GeneratorConfig(
         input_nc=36, ngf=8, netG="local", n_downsample_global=2, n_blocks_global=1, n_local_enhancers=1,

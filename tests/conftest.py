@@ -12,11 +12,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # The model cache of run --checkpoint: one for the whole test session (and the CLI processes it starts), never the
-# user's ~/.cache
+# user's ~/.cache. It holds every graph the tests build (gigabytes) and goes when the session ends.
 if "PIX2PIXHD_TEST_KEEP_CACHE" not in os.environ:
+    import atexit
+    import shutil
     import tempfile
 
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pix2pixhd-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 SAMPLES = Path(os.environ.get("PIX2PIXHD_SAMPLES", REPO.parent / "shared" / "data" / "cityscapes_samples"))
 REFERENCE = REPO.parent / "shared" / "reference"
 

@@ -96,10 +96,13 @@ def test_cache_folders_that_cannot_be_used(tmp_path, scene_dataroot, small_check
     proc = run(scene_dataroot, small_checkpoint, tmp_path / "a", shared, check=False)
     assert proc.returncode == 2 and "others can write to it" in proc.stderr
     # the default folder unusable: a private temporary one for this run, said in one line
-    env = dict(os.environ, XDG_CACHE_HOME=str(blocker))
+    temp = tmp_path / "temp"  # the private folder is made here, and removed when the run ends
+    temp.mkdir()
+    env = dict(os.environ, XDG_CACHE_HOME=str(blocker), TMPDIR=str(temp))
     proc = run_cli(["pix2pixhd-deploy", "run", "--dataroot", scene_dataroot, "--checkpoint", small_checkpoint,
                     "--output", tmp_path / "b", "--device", "cpu"], env=env)
     assert "cannot be used" in proc.stderr and "for this run only" in proc.stderr
+    assert str(temp) in proc.stderr and list(temp.iterdir()) == []
     assert len(pictures(tmp_path / "b")) == 3
 
 

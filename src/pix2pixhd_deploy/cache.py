@@ -19,6 +19,7 @@ have other sizes (cut short, replaced) is removed and rebuilt, with one line say
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -83,6 +84,7 @@ def cache_root(cache_dir: Optional[PathLike] = None) -> Path:
                         fix="pass a --cache-dir of your own (made by you, not writable by others)")
     if str(root) not in _FALLBACK:
         _FALLBACK[str(root)] = Path(tempfile.mkdtemp(prefix="pix2pixhd-deploy-cache-"))
+        atexit.register(shutil.rmtree, _FALLBACK[str(root)], ignore_errors=True)  # gigabytes, of no use later
         log.warning("the model cache folder %s cannot be used (%s): building into %s for this run only; pass "
                     "--cache-dir to keep the graph between runs", root, problem, _FALLBACK[str(root)])
     return _FALLBACK[str(root)]
