@@ -60,6 +60,12 @@ class ExportReport:
         d["path"] = str(self.path)
         return d
 
+    def _norm_words(self) -> str:
+        if not self.exact_norm:
+            return ""
+        # with the fast convolutions, the CPU form: rewrites.RowMomentsInstanceNorm, biases before norms dropped
+        return ", row-moment instance norms" if self.fast_convs else ", two-stage instance norms"
+
     def lines(self) -> List[str]:
         """The report as the command prints it."""
         shape = lambda s: "x".join("?" if d is None else str(d) for d in s)  # noqa: E731
@@ -67,7 +73,7 @@ class ExportReport:
                f"{'fp16 (InstanceNormalization fp32, I/O float32)' if self.fp16 else 'fp32'}"
                f"{', avgpool rewritten' if self.rewrite_avgpool else ''}"
                f"{', fast convolutions (Winograd 3x3, row-sum output conv)' if self.fast_convs else ''}"
-               f"{', two-stage instance norms' if self.exact_norm else ''}",
+               f"{self._norm_words()}",
                f"  {self.input_name} {shape(self.input_shape)} -> {self.output_name} {shape(self.output_shape)}",
                "  ops: " + ", ".join(f"{k} {v}" for k, v in sorted(self.ops.items()))]
         out.append(self._check_line(shape))

@@ -32,8 +32,8 @@ from ..version import __version__
 log = logging.getLogger(__name__)
 
 #: the graph run builds for a checkpoint on a CPU; bump when the export recipe changes what it writes
-CPU_RECIPE = ("cpu-v4: stems (maps for a global generator), fast convolutions with Winograd F(4x4) (input tiles "
-              "by convolution), two-stage norms, static batch 1")
+CPU_RECIPE = ("cpu-v5: stems (maps for a global generator), fast convolutions with Winograd F(4x4) (input tiles "
+              "by convolution), row-moment norms, static batch 1")
 
 
 @dataclass
