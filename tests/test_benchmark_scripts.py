@@ -83,3 +83,20 @@ def test_a_test_session_leaves_no_model_cache_behind(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "test_a_test_session_leaves_no_model_cache_behind" in proc.stdout
     assert list((tmp_path / "temp").iterdir()) == []
+
+
+def test_norm_forms_script(tmp_path):
+    out = tmp_path / "nf.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "norm_forms.py"), "--sizes", "4,32,64",
+                           "--error-size", "64,128", "--repeats", "2", "--json", str(out)], capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path, env=_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [r["size"] for r in result["timing"]] == [[4, 32, 64]]
+    forms = ("two-stage", "row moments")
+    assert all(result["timing"][0][f]["max_error"] < 1e-5 for f in forms)  # both are the norm, in OpenVINO too
+    errors = {r["input"]: r for r in result["errors"]}
+    assert len(errors) == 5 and all(errors["normal(0, 1)"][f] < 1e-5 for f in forms)
+    # the worst case is where the row moments lose digits, and the table says so
+    assert errors["normal(100, 1)"]["row moments"] > errors["normal(100, 1)"]["two-stage"]
+    assert "| 4 at 32x64 |" in proc.stdout
