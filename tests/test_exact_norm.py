@@ -110,6 +110,12 @@ def test_export_command_with_both_cpu_flags(small_checkpoint, tmp_path):
                    "--height", "64", "--width", "128", "--input-format", "stems", "--output-format", "uint8",
                    "--fast-convs", "--exact-norm", "--static-batch", "1"]).stdout
     assert "fast convolutions" in out and "row-moment instance norms" in out and "max abs error" in out
+    # the stems feed norms, which cancel their biases: the CPU graph's stems leave them out (and still verify)
+    stems = np.load(tmp_path / "g.onnx.stems.npz")
+    assert not stems["local_bias"].any() and not stems["global_bias"].any()
+    run_cli(["pix2pixhd-deploy", "export", "--checkpoint", small_checkpoint, "--output", tmp_path / "p.onnx",
+             "--height", "64", "--width", "128", "--input-format", "stems", "--static-batch", "1"])
+    assert np.load(tmp_path / "p.onnx.stems.npz")["local_bias"].any()  # the two-stage graph keeps them
     proc = run_cli(["pix2pixhd-deploy", "export", "--checkpoint", small_checkpoint, "--output", tmp_path / "d.onnx",
                     "--dynamic-hw", "--exact-norm"], check=False)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "--exact-norm" in proc.stderr

@@ -23,6 +23,7 @@ from ..model import forms
 from ..model.decoding import tensor2im_torch
 from ..model.encoding import encode_input, encode_input_torch
 from .options import DYNAMIC_BATCH_NAME, ExportOptions
+from .rewrites import TwoStageInstanceNorm
 
 MAPS_INPUT_NAMES = ("label", "inst")
 STEMS_INPUT_NAMES = ("local_stem", "global_stem")
@@ -46,6 +47,11 @@ class Trunk(nn.Module):
 
     def forward(self, local_stem: torch.Tensor, global_stem: torch.Tensor) -> torch.Tensor:
         return self.back(self.local_rest(local_stem) + self.global_rest(global_stem))
+
+
+def _stems_feed_norms(generator: nn.Module) -> bool:
+    """Whether both stems go straight into an instance norm (pix2pixHD's LocalEnhancer: pad, conv, norm, ...)."""
+    return all(len(seq) > 2 and TwoStageInstanceNorm.replaces(seq[2]) for seq in (generator.model1_1, generator.model))
 
 
 class DeployGraph(nn.Module):
@@ -91,6 +97,9 @@ class GraphFormat:
             fmt.generator = model
             # once, for the check and the sidecar file (it copies each tensor to float32 on the CPU itself)
             fmt.stem_weights = StemWeights.from_generator(model, fmt.label_nc, options.use_instance)
+            if options.fast_convs and options.precise_norm and _stems_feed_norms(model):
+                # the CPU graph's norms work with raw sums of squares: a bias they cancel only costs them digits
+                fmt.stem_weights = fmt.stem_weights.without_biases()
         return fmt
 
     @property

@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 import threading
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -71,6 +71,12 @@ class StemWeights:
                 raise UserError(f"unexpected stem convolution {conv}", fix="export with --input-format maps")
         f = lambda t: t.detach().float().cpu().numpy().copy()  # noqa: E731
         return cls(f(local.weight), f(local.bias), f(glob.weight), f(glob.bias), label_nc, use_instance)
+
+    def without_biases(self) -> "StemWeights":
+        """The same convolutions without their biases: for a graph whose first layers are instance norms, which
+        cancel a per-channel constant (the CPU graph; ``export.rewrites.drop_biases_before_norms``)."""
+        return replace(self, local_bias=np.zeros_like(self.local_bias),
+                                   global_bias=np.zeros_like(self.global_bias))
 
     def save(self, path: PathLike, *, checkpoint_sha256: Optional[str] = None) -> None:
         """Save beside a graph; ``checkpoint_sha256``, the checkpoint the graph was exported from, lets ``run``

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 #: the graph run builds for a checkpoint on a CPU; bump when the export recipe changes what it writes
 CPU_RECIPE = ("cpu-v5: stems (maps for a global generator), fast convolutions with Winograd F(4x4) (input tiles "
-              "by convolution), row-moment norms, static batch 1")
+              "by convolution), row-moment norms (no biases before them, stems' included), static batch 1")
 
 
 @dataclass
