@@ -53,6 +53,25 @@ def test_stems_equal_the_convolutions(computer_kind, hw, config):
     assert np.abs(glob - ref_glob).max() <= 1e-5
 
 
+def test_kept_buffers_and_scratch_give_the_same_stems(computer_kind):
+    """``reuse`` (run's and serve's way): the stems, the codes and the C loops' scratch memory are kept for the
+    next map of the same size, so a later map finds the last one's values in them and must not depend on them."""
+    gen = random_generator(STEM_WIDTHS, seed=4)
+    comp = st.StemComputer(st.StemWeights.from_generator(gen), reuse=True)
+    kept = []
+    for seed, hw in enumerate([(64, 128), (64, 128), (38, 54), (64, 128)]):
+        labels, insts = seeded_maps(1, *hw, seed=20 + seed)
+        local, glob = comp(labels, insts)
+        ref_local, ref_glob = reference_stems(gen, labels, insts)
+        assert np.abs(local - ref_local).max() <= 1e-5 and np.abs(glob - ref_glob).max() <= 1e-5
+        if computer_kind == "c":
+            work = comp._buffers.global_work
+            assert work.size == comp.lib.global_stem_work(*hw) > 0
+            kept.append((hw, work.ctypes.data, comp._buffers.code.ctypes.data))
+    if computer_kind == "c":
+        assert kept[0][1:] == kept[1][1:]  # the same size: the same memory, nothing taken afresh
+
+
 def test_stems_on_real_maps(samples):
     from pix2pixhd_deploy.data.dataset import find_pairs
     from pix2pixhd_deploy.data.labelmaps import load_maps
@@ -104,7 +123,7 @@ def test_the_c_functions_return_an_error_code_on_bad_input(fresh_library):
 
     def call(fn, code, ncodes=w.n_codes, outputs=o):
         code = np.ascontiguousarray(code, np.int32)
-        return fn(p(code), code.shape[0], code.shape[1], p(table), p(wsum), p(bias), ncodes, outputs, p(out), 1)
+        return fn(p(code), code.shape[0], code.shape[1], p(table), p(wsum), p(bias), ncodes, outputs, p(out), 1, None)
 
     good = np.zeros((16, 16), np.int32)
     for fn in (lib.local_stem, lib.global_stem):

@@ -33,6 +33,11 @@ def encode_label_map(label: np.ndarray, label_nc: int = LABEL_NC, *, path: Optio
 
 def edges_from_instances(inst: np.ndarray) -> np.ndarray:
     """(H, W) integer instance ids -> (H, W) float32 boundary map (4-neighbour rule, both sides marked)."""
+    return instance_edges(inst).astype(np.float32)
+
+
+def instance_edges(inst: np.ndarray) -> np.ndarray:
+    """:func:`edges_from_instances` as a bool map."""
     edge = np.zeros(inst.shape, dtype=bool)
     dx = inst[:, 1:] != inst[:, :-1]
     edge[:, 1:] |= dx
@@ -40,7 +45,7 @@ def edges_from_instances(inst: np.ndarray) -> np.ndarray:
     dy = inst[1:, :] != inst[:-1, :]
     edge[1:, :] |= dy
     edge[:-1, :] |= dy
-    return edge.astype(np.float32)
+    return edge
 
 
 def encode_input(label: np.ndarray, inst: Optional[np.ndarray], label_nc: int = LABEL_NC, *,

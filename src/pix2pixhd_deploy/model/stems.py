@@ -158,7 +158,7 @@ def sidecar_path(onnx_file: PathLike) -> Path:
 _LIB = None
 _TRIED = False
 _ARGTYPES = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-             ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+             ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
 #: what the C functions return (stems.c): 0, or one of these
 _C_ERRORS = {1: "out of memory", 2: "a code outside the table", 3: "a bad size or table"}
 
@@ -272,6 +272,9 @@ def load_library() -> Optional[ctypes.CDLL]:
     for fn in (lib.local_stem, lib.global_stem):
         fn.restype = ctypes.c_int
         fn.argtypes = _ARGTYPES
+    for fn in (lib.local_stem_work, lib.global_stem_work):
+        fn.restype = ctypes.c_size_t
+        fn.argtypes = [ctypes.c_int, ctypes.c_int]
     _LIB = lib
     return lib
 
@@ -284,14 +287,17 @@ def stem_shapes(generator, height: Optional[int], width: Optional[int]):
             (generator.model[1].out_channels, half(height), half(width)))
 
 
-def codes_from_maps(label: np.ndarray, inst: Optional[np.ndarray]) -> np.ndarray:
-    """(H, W) int32 codes: label * 2 + edge (upstream's 4-neighbour edges), or the label alone."""
-    from .encoding import edges_from_instances
+def codes_from_maps(label: np.ndarray, inst: Optional[np.ndarray], out: Optional[np.ndarray] = None) -> np.ndarray:
+    """(H, W) int32 codes: label * 2 + edge (upstream's 4-neighbour edges), or the label alone; into ``out`` (a
+    C-contiguous (H, W) int32 array) when given."""
+    from .encoding import instance_edges
 
-    code = label.astype(np.int32)
-    if inst is None:
-        return code
-    return code * 2 + edges_from_instances(inst).astype(np.int32)
+    code = np.empty(label.shape, np.int32) if out is None else out
+    np.copyto(code, label, casting="unsafe")
+    if inst is not None:
+        code *= 2
+        code += instance_edges(inst)
+    return code
 
 
 class StemComputer:
@@ -309,14 +315,18 @@ class StemComputer:
         self.glob = weights.tables("global")
         self._buffers = threading.local() if reuse else None
 
-    def _empty(self, shape: Tuple[int, ...], which: str) -> np.ndarray:
+    def _empty(self, shape: Tuple[int, ...], which: str, dtype=np.float32) -> np.ndarray:
         if self._buffers is None:
-            return np.empty(shape, np.float32)
+            return np.empty(shape, dtype)
         kept = getattr(self._buffers, which, None)
-        if kept is None or kept.shape != shape:
-            kept = np.empty(shape, np.float32)
+        if kept is None or kept.shape != shape or kept.dtype != dtype:
+            kept = np.empty(shape, dtype)
             setattr(self._buffers, which, kept)
         return kept
+
+    def _work(self, fn, h: int, w: int, which: str) -> int:
+        """The C stem's scratch memory: kept with the stems' buffers (``reuse``), else 0 (allocated per call)."""
+        return 0 if self._buffers is None else self._empty((fn(h, w),), which, np.uint8).ctypes.data
 
     def __call__(self, labels: np.ndarray, insts: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
         self.check_maps(labels, insts)
@@ -327,11 +337,16 @@ class StemComputer:
         local = self._empty((n, lo, h, w), "local")
         glob = self._empty((n, go, (h - 1) // 2 + 1, (w - 1) // 2 + 1), "global")
         p = lambda a: a.ctypes.data  # noqa: E731
+        works = (self._work(self.lib.local_stem_work, h, w, "local_work"),
+                 self._work(self.lib.global_stem_work, h, w, "global_work"))
         for i in range(n):
-            code = np.ascontiguousarray(codes_from_maps(labels[i], insts[i] if insts is not None else None))
-            for fn, (table, wsum, bias), o, out in ((self.lib.local_stem, self.local, lo, local[i]),
-                                                     (self.lib.global_stem, self.glob, go, glob[i])):
-                status = fn(p(code), h, w, p(table), p(wsum), p(bias), self.weights.n_codes, o, p(out), self.threads)
+            code = codes_from_maps(labels[i], insts[i] if insts is not None else None,
+                                   out=self._empty((h, w), "code", np.int32))
+            for fn, (table, wsum, bias), o, out, work in (
+                    (self.lib.local_stem, self.local, lo, local[i], works[0]),
+                    (self.lib.global_stem, self.glob, go, glob[i], works[1])):
+                status = fn(p(code), h, w, p(table), p(wsum), p(bias), self.weights.n_codes, o, p(out), self.threads,
+                            work or None)
                 if status:
                     raise UserError(f"the stems library failed on a {h}x{w} map "
                                     f"({_C_ERRORS.get(status, f'error {status}')})",

@@ -152,21 +152,32 @@ static __attribute__((noinline)) void local_pixel_any(const void *s, const int *
     local_pixel((const struct local_sums *)s, rows, x, ((const struct local_sums *)s)->O, a);
 }
 
+/* The bytes of scratch memory a stem of an H x W map needs (its work argument). A caller that keeps this
+   memory for the next map of the same size spares the allocator: freed between maps, the scratch (about 40 MB
+   for the global stem at 2048x1024) can be taken over by other allocations, and the next map then touches fresh
+   pages. A NULL work argument allocates it for the call. */
+size_t local_stem_work(int H, int W) { return (size_t)H * W; }
+
+size_t global_stem_work(int H, int W) {
+    size_t cells = (size_t)((H - 1) / 2 + 1) * ((W - 1) / 2 + 1);
+    return cells * (2 * 9 * sizeof(int32_t) + sizeof(int32_t) + 2);  /* cc, cw, sc, then cn and hc */
+}
+
 /* local stem: out (O, H, W) = bias + sum over 7x7 taps of table[tap * ncodes + code] (reflect padding 3) */
 int local_stem(const int32_t *code, int H, int W, const float *table, const float *wsum, const float *bias,
-               int ncodes, int O, float *out, int threads) {
+               int ncodes, int O, float *out, int threads, uint8_t *work) {
     int status = check_args(code, H, W, ncodes, O);
     if (status) return status;
 #ifdef _OPENMP
     if (threads > 0) omp_set_num_threads(threads);
 #endif
-    uint8_t *hu = (uint8_t *)malloc((size_t)H * W);
+    uint8_t *own = work ? NULL : (uint8_t *)malloc(local_stem_work(H, W)), *hu = work ? work : own;
     float *rs = row_sums(table, ncodes, O), *bs = bias_sums(wsum, bias, ncodes, O);
-    if (!hu || !rs || !bs) { free(hu); free(rs); free(bs); return STEMS_NOMEM; }
+    if (!hu || !rs || !bs) { free(own); free(rs); free(bs); return STEMS_NOMEM; }
     row_windows(code, H, W, hu);
     struct local_sums sums = {code, hu, W, table, rs, bias, ncodes, O};
     status = stem_rows(code, hu, H, W, bs, O, out, O == 32 ? local_pixel_32 : local_pixel_any, &sums);
-    free(hu); free(rs); free(bs);
+    free(own); free(rs); free(bs);
     return status;
 }
 
@@ -209,7 +220,7 @@ static __attribute__((noinline)) void global_pixel_any(const void *s, const int 
 
 /* global stem: AvgPool2d(3, 2, 1, count_include_pad=False) then reflect pad 3 and a 7x7 conv, from codes */
 int global_stem(const int32_t *code, int H, int W, const float *table, const float *wsum, const float *bias,
-                int ncodes, int O, float *out, int threads) {
+                int ncodes, int O, float *out, int threads, uint8_t *work) {
     int status = check_args(code, H, W, ncodes, O);
     if (status) return status;
 #ifdef _OPENMP
@@ -217,15 +228,13 @@ int global_stem(const int32_t *code, int H, int W, const float *table, const flo
 #endif
     int hh = (H - 1) / 2 + 1, hw = (W - 1) / 2 + 1;
     size_t cells = (size_t)hh * hw;
-    int32_t *cc = (int32_t *)malloc(sizeof(int32_t) * cells * 9);   /* distinct codes of each pool cell */
-    float *cw = (float *)malloc(sizeof(float) * cells * 9);           /* their weights: multiplicity / count */
-    uint8_t *cn = (uint8_t *)malloc(cells), *hc = (uint8_t *)malloc(cells);
-    int32_t *sc = (int32_t *)malloc(sizeof(int32_t) * cells);        /* a cell's one code, or -1 */
+    uint8_t *own = work ? NULL : (uint8_t *)malloc(global_stem_work(H, W)), *base = work ? work : own;
     float *rs = row_sums(table, ncodes, O), *bs = bias_sums(wsum, bias, ncodes, O);
-    if (!cc || !cw || !cn || !hc || !sc || !rs || !bs) {
-        free(cc); free(cw); free(cn); free(hc); free(sc); free(rs); free(bs);
-        return STEMS_NOMEM;
-    }
+    if (!base || !rs || !bs) { free(own); free(rs); free(bs); return STEMS_NOMEM; }
+    int32_t *cc = (int32_t *)base;                                   /* distinct codes of each pool cell */
+    float *cw = (float *)(cc + cells * 9);                           /* their weights: multiplicity / count */
+    int32_t *sc = (int32_t *)(cw + cells * 9);                       /* a cell's one code, or -1 */
+    uint8_t *cn = (uint8_t *)(sc + cells), *hc = cn + cells;
     #pragma omp parallel for schedule(static)
     for (int i = 0; i < hh; i++) {
         for (int j = 0; j < hw; j++) {
@@ -251,6 +260,6 @@ int global_stem(const int32_t *code, int H, int W, const float *table, const flo
     row_windows(sc, hh, hw, hc);
     struct global_sums sums = {cc, cw, cn, sc, hc, hw, table, rs, bias, ncodes, O};
     status = stem_rows(sc, hc, hh, hw, bs, O, out, O == 64 ? global_pixel_64 : global_pixel_any, &sums);
-    free(cc); free(cw); free(cn); free(hc); free(sc); free(rs); free(bs);
+    free(own); free(rs); free(bs);
     return status;
 }
