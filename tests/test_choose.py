@@ -52,6 +52,34 @@ def test_default_run_builds_the_cpu_graph_once_and_matches_torch(tmp_path, scene
     assert "freed" in cleared and not list((cache / "graphs").iterdir())
 
 
+def test_graphs_of_another_version_are_named_and_pruned(tmp_path, scene_dataroot, small_checkpoint):
+    """After an upgrade the cache still holds the graphs the old version built (about 1.4 GB each at 2048x1024),
+    which the new one never uses: the build says so in one line, `cache list` marks them and `cache prune` removes
+    them and nothing else."""
+    from pix2pixhd_deploy.cache import key_digest
+
+    cache = tmp_path / "cache"
+    run(scene_dataroot, small_checkpoint, tmp_path / "a", cache)
+    old = _entry(cache)  # made "by an older version": another recipe, and so another key and folder
+    entry = json.loads((old / "entry.json").read_text())
+    entry["key"]["recipe"] = "cpu-v0: an older recipe"
+    (old / "entry.json").write_text(json.dumps(entry))
+    old = old.rename(old.parent / key_digest(entry["key"]))
+    proc = run(scene_dataroot, small_checkpoint, tmp_path / "b", cache)
+    assert "built in" in proc.stderr
+    hint = [line for line in proc.stderr.splitlines() if "made by another version" in line]
+    assert len(hint) == 1 and "1 graph (" in hint[0] and "cache prune" in hint[0], proc.stderr
+    listing = run_cli(["pix2pixhd-deploy", "cache", "list", "--cache-dir", cache]).stdout
+    assert "cache: 2 graphs" in listing and "of them stale" in listing
+    (stale,) = [line for line in listing.splitlines() if "(stale:" in line]
+    assert str(old) in stale and "made with another recipe" in stale
+    pruned = run_cli(["pix2pixhd-deploy", "cache", "prune", "--cache-dir", cache]).stdout
+    assert "freed" in pruned and not old.exists() and _entry(cache).is_dir()
+    again = run(scene_dataroot, small_checkpoint, tmp_path / "c", cache)
+    assert "from the model cache" in again.stderr and "made by another version" not in again.stderr
+    assert "stale" not in run_cli(["pix2pixhd-deploy", "cache", "list", "--cache-dir", cache]).stdout
+
+
 def _entry(cache):
     (folder,) = [p for p in (cache / "graphs").iterdir() if not p.name.startswith(".tmp-")]
     return folder

@@ -225,18 +225,29 @@ def list_entries(root: Path) -> List[Dict[str, object]]:
     return out
 
 
-def clear(root: Path) -> int:
+def clear(root: Path, only: Optional[Callable[[Dict[str, object]], bool]] = None) -> int:
     """Remove every entry (waiting for one being rebuilt) and what interrupted builds left; returns the bytes
-    freed. A build in progress in another process is left alone."""
+    freed. A build in progress in another process is left alone. ``only``: remove just the complete entries whose
+    recorded key it accepts (the rest, the remembered hashes included, stay)."""
     freed = 0
     graphs = root / "graphs"
     for folder in sorted(graphs.glob("*")) if graphs.is_dir() else []:
         building = folder.name.startswith(".tmp-")
+        if only is not None and (building or not only(_recorded_key(folder))):
+            continue
         digest = folder.name.split(".")[1] if building else folder.name
         with _locked(root / "locks" / f"{digest}.lock", wait=not building) as held:
             if held:
                 freed += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
                 shutil.rmtree(folder, ignore_errors=True)
-    with contextlib.suppress(FileNotFoundError):
-        (root / "hashes.json").unlink()
+    if only is None:
+        with contextlib.suppress(FileNotFoundError):
+            (root / "hashes.json").unlink()
     return freed
+
+
+def _recorded_key(folder: Path) -> Dict[str, object]:
+    try:
+        return json.loads((folder / ENTRY).read_text()).get("key") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}

@@ -180,18 +180,27 @@ def cmd_serve(args) -> int:
 def cmd_cache(args) -> int:
     from ..cache import cache_root, clear, list_entries
     from ..fileio import format_bytes
+    from ..runners.choose import stale_reason
 
     root = cache_root(args.opt.model.cache_dir)
-    if args.action == "clear":
-        print(f"cache: {format_bytes(clear(root))} freed in {root}")
+    if args.action in ("clear", "prune"):
+        freed = clear(root, only=(lambda key: bool(key) and stale_reason(key) is not None)
+                      if args.action == "prune" else None)
+        print(f"cache: {format_bytes(freed)} freed in {root}")
         return 0
     entries = list_entries(root)
+    stale = 0
     for e in entries:
         key = e["key"]
         what = (f"{key.get('runtime')} {key.get('width')}x{key.get('height')} {key.get('output_format')}, checkpoint "
                 f"{str(key.get('checkpoint_sha256'))[:12]}" if key else "incomplete entry")
-        print(f"{e['folder']}  {format_bytes(e['bytes'])}  {what}{'' if e['usable'] else '  (unusable: rebuilt on use)'}")
-    print(f"cache: {len(entries)} graphs, {format_bytes(sum(e['bytes'] for e in entries))} in {root}")
+        why = stale_reason(key) if key else None
+        stale += int(e["bytes"]) if why else 0
+        note = f"  (stale: {why}; never used by this version)" if why else "" if e["usable"] else \
+            "  (unusable: rebuilt on use)"
+        print(f"{e['folder']}  {format_bytes(e['bytes'])}  {what}{note}")
+    print(f"cache: {len(entries)} graphs, {format_bytes(sum(e['bytes'] for e in entries))} in {root}"
+          + (f"; {format_bytes(stale)} of them stale (`pix2pixhd-deploy cache prune` frees it)" if stale else ""))
     return 0
 
 
@@ -351,7 +360,9 @@ def _serve_flags(p) -> None:
 
 
 def _cache_flags(p) -> None:
-    p.add_argument("action", choices=("list", "clear"), help="list: each graph, its size and key; clear: remove all")
+    p.add_argument("action", choices=("list", "prune", "clear"),
+                   help="list: each graph, its size and key; prune: remove the graphs made by another version of "
+                        "this tool, torch or the runtime (never used by this one); clear: remove all")
 
 
 def _demo_flags(p) -> None:

@@ -136,9 +136,9 @@ class RowMomentsInstanceNorm(TwoStageInstanceNorm):
     channel's (Chan, Golub and LeVeque's pairwise update: M2 = sum of the rows' M2 + W * sum (row mean - mean)^2),
     and the output is ``x * rstd - mean * rstd``, which a runtime fuses with the ReLU after it. The two-stage form
     writes the centred tensor (and, in OpenVINO, its square) out and reads it twice more. A row's M2 is a
-    difference of float32 sums of 2,048 values, so a row whose mean is far from zero against its spread loses
-    some digits there; the rows' sums of squares are at most 2,048 terms, and the channel's mean and the
-    between-row part are as precise as the two-stage form's. For CPU graphs (``fast_convs``)."""
+    difference of two float32 sums of W values, so a row whose mean is far from zero against its spread loses
+    digits there (docs/cpu.md measures how many); the channel's mean and the between-row part are as precise as
+    the two-stage form's. For CPU graphs (``fast_convs``), whose convolutions before norms have no biases."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = int(x.shape[-2]), int(x.shape[-1])

@@ -75,8 +75,7 @@ class StemWeights:
     def without_biases(self) -> "StemWeights":
         """The same convolutions without their biases: for a graph whose first layers are instance norms, which
         cancel a per-channel constant (the CPU graph; ``export.rewrites.drop_biases_before_norms``)."""
-        return replace(self, local_bias=np.zeros_like(self.local_bias),
-                                   global_bias=np.zeros_like(self.global_bias))
+        return replace(self, local_bias=np.zeros_like(self.local_bias), global_bias=np.zeros_like(self.global_bias))
 
     def save(self, path: PathLike, *, checkpoint_sha256: Optional[str] = None) -> None:
         """Save beside a graph; ``checkpoint_sha256``, the checkpoint the graph was exported from, lets ``run``

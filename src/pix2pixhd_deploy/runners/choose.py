@@ -137,10 +137,36 @@ def graph_key(checkpoint_sha256: str, runtime: str, height: int, width: int, *, 
               output_format: str) -> Dict[str, object]:
     """Everything the cached graph depends on."""
     return {"checkpoint_sha256": checkpoint_sha256, "height": height, "width": width, "label_nc": label_nc,
-            "use_instance": use_instance, "output_format": output_format, "recipe": CPU_RECIPE,
-            "runtime": runtime, "runtime_version": _version(REGISTRY[runtime].distributions[0]),
-            "torch": _version("torch"),
-            "pix2pixhd_deploy": __version__}
+            "use_instance": use_instance, "output_format": output_format, "runtime": runtime,
+            **installation_key(runtime)}
+
+
+def installation_key(runtime: str) -> Dict[str, object]:
+    """The parts of a graph's key that come from this installation, not from the user's checkpoint and maps."""
+    return {"recipe": CPU_RECIPE, "runtime_version": _version(REGISTRY[runtime].distributions[0]),
+            "torch": _version("torch"), "pix2pixhd_deploy": __version__}
+
+
+def stale_reason(key: Dict[str, object]) -> Optional[str]:
+    """Why this installation never uses the cache entry made for ``key`` (another recipe, version of this tool,
+    of torch or of its runtime), or None. An entry whose runtime is not installed here is not called stale."""
+    runtime = key.get("runtime")
+    if runtime not in REGISTRY or not _installed(str(runtime)):
+        return None
+    changed = [k for k, v in installation_key(str(runtime)).items() if key.get(k) != v]
+    return f"made with another {' and '.join(changed)}" if changed else None
+
+
+def _stale_note(root: Path) -> None:
+    """After a build: one line on the entries that only an older installation could use, and how to free them."""
+    from ..cache import list_entries
+    from ..fileio import format_bytes
+
+    stale = [e for e in list_entries(root) if e["key"] and stale_reason(e["key"])]
+    if stale:
+        log.info("the model cache also holds %d graph%s (%s) made by another version, which this one never uses: "
+                 "`pix2pixhd-deploy cache prune` frees them", len(stale), "s" if len(stale) > 1 else "",
+                 format_bytes(sum(int(e["bytes"]) for e in stale)))
 
 
 def _cached_graph(checkpoint: PathLike, runtime: str, height: int, width: int, *, label_nc: int,
@@ -161,6 +187,8 @@ def _cached_graph(checkpoint: PathLike, runtime: str, height: int, width: int, *
                          output_format=output_format)
 
     entry = get_or_build(key, build, root=root, rebuild_reason=rebuild_reason)
+    if entry.built_s is not None:
+        _stale_note(root)
     how = f"built in {entry.built_s:.0f} s" if entry.built_s is not None else "from the model cache"
     name = REGISTRY[runtime].display
     reason = (f"{name} {key['runtime_version']} on the CPU runs the CPU graph for {width}x{height} ({how}, "
