@@ -164,9 +164,9 @@ def _stale_note(root: Path) -> None:
 
     stale = [e for e in list_entries(root) if e["key"] and stale_reason(e["key"])]
     if stale:
-        log.info("the model cache also holds %d graph%s (%s) made by another version, which this one never uses: "
-                 "`pix2pixhd-deploy cache prune` frees them", len(stale), "s" if len(stale) > 1 else "",
-                 format_bytes(sum(int(e["bytes"]) for e in stale)))
+        log.info("the model cache also holds %d graph%s (%s) made by another version of pix2pixhd-deploy, torch or "
+                 "the runtime, which this one never uses: `pix2pixhd-deploy cache prune` frees them", len(stale),
+                 "s" if len(stale) > 1 else "", format_bytes(sum(int(e["bytes"]) for e in stale)))
 
 
 def _cached_graph(checkpoint: PathLike, runtime: str, height: int, width: int, *, label_nc: int,
