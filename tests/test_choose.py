@@ -73,11 +73,30 @@ def test_graphs_of_another_version_are_named_and_pruned(tmp_path, scene_dataroot
     assert "cache: 2 graphs" in listing and "of them stale" in listing
     (stale,) = [line for line in listing.splitlines() if "(stale:" in line]
     assert str(old) in stale and "made with another recipe" in stale
+    # what a killed build left, and an entry without its entry.json: never used either
+    leftovers = [cache / "graphs" / f".tmp-{'0' * 24}.x1", cache / "graphs" / ("f" * 24)]
+    for folder in leftovers:
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"\0" * 1000)
     pruned = run_cli(["pix2pixhd-deploy", "cache", "prune", "--cache-dir", cache]).stdout
-    assert "freed" in pruned and not old.exists() and _entry(cache).is_dir()
+    assert "freed" in pruned and not old.exists() and not any(f.exists() for f in leftovers)
+    assert _entry(cache).is_dir()
     again = run(scene_dataroot, small_checkpoint, tmp_path / "c", cache)
     assert "from the model cache" in again.stderr and "made by another version" not in again.stderr
     assert "stale" not in run_cli(["pix2pixhd-deploy", "cache", "list", "--cache-dir", cache]).stdout
+
+
+def test_the_stale_graphs_line_never_fails_a_run(tmp_path, monkeypatch, caplog):
+    """It is advice: an entry pruned or rebuilt by another process while it looks must not fail the run."""
+    from pix2pixhd_deploy import cache as cache_module
+    from pix2pixhd_deploy.runners import choose
+
+    def vanished(root):
+        raise FileNotFoundError(2, "No such file or directory", str(root / "graphs" / "x" / "model.onnx"))
+
+    monkeypatch.setattr(cache_module, "list_entries", vanished)
+    choose._stale_note(tmp_path)  # no exception
+    assert "could not look for stale graphs" in caplog.text or not caplog.records
 
 
 def _entry(cache):

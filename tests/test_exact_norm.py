@@ -48,6 +48,21 @@ def test_onnx_runtime_gets_torch_accuracy_on_a_large_channel():
     assert all(errors[form] < 1e-5 and errors[form] < errors[None] for form in NORMS), errors
 
 
+@pytest.mark.parametrize("norm", NORMS)
+def test_constant_channels_give_zeros_not_nan(norm):
+    """A uniform map makes every stem channel one value; a row's sum of squares minus its sum times its mean can
+    then round below zero, and a variance below -eps gave NaN (ONNX Runtime's ReLU passes NaN on: a blank picture).
+    No ReLU here, so a NaN would show."""
+    x = torch.linspace(1, 100, 64).view(1, 64, 1, 1).expand(1, 64, 32, 96).contiguous()
+    model = norm(nn.InstanceNorm2d(64))
+    got = model(x)
+    buffer = io.BytesIO()
+    torch_onnx_export(model, x, buffer, opset_version=17, input_names=["x"])
+    ort = run_onnxruntime_cpu(buffer.getvalue(), "x", x.numpy())
+    for out in (got.numpy(), ort):
+        assert np.isfinite(out).all() and np.abs(out).max() < 0.05  # upstream's float32 norm: about 0 too
+
+
 def test_row_moments_read_the_tensor_for_sums_only():
     """The CPU form's statistics are row sums and row sums of squares (ReduceL2), and its output is x * a + b:
     no tensor-sized centred copy (a Sub of the mean) nor squares (a Mul of the tensor by itself) in the graph."""

@@ -227,13 +227,14 @@ def list_entries(root: Path) -> List[Dict[str, object]]:
 
 def clear(root: Path, only: Optional[Callable[[Dict[str, object]], bool]] = None) -> int:
     """Remove every entry (waiting for one being rebuilt) and what interrupted builds left; returns the bytes
-    freed. A build in progress in another process is left alone. ``only``: remove just the complete entries whose
-    recorded key it accepts (the rest, the remembered hashes included, stay)."""
+    freed. A build in progress in another process is left alone. ``only``: remove just the entries whose recorded
+    key it accepts (an incomplete entry's key is ``{}``) and what interrupted builds left; the rest, the remembered
+    hashes included, stay."""
     freed = 0
     graphs = root / "graphs"
     for folder in sorted(graphs.glob("*")) if graphs.is_dir() else []:
         building = folder.name.startswith(".tmp-")
-        if only is not None and (building or not only(_recorded_key(folder))):
+        if only is not None and not building and not only(_recorded_key(folder)):
             continue
         digest = folder.name.split(".")[1] if building else folder.name
         with _locked(root / "locks" / f"{digest}.lock", wait=not building) as held:

@@ -184,7 +184,8 @@ def cmd_cache(args) -> int:
 
     root = cache_root(args.opt.model.cache_dir)
     if args.action in ("clear", "prune"):
-        freed = clear(root, only=(lambda key: bool(key) and stale_reason(key) is not None)
+        # prune: another version's graphs, incomplete entries and what interrupted builds left (never used)
+        freed = clear(root, only=(lambda key: not key or stale_reason(key) is not None)
                       if args.action == "prune" else None)
         print(f"cache: {format_bytes(freed)} freed in {root}")
         return 0
@@ -362,7 +363,8 @@ def _serve_flags(p) -> None:
 def _cache_flags(p) -> None:
     p.add_argument("action", choices=("list", "prune", "clear"),
                    help="list: each graph, its size and key; prune: remove the graphs made by another version of "
-                        "this tool, torch or the runtime (never used by this one); clear: remove all")
+                        "this tool, torch or the runtime, and incomplete ones (never used by this one); clear: "
+                        "remove all")
 
 
 def _demo_flags(p) -> None:

@@ -145,7 +145,8 @@ class RowMomentsInstanceNorm(TwoStageInstanceNorm):
         row_sum = x.sum(3, keepdim=True)
         row_squares = torch.linalg.vector_norm(x, 2, dim=3, keepdim=True) ** 2
         row_mean = row_sum * (1.0 / w)
-        row_m2 = row_squares - row_sum * row_mean
+        # a row of one value (a uniform map's stems) can round to a tiny negative M2; the variance must not
+        row_m2 = torch.clamp(row_squares - row_sum * row_mean, min=0.0)
         mean = row_mean.sum(2, keepdim=True) * (1.0 / h)
         spread = row_mean - mean
         m2 = row_m2.sum(2, keepdim=True) + (spread * spread).sum(2, keepdim=True) * w

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 #: the graph run builds for a checkpoint on a CPU; bump when the export recipe changes what it writes
 CPU_RECIPE = ("cpu-v5: stems (maps for a global generator), fast convolutions with Winograd F(4x4) (input tiles "
-              "by convolution), row-moment norms (no biases before them, stems' included), static batch 1")
+              "by convolution), row-moment norms (rows' M2 at least 0; no biases before them, stems' included), "
+              "static batch 1")
 
 
 @dataclass
@@ -162,7 +163,11 @@ def _stale_note(root: Path) -> None:
     from ..cache import list_entries
     from ..fileio import format_bytes
 
-    stale = [e for e in list_entries(root) if e["key"] and stale_reason(e["key"])]
+    try:
+        stale = [e for e in list_entries(root) if e["key"] and stale_reason(e["key"])]
+    except OSError as exc:  # another process pruning or rebuilding meanwhile: the line is only advice
+        log.debug("could not look for stale graphs in %s: %s", root, exc)
+        return
     if stale:
         log.info("the model cache also holds %d graph%s (%s) made by another version of pix2pixhd-deploy, torch or "
                  "the runtime, which this one never uses: `pix2pixhd-deploy cache prune` frees them", len(stale),
