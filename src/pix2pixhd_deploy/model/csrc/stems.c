@@ -163,21 +163,39 @@ size_t global_stem_work(int H, int W) {
     return cells * (2 * 9 * sizeof(int32_t) + sizeof(int32_t) + 2);  /* cc, cw, sc, then cn and hc */
 }
 
-/* local stem: out (O, H, W) = bias + sum over 7x7 taps of table[tap * ncodes + code] (reflect padding 3) */
-int local_stem(const int32_t *code, int H, int W, const float *table, const float *wsum, const float *bias,
-               int ncodes, int O, float *out, int threads, uint8_t *work) {
+/* What both stems set up before their loops: the arguments checked, the threads set, the workspace (the caller's,
+   or one allocated here), the tables' row sums and the bias sums. stem_end frees what stem_begin allocated. */
+struct stem_scratch { uint8_t *own, *work; float *rs, *bs; };
+
+static void stem_end(struct stem_scratch *s) { free(s->own); free(s->rs); free(s->bs); }
+
+static int stem_begin(const int32_t *code, int H, int W, const float *table, const float *wsum, const float *bias,
+                      int ncodes, int O, int threads, uint8_t *work, size_t (*work_bytes)(int, int),
+                      struct stem_scratch *s) {
     int status = check_args(code, H, W, ncodes, O);
     if (status) return status;
 #ifdef _OPENMP
     if (threads > 0) omp_set_num_threads(threads);
 #endif
-    uint8_t *own = work ? NULL : (uint8_t *)malloc(local_stem_work(H, W)), *hu = work ? work : own;
-    float *rs = row_sums(table, ncodes, O), *bs = bias_sums(wsum, bias, ncodes, O);
-    if (!hu || !rs || !bs) { free(own); free(rs); free(bs); return STEMS_NOMEM; }
+    s->own = work ? NULL : (uint8_t *)malloc(work_bytes(H, W));
+    s->work = work ? work : s->own;
+    s->rs = row_sums(table, ncodes, O);
+    s->bs = bias_sums(wsum, bias, ncodes, O);
+    if (!s->work || !s->rs || !s->bs) { stem_end(s); return STEMS_NOMEM; }
+    return 0;
+}
+
+/* local stem: out (O, H, W) = bias + sum over 7x7 taps of table[tap * ncodes + code] (reflect padding 3) */
+int local_stem(const int32_t *code, int H, int W, const float *table, const float *wsum, const float *bias,
+               int ncodes, int O, float *out, int threads, uint8_t *work) {
+    struct stem_scratch s;
+    int status = stem_begin(code, H, W, table, wsum, bias, ncodes, O, threads, work, local_stem_work, &s);
+    if (status) return status;
+    uint8_t *hu = s.work;
     row_windows(code, H, W, hu);
-    struct local_sums sums = {code, hu, W, table, rs, bias, ncodes, O};
-    status = stem_rows(code, hu, H, W, bs, O, out, O == 32 ? local_pixel_32 : local_pixel_any, &sums);
-    free(own); free(rs); free(bs);
+    struct local_sums sums = {code, hu, W, table, s.rs, bias, ncodes, O};
+    status = stem_rows(code, hu, H, W, s.bs, O, out, O == 32 ? local_pixel_32 : local_pixel_any, &sums);
+    stem_end(&s);
     return status;
 }
 
@@ -221,17 +239,12 @@ static __attribute__((noinline)) void global_pixel_any(const void *s, const int 
 /* global stem: AvgPool2d(3, 2, 1, count_include_pad=False) then reflect pad 3 and a 7x7 conv, from codes */
 int global_stem(const int32_t *code, int H, int W, const float *table, const float *wsum, const float *bias,
                 int ncodes, int O, float *out, int threads, uint8_t *work) {
-    int status = check_args(code, H, W, ncodes, O);
+    struct stem_scratch s;
+    int status = stem_begin(code, H, W, table, wsum, bias, ncodes, O, threads, work, global_stem_work, &s);
     if (status) return status;
-#ifdef _OPENMP
-    if (threads > 0) omp_set_num_threads(threads);
-#endif
     int hh = (H - 1) / 2 + 1, hw = (W - 1) / 2 + 1;
     size_t cells = (size_t)hh * hw;
-    uint8_t *own = work ? NULL : (uint8_t *)malloc(global_stem_work(H, W)), *base = work ? work : own;
-    float *rs = row_sums(table, ncodes, O), *bs = bias_sums(wsum, bias, ncodes, O);
-    if (!base || !rs || !bs) { free(own); free(rs); free(bs); return STEMS_NOMEM; }
-    int32_t *cc = (int32_t *)base;                                   /* distinct codes of each pool cell */
+    int32_t *cc = (int32_t *)s.work;                                 /* distinct codes of each pool cell */
     float *cw = (float *)(cc + cells * 9);                           /* their weights: multiplicity / count */
     int32_t *sc = (int32_t *)(cw + cells * 9);                       /* a cell's one code, or -1 */
     uint8_t *cn = (uint8_t *)(sc + cells), *hc = cn + cells;
@@ -258,8 +271,8 @@ int global_stem(const int32_t *code, int H, int W, const float *table, const flo
         }
     }
     row_windows(sc, hh, hw, hc);
-    struct global_sums sums = {cc, cw, cn, sc, hc, hw, table, rs, bias, ncodes, O};
-    status = stem_rows(sc, hc, hh, hw, bs, O, out, O == 64 ? global_pixel_64 : global_pixel_any, &sums);
-    free(own); free(rs); free(bs);
+    struct global_sums sums = {cc, cw, cn, sc, hc, hw, table, s.rs, bias, ncodes, O};
+    status = stem_rows(sc, hc, hh, hw, s.bs, O, out, O == 64 ? global_pixel_64 : global_pixel_any, &sums);
+    stem_end(&s);
     return status;
 }
