@@ -214,12 +214,9 @@ def list_entries(root: Path) -> List[Dict[str, object]]:
     for folder in sorted((root / "graphs").glob("*")) if (root / "graphs").is_dir() else []:
         if folder.name.startswith(".tmp-"):
             continue
-        try:
-            recorded = json.loads((folder / ENTRY).read_text())
-        except (OSError, ValueError):
-            recorded = {}
+        recorded = _recorded(folder)
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-        key = recorded.get("key", {})
+        key = recorded.get("key") or {}
         out.append({"folder": str(folder), "key": key, "bytes": size, "created": recorded.get("created"),
                     "usable": bool(key) and entry_problem(folder, key) is None})
     return out
@@ -234,7 +231,7 @@ def clear(root: Path, only: Optional[Callable[[Dict[str, object]], bool]] = None
     graphs = root / "graphs"
     for folder in sorted(graphs.glob("*")) if graphs.is_dir() else []:
         building = folder.name.startswith(".tmp-")
-        if only is not None and not building and not only(_recorded_key(folder)):
+        if only is not None and not building and not only(_recorded(folder).get("key") or {}):
             continue
         digest = folder.name.split(".")[1] if building else folder.name
         with _locked(root / "locks" / f"{digest}.lock", wait=not building) as held:
@@ -247,8 +244,10 @@ def clear(root: Path, only: Optional[Callable[[Dict[str, object]], bool]] = None
     return freed
 
 
-def _recorded_key(folder: Path) -> Dict[str, object]:
+def _recorded(folder: Path) -> Dict[str, object]:
+    """An entry's entry.json ({} when it is missing or unreadable)."""
     try:
-        return json.loads((folder / ENTRY).read_text()).get("key") or {}
-    except (OSError, ValueError, AttributeError):
+        recorded = json.loads((folder / ENTRY).read_text())
+    except (OSError, ValueError):
         return {}
+    return recorded if isinstance(recorded, dict) else {}

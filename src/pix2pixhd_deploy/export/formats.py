@@ -97,7 +97,7 @@ class GraphFormat:
             fmt.generator = model
             # once, for the check and the sidecar file (it copies each tensor to float32 on the CPU itself)
             fmt.stem_weights = StemWeights.from_generator(model, fmt.label_nc, options.use_instance)
-            if options.fast_convs and options.precise_norm and _stems_feed_norms(model):
+            if options.row_moment_norms and _stems_feed_norms(model):
                 # the CPU graph's norms work with raw sums of squares: a bias they cancel only costs them digits
                 fmt.stem_weights = fmt.stem_weights.without_biases()
         return fmt

@@ -111,6 +111,12 @@ class ExportOptions:
         return self.exact_norm if self.exact_norm is not None else not (self.fp16 or self.dynamic_hw)
 
     @property
+    def row_moment_norms(self) -> bool:
+        """The CPU graph's form of the precise norms (with ``fast_convs``): rewrites.RowMomentsInstanceNorm, with no
+        biases before them, the stems' included."""
+        return self.fast_convs and self.precise_norm
+
+    @property
     def graph_output_name(self) -> str:
         if self.output_format == forms.UINT8 and self.output_name == FLOAT_OUTPUT_NAME:
             return UINT8_OUTPUT_NAME

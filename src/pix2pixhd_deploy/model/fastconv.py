@@ -93,7 +93,7 @@ class WinogradConv3x3(nn.Module):
         # out instead (a strided slice per tap) costs a graph runtime an index per value: in OpenVINO 1.6 GB of
         # index tables first-touched at every load of label2city_1024p's graph, and 0.13 s an inference
         v = F.conv2d(x.reshape(-1, 1, x.shape[-2], x.shape[-1]), self.bt_kernel.to(x.dtype), stride=m)
-        v = v.reshape(b, self.in_channels, n * n, th * tw).transpose(1, 2)                 # (N, n*n, C, tiles)
+        v = v.reshape(b, self.in_channels, n * n, th * tw).transpose(1, 2)        # (N, n*n, C, tiles)
         prod = torch.matmul(u, v)                                                 # (N, n*n, K, tiles)
         y = torch.matmul(a, prod.reshape(b, n * n, k * th * tw))                  # (N, m*m, K*tiles)
         y = y.reshape(b, m, m, k, th, tw).permute(0, 3, 4, 1, 5, 2).reshape(b, k, m * th, m * tw)
